@@ -1,0 +1,146 @@
+//! A small client of lit-mux's own API, used by the CLI's client commands (`status`, `send`,
+//! `mcp …`). It turns transport failures and `{"detail"}` errors into one-line messages.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// Why a call to the server did not give a usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach lit-mux at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The server answered with an error status; `detail` is its message.
+    #[error("{status}: {detail}")]
+    Api { status: StatusCode, detail: String },
+    #[error("unexpected answer from {url}: {reason}")]
+    BadAnswer { url: String, reason: String },
+}
+
+/// Where the server is and how to authenticate to it.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    base_url: String,
+    api_key: Option<String>,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    pub fn new(
+        base_url: &str,
+        api_key: Option<String>,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5).min(timeout))
+            .build()
+            .map_err(|err| ClientError::Unreachable {
+                url: base_url.clone(),
+                reason: chain(&err),
+            })?;
+        Ok(Self {
+            base_url,
+            api_key,
+            http,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// Sends one request and returns the JSON answer of a 2xx response.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let url = format!("{}{}", self.base_url, path);
+        let mut request = self.http.request(method, &url);
+        if let Some(key) = &self.api_key {
+            request = request.header("X-API-Key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|err| ClientError::Unreachable {
+                url: self.base_url.clone(),
+                reason: describe(&err),
+            })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|err| ClientError::Unreachable {
+                url: self.base_url.clone(),
+                reason: describe(&err),
+            })?;
+        let value: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if !status.is_success() {
+            let detail = value
+                .as_ref()
+                .and_then(|v| v.get("detail"))
+                .map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
+            return Err(ClientError::Api { status, detail });
+        }
+        value.ok_or_else(|| ClientError::BadAnswer {
+            url,
+            reason: "the body is not JSON".to_owned(),
+        })
+    }
+}
+
+/// A one-line reason for a transport failure ("connection refused", "timed out").
+pub fn describe(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        return "timed out".to_owned();
+    }
+    // The innermost cause is the one a person recognises (e.g. "Connection refused").
+    let mut source: &dyn std::error::Error = err;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    let innermost = source.to_string();
+    if err.is_connect() {
+        let lower = innermost.to_lowercase();
+        if lower.contains("connection refused") {
+            return "connection refused (is `lit-mux start` running?)".to_owned();
+        }
+        return format!("cannot connect: {innermost}");
+    }
+    chain(err)
+}
+
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

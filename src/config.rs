@@ -1,0 +1,667 @@
+//! Configuration: the file's typed schema, where it is found, how it is loaded and checked.
+//!
+//! Invariants once [`load`] returns `Ok`: every key was known, every value had the right type,
+//! every `${VAR}` in a string value was expanded, `MCP_SERVERS` was appended, and the semantic
+//! checks in [`Config::validate`] passed. The rest of lit-mux never re-checks the config.
+//!
+//! Loading happens before the async runtime and before logging start (the log level lives in the
+//! file), so everything worth telling the user is collected in [`LoadedConfig::warnings`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Environment variable that names the config file, like `--config`.
+pub const CONFIG_ENV: &str = "LIT_MUX_CONFIG";
+/// Environment variable that appends MCP servers, in the predecessor's format.
+pub const MCP_SERVERS_ENV: &str = "MCP_SERVERS";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub server: ServerConfig,
+    /// AI backends by name. Each entry is typed by the backends module; kept verbatim here.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub backends: BTreeMap<String, yaml_serde::Value>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub mcp: McpConfig,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub storage: StorageConfig,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub context: ContextConfig,
+}
+
+/// `server:` — the HTTP listener and who may talk to it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub log_level: LogLevel,
+    /// When set, every endpoint but `/health` requires this key.
+    pub api_key: Option<String>,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Origins allowed by CORS; `"*"` allows any. Empty: no cross-origin access.
+    pub cors_origins: Vec<String>,
+    /// How long shutdown waits for open requests to finish before closing them.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 8000,
+            log_level: LogLevel::Info,
+            api_key: None,
+            max_body_bytes: 4 * 1024 * 1024,
+            cors_origins: Vec::new(),
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Whether `host` only accepts connections from this machine.
+    pub fn is_loopback(&self) -> bool {
+        host_is_loopback(&self.host)
+    }
+}
+
+/// Whether a host name or address only reaches this machine.
+pub fn host_is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Log level names, accepting the predecessor's Python spellings (`WARNING`, `CRITICAL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    /// The directive understood by `tracing_subscriber::EnvFilter`.
+    pub fn as_filter(self) -> &'static str {
+        match self {
+            Self::Trace => "trace",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        match name.to_ascii_lowercase().as_str() {
+            "trace" => Ok(Self::Trace),
+            "debug" => Ok(Self::Debug),
+            "info" => Ok(Self::Info),
+            "warn" | "warning" => Ok(Self::Warn),
+            "error" | "critical" => Ok(Self::Error),
+            _ => Err(serde::de::Error::invalid_value(
+                serde::de::Unexpected::Str(&name),
+                &"one of trace, debug, info, warning, error, critical",
+            )),
+        }
+    }
+}
+
+/// `mcp:` — MCP servers run as child processes.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    pub enabled: bool,
+    pub servers: Vec<McpServerConfig>,
+    /// When set, only these commands may be started through the API.
+    pub allowed_commands: Option<Vec<String>>,
+    /// Largest single message accepted from a child, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            servers: Vec::new(),
+            allowed_commands: None,
+            max_message_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// One MCP server: a command speaking MCP over stdio.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerConfig {
+    pub name: String,
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Seconds allowed for the handshake and for each tool call.
+    #[serde(default = "default_mcp_timeout")]
+    pub timeout: u64,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+}
+
+fn default_mcp_timeout() -> u64 {
+    30
+}
+
+/// What to do when an MCP child exits on its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    #[default]
+    Never,
+    OnFailure,
+}
+
+/// `storage:` — where sessions and messages are kept.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite://PATH` or a plain path; empty means `$XDG_DATA_HOME/lit-mux/lit-mux.db`.
+    pub url: Option<String>,
+}
+
+/// `context:` — how much history is sent to a model.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContextConfig {
+    pub max_messages: usize,
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        Self { max_messages: 50 }
+    }
+}
+
+/// Lets a section be written as an empty key (`mcp:`) and mean its defaults.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// A configuration that could not be used. Always shown to the user; `start` exits with 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Bad YAML, a wrong type or an unknown key; the message names the key path and position.
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value of the right type that cannot work (a bad name, a duplicate, zero where it matters).
+    #[error("invalid config{}: {key}: {message}", .path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default())]
+    Invalid {
+        path: Option<PathBuf>,
+        key: String,
+        message: String,
+    },
+    #[error("invalid {MCP_SERVERS_ENV} entry {entry:?}: {message}")]
+    McpServersEnv { entry: String, message: String },
+    #[error("cannot read .env file {path}: {message}")]
+    DotEnv { path: PathBuf, message: String },
+}
+
+/// Whether the config came from a file or is the built-in defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    File,
+    /// The file did not exist; defaults are in use.
+    Defaults,
+}
+
+/// A config ready to use, with where it came from and what the user should be told.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    pub path: PathBuf,
+    pub source: ConfigSource,
+    /// Things to log once logging is up (e.g. an unset `${VAR}`).
+    pub warnings: Vec<String>,
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::File => "file",
+            Self::Defaults => "defaults",
+        })
+    }
+}
+
+/// The config file to use: `--config`, else `LIT_MUX_CONFIG`, else
+/// `$XDG_CONFIG_HOME/lit-mux/config.yaml`, else `~/.config/lit-mux/config.yaml`.
+///
+/// `explicit` is the `--config` flag (clap already folds `LIT_MUX_CONFIG` into it).
+pub fn config_path(explicit: Option<&Path>) -> PathBuf {
+    if let Some(path) = explicit {
+        return path.to_path_buf();
+    }
+    if let Some(path) = non_empty_env(CONFIG_ENV) {
+        return PathBuf::from(path);
+    }
+    xdg_dir("XDG_CONFIG_HOME", ".config")
+        .join("lit-mux")
+        .join("config.yaml")
+}
+
+/// `$VAR` when set to an absolute path, else `~/FALLBACK` (the XDG base-directory rule).
+pub fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
+    if let Some(dir) = non_empty_env(var)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+    {
+        return dir;
+    }
+    home_dir().join(fallback)
+}
+
+fn home_dir() -> PathBuf {
+    non_empty_env("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Loads `.env` from the working directory into the environment, not overriding variables that
+/// are already set. Call before any thread is started: it writes the process environment.
+pub fn load_dotenv() -> Result<Option<PathBuf>, ConfigError> {
+    let path = PathBuf::from(".env");
+    match dotenvy::from_path(&path) {
+        Ok(()) => Ok(Some(path)),
+        Err(dotenvy::Error::Io(err)) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(ConfigError::DotEnv {
+            path,
+            message: err.to_string(),
+        }),
+    }
+}
+
+/// Reads, expands, extends and validates the config at `path` (a missing file means defaults).
+pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    let mut warnings = Vec::new();
+    let (mut config, source) = match std::fs::read_to_string(path) {
+        Ok(text) => (parse(&text, path, &mut warnings)?, ConfigSource::File),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            (Config::default(), ConfigSource::Defaults)
+        }
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    if let Some(spec) = non_empty_env(MCP_SERVERS_ENV) {
+        config.mcp.servers.extend(parse_mcp_servers_env(&spec)?);
+    }
+    config.validate().map_err(|(key, mut message)| {
+        // An unset `${VAR}` is the usual cause of an empty value: say so with the error.
+        for warning in &warnings {
+            message.push_str(&format!(" (note: {warning})"));
+        }
+        ConfigError::Invalid {
+            path: (source == ConfigSource::File).then(|| path.to_path_buf()),
+            key,
+            message,
+        }
+    })?;
+    Ok(LoadedConfig {
+        config,
+        path: path.to_path_buf(),
+        source,
+        warnings,
+    })
+}
+
+/// Parses config text. Types and keys are checked on the text itself so that errors carry the
+/// key path and line/column; `${VAR}` is expanded afterwards, on string values only.
+pub fn parse(text: &str, path: &Path, warnings: &mut Vec<String>) -> Result<Config, ConfigError> {
+    let parse_error = |err: yaml_serde::Error| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: describe_yaml_error(&err),
+    };
+    let mut tree: yaml_serde::Value = yaml_serde::from_str(text).map_err(parse_error)?;
+    if tree.is_null() {
+        // Empty file or comments only.
+        return Ok(Config::default());
+    }
+    // Checked against the text for positions; the value itself is rebuilt after expansion.
+    yaml_serde::from_str::<Config>(text).map_err(parse_error)?;
+    expand_env_in_tree(&mut tree, &mut String::new(), warnings);
+    yaml_serde::from_value(tree).map_err(parse_error)
+}
+
+/// yaml_serde's message, with the unknown-key case reworded to name the full key path
+/// (`server.prot: unknown key` rather than `server: unknown field `prot``) and the position
+/// added when the message lacks it.
+fn describe_yaml_error(err: &yaml_serde::Error) -> String {
+    let mut message = err.to_string();
+    if let Some((section, rest)) = message.split_once(": unknown field `") {
+        if let Some((key, expected)) = rest.split_once("`, ") {
+            let full_key = if section.contains(' ') {
+                key.to_owned()
+            } else {
+                format!("{section}.{key}")
+            };
+            message = format!("{full_key}: unknown key; {expected}");
+        }
+    } else if let Some(key_and_rest) = message.strip_prefix("unknown field `") {
+        if let Some((key, expected)) = key_and_rest.split_once("`, ") {
+            message = format!("{key}: unknown key; {expected}");
+        }
+    }
+    if let Some(location) = err.location().filter(|_| !message.contains(" at line ")) {
+        message.push_str(&format!(
+            " at line {} column {}",
+            location.line(),
+            location.column()
+        ));
+    }
+    message
+}
+
+/// Expands `${VAR}` in every string value of the tree (not in keys). `key_path` is the path
+/// of `value`, written as serde names it (`mcp.servers[0].env.TOKEN`).
+fn expand_env_in_tree(
+    value: &mut yaml_serde::Value,
+    key_path: &mut String,
+    warnings: &mut Vec<String>,
+) {
+    use yaml_serde::Value;
+    let parent_len = key_path.len();
+    match value {
+        Value::String(text) => {
+            let (expanded, missing) = expand_env(text);
+            for name in missing {
+                warnings.push(format!(
+                    "environment variable {name} is not set; {key_path} expands it to an empty string"
+                ));
+            }
+            *text = expanded;
+        }
+        Value::Sequence(items) => {
+            for (index, item) in items.iter_mut().enumerate() {
+                key_path.push_str(&format!("[{index}]"));
+                expand_env_in_tree(item, key_path, warnings);
+                key_path.truncate(parent_len);
+            }
+        }
+        Value::Mapping(map) => {
+            for (key, item) in map.iter_mut() {
+                if !key_path.is_empty() {
+                    key_path.push('.');
+                }
+                match key.as_str() {
+                    Some(name) => key_path.push_str(name),
+                    None => key_path.push_str(&format!("{key:?}")),
+                }
+                expand_env_in_tree(item, key_path, warnings);
+                key_path.truncate(parent_len);
+            }
+        }
+        Value::Tagged(tagged) => expand_env_in_tree(&mut tagged.value, key_path, warnings),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// Replaces each `${NAME}` with the variable's value; returns the names that were not set.
+/// `$$` is not special and text without a closing brace is left as written.
+pub fn expand_env(text: &str) -> (String, Vec<String>) {
+    let mut out = String::with_capacity(text.len());
+    let mut missing = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return (out, missing);
+        };
+        let name = &after[..end];
+        if is_env_name(name) {
+            match std::env::var(name) {
+                Ok(value) => out.push_str(&value),
+                Err(_) => missing.push(name.to_owned()),
+            }
+        } else {
+            out.push_str(&rest[start..start + 2 + end + 1]);
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    (out, missing)
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Parses `MCP_SERVERS="name::command::arg1::arg2,name2::cmd2"` (the predecessor's format).
+pub fn parse_mcp_servers_env(spec: &str) -> Result<Vec<McpServerConfig>, ConfigError> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let mut fields = entry.split("::");
+            let name = fields.next().unwrap_or_default().trim();
+            let command = fields.next().unwrap_or_default().trim();
+            if name.is_empty() || command.is_empty() {
+                return Err(ConfigError::McpServersEnv {
+                    entry: entry.to_owned(),
+                    message: "expected name::command[::arg...]".to_owned(),
+                });
+            }
+            Ok(McpServerConfig {
+                name: name.to_owned(),
+                command: command.to_owned(),
+                args: fields.map(str::to_owned).collect(),
+                env: BTreeMap::new(),
+                timeout: default_mcp_timeout(),
+                restart: RestartPolicy::Never,
+            })
+        })
+        .collect()
+}
+
+/// Whether `name` may name an MCP server: `[A-Za-z0-9_-]{1,64}`.
+pub fn is_valid_server_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Config {
+    /// Checks what types cannot: returns the key path and what is wrong with it.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let invalid = |key: &str, message: &str| Err((key.to_owned(), message.to_owned()));
+        if self.server.host.trim().is_empty() {
+            return invalid("server.host", "must not be empty");
+        }
+        if self.server.api_key.as_deref().is_some_and(str::is_empty) {
+            // An empty key would be an open door that looks shut; `${VAR}` of an unset VAR ends here.
+            return invalid(
+                "server.api_key",
+                "is empty; remove the key to run without authentication",
+            );
+        }
+        if self.server.max_body_bytes == 0 {
+            return invalid("server.max_body_bytes", "must be greater than 0");
+        }
+        for (index, origin) in self.server.cors_origins.iter().enumerate() {
+            let key = format!("server.cors_origins[{index}]");
+            if origin != "*" && !is_origin(origin) {
+                return Err((
+                    key,
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                ));
+            }
+        }
+        if self.mcp.max_message_bytes < 1024 {
+            return invalid("mcp.max_message_bytes", "must be at least 1024");
+        }
+        let mut names = BTreeSet::new();
+        for (index, server) in self.mcp.servers.iter().enumerate() {
+            let key = format!("mcp.servers[{index}]");
+            if !is_valid_server_name(&server.name) {
+                return Err((
+                    format!("{key}.name"),
+                    format!(
+                        "{:?} is not a valid server name (1 to 64 of A-Z a-z 0-9 _ -)",
+                        server.name
+                    ),
+                ));
+            }
+            if !names.insert(server.name.as_str()) {
+                return Err((
+                    format!("{key}.name"),
+                    format!("server name {:?} is used twice", server.name),
+                ));
+            }
+            if server.command.trim().is_empty() {
+                return Err((format!("{key}.command"), "must not be empty".to_owned()));
+            }
+            if server.timeout == 0 {
+                return Err((
+                    format!("{key}.timeout"),
+                    "must be at least 1 second".to_owned(),
+                ));
+            }
+        }
+        if self.context.max_messages == 0 {
+            return invalid("context.max_messages", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// `scheme://host[:port]` with nothing after it, as browsers send in `Origin`.
+fn is_origin(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return false;
+    };
+    !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', ' '])
+        && axum::http::HeaderValue::from_str(text).is_ok()
+}
+
+/// The commented config that `lit-mux init` writes, with `api_key` filled in.
+pub fn default_config_text(api_key: &str) -> String {
+    include_str!("config_template.yaml").replace("{{API_KEY}}", api_key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expand_env_replaces_whole_and_embedded_references() {
+        // PATH and HOME exist in every test environment; the other name is never set.
+        let path = std::env::var("PATH").unwrap_or_default();
+        let (out, missing) =
+            expand_env("a${PATH}b ${LIT_MUX_TEST_NEVER_SET_X} ${not valid} ${open");
+        assert_eq!(out, format!("a{path}b  ${{not valid}} ${{open"));
+        assert_eq!(missing, vec!["LIT_MUX_TEST_NEVER_SET_X".to_owned()]);
+    }
+
+    #[test]
+    fn mcp_servers_env_splits_entries_and_arguments() {
+        let servers =
+            parse_mcp_servers_env("fs::npx::-y::server-fs::/tmp, echo::cat ,").unwrap_or_default();
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[0].name, "fs");
+        assert_eq!(servers[0].command, "npx");
+        assert_eq!(servers[0].args, vec!["-y", "server-fs", "/tmp"]);
+        assert_eq!(servers[1].name, "echo");
+        assert_eq!(servers[1].command, "cat");
+        assert!(servers[1].args.is_empty());
+        assert!(parse_mcp_servers_env("lonely").is_err());
+    }
+
+    #[test]
+    fn server_names_follow_the_tool_addressing_rule() {
+        assert!(is_valid_server_name("file-system_2"));
+        assert!(!is_valid_server_name(""));
+        assert!(!is_valid_server_name("has.dot"));
+        assert!(!is_valid_server_name(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn origins_are_checked() {
+        assert!(is_origin("https://app.example.com"));
+        assert!(is_origin("http://localhost:3000"));
+        assert!(!is_origin("app.example.com"));
+        assert!(!is_origin("https://app.example.com/path"));
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in ["127.0.0.1", "127.8.0.1", "localhost", "::1", "[::1]"] {
+            assert!(host_is_loopback(host), "{host}");
+        }
+        for host in ["0.0.0.0", "::", "192.0.2.1", "example.com"] {
+            assert!(!host_is_loopback(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn the_init_template_parses_to_defaults_plus_key() {
+        let mut warnings = Vec::new();
+        let config = parse(
+            &default_config_text("k-123"),
+            Path::new("config.yaml"),
+            &mut warnings,
+        )
+        .map_err(|e| e.to_string());
+        let expected = Config {
+            server: ServerConfig {
+                api_key: Some("k-123".to_owned()),
+                ..ServerConfig::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(config, Ok(expected));
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+}

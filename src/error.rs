@@ -1,0 +1,115 @@
+//! The one error type of the HTTP API and its single wire shape: `{"detail": "<message>"}`,
+//! as the FastAPI predecessor answered, with the status chosen by the variant.
+//!
+//! Domain errors (`McpError`, `BackendError`, `StoreError`) convert into [`ApiError`] with one
+//! `From` each; handlers return `Result<_, ApiError>` and never build error bodies themselves.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Every error the API can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is understood but not acceptable (bad value, unknown reference).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("Method Not Allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Request body too large: the limit is {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The body is not valid JSON or does not match the expected shape.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// A peer (model backend, MCP server) failed.
+    #[error("{0}")]
+    BadGateway(String),
+    #[error("{0}")]
+    ServiceUnavailable(String),
+    #[error("{0}")]
+    GatewayTimeout(String),
+    /// A bug or an unexpected local failure; the message is logged, not sent.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The text sent to the client: internal details stay in the log.
+    fn detail(&self) -> String {
+        match self {
+            Self::Internal(_) => "Internal server error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    pub detail: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(message) = &self {
+            tracing::error!(%message, "internal error");
+        }
+        let status = self.status();
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                detail: self.detail(),
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer, ApiKey header=\"X-API-Key\""),
+            );
+        }
+        response
+    }
+}
+
+/// The `{"detail"}` body for a status that no handler produced (axum or tower-http did),
+/// using the standard reason phrase as FastAPI does (`"Not Found"`, `"Method Not Allowed"`).
+pub fn detail_for_status(status: StatusCode) -> Response {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    (
+        status,
+        Json(ErrorBody {
+            detail: reason.to_owned(),
+        }),
+    )
+        .into_response()
+}

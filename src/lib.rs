@@ -1,0 +1,15 @@
+//! lit-mux: one HTTP endpoint in front of AI model backends and MCP tool servers.
+//!
+//! The binary (`src/main.rs`) only parses the command line and hands over to [`cli::run`].
+
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod server;
+
+/// This build's version, as reported by `/health` and `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

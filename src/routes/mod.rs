@@ -1,0 +1,4 @@
+//! HTTP resources, one file each. Handlers extract, call into a service, and return a response
+//! type or an [`ApiError`](crate::error::ApiError); they hold no logic of their own.
+
+pub mod health;

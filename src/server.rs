@@ -1,0 +1,182 @@
+//! The HTTP server: shared state, the router with its layers, serving, and graceful shutdown.
+//!
+//! Invariants: every response to a failed request is JSON `{"detail"}` (the last layer rewrites
+//! any plain-text error that axum or tower-http produced); a panic in a handler is a 500, never a
+//! dropped connection; SIGINT and SIGTERM stop the server and `serve` returns `Ok`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::auth::{self, AccessPolicy};
+use crate::config::Config;
+use crate::error::{ApiError, detail_for_status};
+use crate::extract::BodyLimit;
+use crate::routes;
+
+/// What every handler can reach. Cheap to clone: a set of `Arc`s.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+}
+
+/// The whole API with its layers, ready to serve.
+pub fn router(state: AppState) -> Router {
+    let server = &state.config.server;
+    let limit = server.max_body_bytes;
+    let policy = AccessPolicy::new(server);
+    let cors = cors_layer(&server.cors_origins);
+
+    Router::new()
+        .merge(routes::health::router())
+        .fallback(|| async { detail_for_status(StatusCode::NOT_FOUND) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+        // Innermost first: each `.layer` wraps everything above it.
+        .layer(middleware::from_fn(errors_as_json))
+        .layer(axum::Extension(BodyLimit(limit)))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(policy, auth::enforce))
+        .layer(CatchPanicLayer::custom(|_panic| {
+            ApiError::Internal("a request handler panicked".to_owned()).into_response()
+        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+        )
+        // Outermost, so preflights are answered before auth and 401s still carry CORS headers.
+        .layer(tower::util::option_layer(cors))
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        // Validated at config load; an origin that still fails to convert is simply not allowed.
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                header::HeaderName::from_static("x-api-key"),
+                header::HeaderName::from_static("x-session-id"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Rewrites an error response that is not JSON (axum's own rejections, tower-http's limits) into
+/// `{"detail": "<reason phrase>"}`, keeping its status and headers such as `Allow`.
+async fn errors_as_json(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
+        return response;
+    }
+    let (mut parts, _body) = response.into_parts();
+    let replacement = detail_for_status(status);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    let (replacement_parts, body) = replacement.into_parts();
+    parts.headers.extend(replacement_parts.headers);
+    Response::from_parts(parts, body)
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// Serves `router` on `listener` until `signals` fires, then lets open requests finish for up to
+/// `grace` before returning.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    mut signals: ShutdownSignals,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let stop = CancellationToken::new();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let server = std::future::IntoFuture::into_future(server);
+    tokio::pin!(server);
+
+    tokio::select! {
+        result = &mut server => return result,
+        signal = signals.recv() => {
+            tracing::info!(signal, "shutting down");
+            stop.cancel();
+        }
+    }
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result,
+        Err(_elapsed) => {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "requests still open after the shutdown grace period were closed"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// SIGINT and SIGTERM handlers. Installed eagerly, before the server announces itself, so that a
+/// signal sent as soon as the address is printed already means "shut down gracefully".
+pub struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Must be called inside the tokio runtime.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Resolves with the name of the first signal received.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}
