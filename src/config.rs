@@ -83,14 +83,19 @@ pub fn host_is_loopback(host: &str) -> bool {
     bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Log level names, accepting the predecessor's Python spellings (`WARNING`, `CRITICAL`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Log level names, accepting the predecessor's Python spellings (`INFO`, `WARNING`, `CRITICAL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
+    #[serde(alias = "TRACE")]
     Trace,
+    #[serde(alias = "DEBUG")]
     Debug,
+    #[serde(alias = "INFO")]
     Info,
+    #[serde(alias = "WARN", alias = "warning", alias = "WARNING")]
     Warn,
+    #[serde(alias = "ERROR", alias = "critical", alias = "CRITICAL")]
     Error,
 }
 
@@ -103,23 +108,6 @@ impl LogLevel {
             Self::Info => "info",
             Self::Warn => "warn",
             Self::Error => "error",
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for LogLevel {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        match name.to_ascii_lowercase().as_str() {
-            "trace" => Ok(Self::Trace),
-            "debug" => Ok(Self::Debug),
-            "info" => Ok(Self::Info),
-            "warn" | "warning" => Ok(Self::Warn),
-            "error" | "critical" => Ok(Self::Error),
-            _ => Err(serde::de::Error::invalid_value(
-                serde::de::Unexpected::Str(&name),
-                &"one of trace, debug, info, warning, error, critical",
-            )),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +21,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, Tr
 use tracing::Level;
 
 use crate::auth::{self, AccessPolicy};
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::error::{ApiError, detail_for_status};
 use crate::extract::BodyLimit;
 use crate::routes;
@@ -34,20 +34,29 @@ pub struct AppState {
 
 /// The whole API with its layers, ready to serve.
 pub fn router(state: AppState) -> Router {
-    let server = &state.config.server;
+    let server = state.config.server.clone();
+    let routes = Router::new()
+        .merge(routes::health::router())
+        .with_state(state);
+    with_layers(routes, &server)
+}
+
+/// Wraps `routes` in everything every endpoint shares: JSON errors for unknown routes and
+/// methods, the body limit, access checks, panic recovery, request logging and CORS.
+pub fn with_layers(routes: Router, server: &ServerConfig) -> Router {
     let limit = server.max_body_bytes;
     let policy = AccessPolicy::new(server);
-    let cors = cors_layer(&server.cors_origins);
-
-    Router::new()
-        .merge(routes::health::router())
+    routes
         .fallback(|| async { detail_for_status(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(state)
         // Innermost first: each `.layer` wraps everything above it.
         .layer(middleware::from_fn(errors_as_json))
         .layer(axum::Extension(BodyLimit(limit)))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            BodyLimit(limit),
+            reject_declared_oversize,
+        ))
         .layer(middleware::from_fn_with_state(policy, auth::enforce))
         .layer(CatchPanicLayer::custom(|_panic| {
             ApiError::Internal("a request handler panicked".to_owned()).into_response()
@@ -59,7 +68,27 @@ pub fn router(state: AppState) -> Router {
                 .on_failure(DefaultOnFailure::new().level(Level::WARN)),
         )
         // Outermost, so preflights are answered before auth and 401s still carry CORS headers.
-        .layer(tower::util::option_layer(cors))
+        .layer(tower::util::option_layer(cors_layer(&server.cors_origins)))
+}
+
+/// Answers 413 at once for a body whose declared length is over the limit, whatever the route,
+/// without reading it. Bodies of unknown length are cut off by `DefaultBodyLimit` as they are read.
+async fn reject_declared_oversize(
+    State(BodyLimit(limit)): State<BodyLimit>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit as u64 => {
+            ApiError::PayloadTooLarge { limit }.into_response()
+        }
+        _ => next.run(request).await,
+    }
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {

@@ -1,0 +1,152 @@
+//! JSON request bodies under the real layer stack, in process: the first JSON endpoints arrive
+//! with the MCP and sessions issues, and they all use this extractor and these layers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, header};
+use axum::routing::post;
+use lit_mux::config::ServerConfig;
+use lit_mux::extract::ApiJson;
+use lit_mux::server::with_layers;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+#[derive(Debug, serde::Deserialize)]
+struct NewThing {
+    name: String,
+    tags: Vec<String>,
+}
+
+fn app(max_body_bytes: usize) -> Router {
+    let routes = Router::new().route(
+        "/things",
+        post(|ApiJson(thing): ApiJson<NewThing>| async move {
+            axum::Json(json!({"name": thing.name, "tags": thing.tags}))
+        }),
+    );
+    with_layers(
+        routes,
+        &ServerConfig {
+            max_body_bytes,
+            ..ServerConfig::default()
+        },
+    )
+}
+
+async fn post_things(app: Router, content_type: Option<&str>, body: Body) -> (u16, Value) {
+    let mut request = Request::post("/things").header(header::HOST, "localhost");
+    if let Some(content_type) = content_type {
+        request = request.header(header::CONTENT_TYPE, content_type);
+    }
+    let response = app.oneshot(request.body(body).unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(
+        content_type.as_ref().map(|v| v.to_str().unwrap()),
+        Some("application/json"),
+        "every answer is JSON"
+    );
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+fn detail(value: &Value) -> &str {
+    value["detail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no detail in {value}"))
+}
+
+#[tokio::test]
+async fn a_valid_body_reaches_the_handler() {
+    let (status, body) = post_things(
+        app(1024),
+        Some("application/json"),
+        Body::from(r#"{"name":"a","tags":["x"]}"#),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({"name": "a", "tags": ["x"]})));
+    // No Content-Type at all is read as JSON, as FastAPI does for scripts that post a string.
+    let (status, _) = post_things(app(1024), None, Body::from(r#"{"name":"a","tags":[]}"#)).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn malformed_json_is_422_with_the_parser_message() {
+    let (status, body) = post_things(
+        app(1024),
+        Some("application/json"),
+        Body::from(r#"{"name": "a", "#),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(detail(&body).starts_with("Invalid JSON"), "{body}");
+    assert!(detail(&body).contains("line 1 column"), "{body}");
+}
+
+#[tokio::test]
+async fn a_wrong_field_type_is_422_naming_the_field() {
+    let (status, body) = post_things(
+        app(1024),
+        Some("application/json"),
+        Body::from(r#"{"name": "a", "tags": [1]}"#),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(
+        detail(&body).contains("tags[0]") && detail(&body).contains("expected a string"),
+        "{body}"
+    );
+    let (status, body) = post_things(
+        app(1024),
+        Some("application/json"),
+        Body::from(r#"{"tags": []}"#),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(detail(&body).contains("missing field `name`"), "{body}");
+}
+
+#[tokio::test]
+async fn an_empty_body_is_422() {
+    let (status, body) = post_things(app(1024), Some("application/json"), Body::empty()).await;
+    assert_eq!(status, 422);
+    assert!(detail(&body).contains("empty"), "{body}");
+}
+
+#[tokio::test]
+async fn another_content_type_is_415() {
+    let (status, body) = post_things(
+        app(1024),
+        Some("text/plain"),
+        Body::from(r#"{"name":"a","tags":[]}"#),
+    )
+    .await;
+    assert_eq!(status, 415);
+    assert!(detail(&body).contains("application/json"), "{body}");
+}
+
+#[tokio::test]
+async fn a_streamed_body_over_the_limit_is_413() {
+    // No Content-Length: the limit is enforced while reading.
+    let chunks: Vec<Result<String, std::io::Error>> = vec![
+        Ok(format!(r#"{{"name":"{}"#, "a".repeat(600))),
+        Ok(format!(r#"{}","tags":[]}}"#, "b".repeat(600))),
+    ];
+    let body = Body::from_stream(chunk_stream(chunks));
+    let (status, body) = post_things(app(1024), Some("application/json"), body).await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        detail(&body),
+        "Request body too large: the limit is 1024 bytes"
+    );
+}
+
+fn chunk_stream(
+    items: Vec<Result<String, std::io::Error>>,
+) -> impl tokio_stream::Stream<Item = Result<String, std::io::Error>> + Send + 'static {
+    tokio_stream::iter(items)
+}
