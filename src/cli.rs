@@ -398,13 +398,11 @@ async fn serve(loaded: LoadedConfig, log_format: LogFormat) -> Result<(), Failur
     println!("lit-mux {} listening on http://{address}", crate::VERSION);
     let _ = std::io::stdout().flush();
 
-    let grace = Duration::from_secs(server.shutdown_grace_secs);
+    let timeouts = server::ServeTimeouts::from_config(server);
     let app = server::router(AppState {
         config: Arc::clone(&config),
     });
-    server::serve(listener, app, signals, grace)
-        .await
-        .map_err(|err| Failure::runtime(format!("server failed: {err}")))?;
+    server::serve(listener, app, signals, timeouts).await;
     tracing::info!("stopped");
     Ok(())
 }

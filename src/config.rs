@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// How long shutdown waits for open requests to finish before closing them.
     pub shutdown_grace_secs: u64,
+    /// How long a client may take to send a request's headers before its connection is closed.
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +65,7 @@ impl Default for ServerConfig {
             max_body_bytes: 4 * 1024 * 1024,
             cors_origins: Vec::new(),
             shutdown_grace_secs: 10,
+            header_read_timeout_secs: 30,
         }
     }
 }
@@ -509,6 +512,9 @@ impl Config {
                 "server.api_key",
                 "is empty; remove the key to run without authentication",
             );
+        }
+        if self.server.header_read_timeout_secs == 0 {
+            return invalid("server.header_read_timeout_secs", "must be at least 1");
         }
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes", "must be greater than 0");

@@ -4,7 +4,6 @@
 //! any plain-text error that axum or tower-http produced); a panic in a handler is a 500, never a
 //! dropped connection; SIGINT and SIGTERM stop the server and `serve` returns `Ok`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,6 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
@@ -148,39 +146,84 @@ fn is_json(response: &Response) -> bool {
         .is_some_and(|v| v.starts_with("application/json"))
 }
 
-/// Serves `router` on `listener` until `signals` fires, then lets open requests finish for up to
-/// `grace` before returning.
+/// How long to serve and how long to wait for clients.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeTimeouts {
+    /// Longest time a client may take to send a request's headers; then its connection is
+    /// closed, so idle or malicious clients cannot hold connections (and descriptors) forever.
+    pub header_read: Duration,
+    /// How long shutdown waits for open requests before closing them.
+    pub shutdown_grace: Duration,
+}
+
+impl ServeTimeouts {
+    pub fn from_config(server: &ServerConfig) -> Self {
+        Self {
+            header_read: Duration::from_secs(server.header_read_timeout_secs),
+            shutdown_grace: Duration::from_secs(server.shutdown_grace_secs),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `signals` fires, then lets open requests finish for up to
+/// the shutdown grace period.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     mut signals: ShutdownSignals,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let stop = CancellationToken::new();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.clone().cancelled_owned());
-    let server = std::future::IntoFuture::into_future(server);
-    tokio::pin!(server);
+    timeouts: ServeTimeouts,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
 
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read);
+    builder.http2().timer(TokioTimer::new());
+    let connections = GracefulShutdown::new();
+
+    let signal = loop {
+        let (stream, peer) = tokio::select! {
+            signal = signals.recv() => break signal,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors, or a connection aborted before it was accepted.
+                    // Back off briefly instead of spinning; the signal still ends the wait.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::select! {
+                        signal = signals.recv() => break signal,
+                        () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    }
+                }
+            },
+        };
+        // Small request/response exchanges must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            }
+        });
+    };
+
+    tracing::info!(signal, "shutting down");
+    drop(listener);
     tokio::select! {
-        result = &mut server => return result,
-        signal = signals.recv() => {
-            tracing::info!(signal, "shutting down");
-            stop.cancel();
-        }
-    }
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result,
-        Err(_elapsed) => {
-            tracing::warn!(
-                grace_secs = grace.as_secs(),
-                "requests still open after the shutdown grace period were closed"
-            );
-            Ok(())
-        }
+        () = connections.shutdown() => {}
+        () = tokio::time::sleep(timeouts.shutdown_grace) => tracing::warn!(
+            grace_secs = timeouts.shutdown_grace.as_secs(),
+            "requests still open after the shutdown grace period were closed"
+        ),
     }
 }
 

@@ -358,3 +358,27 @@ async fn log_level_from_the_config() {
         "the open-API warning stays: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let home = TestHome::new();
+    home.write_config("server:\n  header_read_timeout_secs: 1\n");
+    let server = home.start(&[]);
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: local")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buffer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buffer)).await;
+    assert!(closed.is_ok(), "the connection is still open after 5 s");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+    // Others are served meanwhile and afterwards.
+    assert_eq!(server.get("/health").send().await.unwrap().status(), 200);
+}

@@ -1,10 +1,12 @@
-//! JSON request bodies under the real layer stack, in process: the first JSON endpoints arrive
-//! with the MCP and sessions issues, and they all use this extractor and these layers.
+//! Request bodies and failures under the real layer stack, in process, with routes that only a
+//! test has: a JSON endpoint (the first real ones arrive with the MCP and sessions issues, all
+//! through this extractor and these layers), a panicking handler, axum's own extractors.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::Path;
 use axum::http::{Request, header};
 use axum::routing::post;
 use lit_mux::config::ServerConfig;
@@ -20,12 +22,19 @@ struct NewThing {
 }
 
 fn app(max_body_bytes: usize) -> Router {
-    let routes = Router::new().route(
-        "/things",
-        post(|ApiJson(thing): ApiJson<NewThing>| async move {
-            axum::Json(json!({"name": thing.name, "tags": thing.tags}))
-        }),
-    );
+    let routes = Router::new()
+        .route(
+            "/things",
+            post(|ApiJson(thing): ApiJson<NewThing>| async move {
+                axum::Json(json!({"name": thing.name, "tags": thing.tags}))
+            }),
+        )
+        .route("/panics", axum::routing::get(panicking_handler))
+        .route("/text", post(|text: String| async move { text }))
+        .route(
+            "/items/{id}",
+            axum::routing::get(|Path(id): Path<u32>| async move { id.to_string() }),
+        );
     with_layers(
         routes,
         &ServerConfig {
@@ -35,8 +44,26 @@ fn app(max_body_bytes: usize) -> Router {
     )
 }
 
+#[allow(clippy::panic)]
+async fn panicking_handler() -> &'static str {
+    panic!("a bug in a handler")
+}
+
 async fn post_things(app: Router, content_type: Option<&str>, body: Body) -> (u16, Value) {
-    let mut request = Request::post("/things").header(header::HOST, "localhost");
+    send(app, "POST", "/things", content_type, body).await
+}
+
+async fn send(
+    app: Router,
+    method: &str,
+    uri: &str,
+    content_type: Option<&str>,
+    body: Body,
+) -> (u16, Value) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, "localhost");
     if let Some(content_type) = content_type {
         request = request.header(header::CONTENT_TYPE, content_type);
     }
@@ -149,4 +176,36 @@ fn chunk_stream(
     items: Vec<Result<String, std::io::Error>>,
 ) -> impl tokio_stream::Stream<Item = Result<String, std::io::Error>> + Send + 'static {
     tokio_stream::iter(items)
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_500_and_the_server_goes_on() {
+    let app = app(1024);
+    let (status, body) = send(app.clone(), "GET", "/panics", None, Body::empty()).await;
+    assert_eq!(
+        (status, body),
+        (500, json!({"detail": "Internal server error"}))
+    );
+    let (status, _) = post_things(app, None, Body::from(r#"{"name":"a","tags":[]}"#)).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn rejections_of_axums_own_extractors_are_json_too() {
+    // A path parameter of the wrong type: axum answers 400 in plain text by itself.
+    let (status, body) = send(app(1024), "GET", "/items/abc", None, Body::empty()).await;
+    assert_eq!((status, body), (400, json!({"detail": "Bad Request"})));
+    // A String body over the limit: axum's own 413.
+    let (status, body) = send(
+        app(16),
+        "POST",
+        "/text",
+        Some("text/plain"),
+        Body::from_stream(chunk_stream(vec![Ok("x".repeat(40))])),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (413, json!({"detail": "Payload Too Large"}))
+    );
 }
