@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::client::{ApiClient, ClientError};
 use crate::config::{self, ConfigSource, LoadedConfig};
+use crate::mcp::hub::McpHub;
 use crate::server::{self, AppState, ShutdownSignals};
 
 #[derive(Debug, Parser)]
@@ -64,6 +65,15 @@ pub enum Command {
     Backends(ClientArgs),
     /// List the tools of every running MCP server.
     Tools(ClientArgs),
+    /// Call a tool directly: `lit-mux call server.tool '{"arg": 1}'`.
+    Call {
+        /// The tool, as SERVER.TOOL.
+        tool: String,
+        /// The arguments, a JSON object (default: none).
+        arguments: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Manage MCP servers.
     #[command(subcommand)]
     Mcp(McpCommand),
@@ -88,6 +98,9 @@ pub enum McpCommand {
         /// Seconds allowed for the handshake and each tool call.
         #[arg(long)]
         timeout: Option<u64>,
+        /// Restart the server when it exits with a failure.
+        #[arg(long)]
+        restart_on_failure: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -99,6 +112,12 @@ pub enum McpCommand {
     },
     /// Print the last lines an MCP server wrote to stderr.
     Logs {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop an MCP server's process and start a new one.
+    Restart {
         name: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -225,6 +244,11 @@ fn dispatch(command: Command) -> Result<(), Failure> {
         } => block_on(send(client, message, backend, session, model)),
         Command::Backends(client) => block_on(print_get(client, "/backends")),
         Command::Tools(client) => block_on(print_get(client, "/tools")),
+        Command::Call {
+            tool,
+            arguments,
+            client,
+        } => block_on(call(client, tool, arguments)),
         Command::Mcp(McpCommand::List(client)) => block_on(print_get(client, "/mcp/servers")),
         Command::Mcp(McpCommand::Add {
             name,
@@ -232,6 +256,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             args,
             env,
             timeout,
+            restart_on_failure,
             client,
         }) => {
             let mut body = json!({
@@ -242,6 +267,9 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             });
             if let Some(timeout) = timeout {
                 body["timeout"] = json!(timeout);
+            }
+            if restart_on_failure {
+                body["restart"] = json!("on-failure");
             }
             block_on(async move {
                 let api = connect(&client)?;
@@ -255,6 +283,12 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                 .delete(&format!("/mcp/servers/{}", path_segment(&name)))
                 .await?;
             print_message_or_json(&answer);
+            Ok(())
+        }),
+        Command::Mcp(McpCommand::Restart { name, client }) => block_on(async move {
+            let api = connect(&client)?;
+            let path = format!("/mcp/servers/{}/restart", path_segment(&name));
+            print_message_or_json(&api.post(&path, &json!({})).await?);
             Ok(())
         }),
         Command::Mcp(McpCommand::Logs { name, client }) => block_on(async move {
@@ -399,10 +433,13 @@ async fn serve(loaded: LoadedConfig, log_format: LogFormat) -> Result<(), Failur
     let _ = std::io::stdout().flush();
 
     let timeouts = server::ServeTimeouts::from_config(server);
+    let mcp = McpHub::new(config.mcp.clone());
+    mcp.start_configured(&config.mcp.servers);
     let app = server::router(AppState {
         config: Arc::clone(&config),
+        mcp: mcp.clone(),
     });
-    server::serve(listener, app, signals, timeouts).await;
+    server::serve(listener, app, signals, timeouts, mcp.shutdown()).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -523,6 +560,41 @@ async fn send(
     match reply.get("content").and_then(Value::as_str) {
         Some(text) => println!("{text}"),
         None => print_json(&reply),
+    }
+    Ok(())
+}
+
+/// `lit-mux call server.tool JSON`: prints the tool's text content, or the whole result.
+async fn call(args: ClientArgs, tool: String, arguments: Option<String>) -> Result<(), Failure> {
+    let Some((server, tool)) = tool.split_once('.') else {
+        return Err(Failure::usage(format!(
+            "expected SERVER.TOOL, got {tool:?}"
+        )));
+    };
+    let arguments: Value = match arguments.as_deref() {
+        None | Some("") => json!({}),
+        Some(text) => serde_json::from_str(text)
+            .map_err(|err| Failure::usage(format!("the arguments are not valid JSON: {err}")))?,
+    };
+    let api = connect(&args)?;
+    let path = format!("/tools/{}/{}", path_segment(server), path_segment(tool));
+    let result = api.post(&path, &arguments).await?;
+    let texts: Vec<&str> = result["content"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item["text"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    if texts.is_empty() {
+        print_json(&result);
+    } else {
+        println!("{}", texts.join("\n"));
+    }
+    if result["is_error"] == json!(true) {
+        return Err(Failure::runtime("the tool reported an error"));
     }
     Ok(())
 }

@@ -72,6 +72,29 @@ impl ApiError {
     }
 }
 
+impl From<crate::mcp::McpError> for ApiError {
+    fn from(err: crate::mcp::McpError) -> Self {
+        use crate::mcp::McpError as E;
+        let message = err.to_string();
+        match err {
+            E::UnknownServer(_) | E::UnknownTool { .. } => Self::NotFound(message),
+            E::AlreadyExists(_) => Self::Conflict(message),
+            E::InvalidRequest(_) => Self::BadRequest(message),
+            // The server rejected the call's method or arguments: the caller's mistake.
+            E::Protocol {
+                code: Some(-32602 | -32601),
+                ..
+            } => Self::BadRequest(message),
+            E::NotAllowed(_) => Self::Forbidden(message),
+            E::StartFailed { .. } | E::Died { .. } | E::Protocol { .. } => {
+                Self::BadGateway(message)
+            }
+            E::NotReady { .. } | E::Disabled => Self::ServiceUnavailable(message),
+            E::Timeout { .. } => Self::GatewayTimeout(message),
+        }
+    }
+}
+
 /// The body of every error response.
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct ErrorBody {

@@ -28,6 +28,23 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// The raw bytes of a body declared as JSON (or undeclared), for handlers that accept an empty
+/// body too; the same checks and errors as [`ApiJson`].
+#[derive(Debug, Clone)]
+pub struct JsonBytes(pub Bytes);
+
+impl<S> FromRequest<S> for JsonBytes
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
             let content_type = content_type.to_str().unwrap_or_default();
             if !is_json_content_type(content_type) {
@@ -44,7 +61,7 @@ where
                 _ => ApiError::BadRequest(format!("Cannot read request body: {rejection}")),
             }
         })?;
-        parse_json(&bytes).map(ApiJson)
+        Ok(Self(bytes))
     }
 }
 

@@ -8,6 +8,8 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod mcp;
+pub mod resources;
 pub mod routes;
 pub mod server;
 

@@ -22,12 +22,14 @@ use crate::auth::{self, AccessPolicy};
 use crate::config::{Config, ServerConfig};
 use crate::error::{ApiError, detail_for_status};
 use crate::extract::BodyLimit;
+use crate::mcp::hub::McpHub;
 use crate::routes;
 
 /// What every handler can reach. Cheap to clone: a set of `Arc`s.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    pub mcp: McpHub,
 }
 
 /// The whole API with its layers, ready to serve.
@@ -35,6 +37,8 @@ pub fn router(state: AppState) -> Router {
     let server = state.config.server.clone();
     let routes = Router::new()
         .merge(routes::health::router())
+        .merge(routes::mcp::router())
+        .merge(routes::tools::router())
         .with_state(state);
     with_layers(routes, &server)
 }
@@ -165,13 +169,14 @@ impl ServeTimeouts {
     }
 }
 
-/// Serves `app` on `listener` until `signals` fires, then lets open requests finish for up to
-/// the shutdown grace period.
+/// Serves `app` on `listener` until `signals` fires; then runs `on_shutdown` (stopping the MCP
+/// children) while open requests get up to the grace period to finish.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     mut signals: ShutdownSignals,
     timeouts: ServeTimeouts,
+    on_shutdown: impl Future<Output = ()>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
@@ -218,13 +223,16 @@ pub async fn serve(
 
     tracing::info!(signal, "shutting down");
     drop(listener);
-    tokio::select! {
-        () = connections.shutdown() => {}
-        () = tokio::time::sleep(timeouts.shutdown_grace) => tracing::warn!(
-            grace_secs = timeouts.shutdown_grace.as_secs(),
-            "requests still open after the shutdown grace period were closed"
-        ),
-    }
+    let drain = async {
+        tokio::select! {
+            () = connections.shutdown() => {}
+            () = tokio::time::sleep(timeouts.shutdown_grace) => tracing::warn!(
+                grace_secs = timeouts.shutdown_grace.as_secs(),
+                "requests still open after the shutdown grace period were closed"
+            ),
+        }
+    };
+    tokio::join!(drain, on_shutdown);
 }
 
 /// SIGINT and SIGTERM handlers. Installed eagerly, before the server announces itself, so that a

@@ -2,3 +2,5 @@
 //! type or an [`ApiError`](crate::error::ApiError); they hold no logic of their own.
 
 pub mod health;
+pub mod mcp;
+pub mod tools;

@@ -5,6 +5,9 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod mcp;
+pub mod processes;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -158,7 +161,17 @@ impl TestHome {
                 child,
                 url,
                 stderr_path,
-                http: reqwest::Client::new(),
+                // One connection per request, closed by the server after its answer: an idle
+                // connection would be a descriptor in lit-mux, and the leak tests compare its
+                // descriptor count with a baseline.
+                http: reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .default_headers(reqwest::header::HeaderMap::from_iter([(
+                        reqwest::header::CONNECTION,
+                        reqwest::header::HeaderValue::from_static("close"),
+                    )]))
+                    .build()
+                    .expect("HTTP client"),
             }),
             None => {
                 let status = child.try_wait().ok().flatten();
@@ -238,6 +251,35 @@ impl Server {
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.post(self.url(path))
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.delete(self.url(path))
+    }
+
+    /// GET, expecting 200 and JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = status_and_json(self.get(path).send().await.expect("GET")).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// POST a JSON body; the status and JSON answer.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        status_and_json(self.post(path).json(body).send().await.expect("POST")).await
+    }
+
+    pub async fn delete_json(&self, path: &str) -> (u16, serde_json::Value) {
+        status_and_json(self.delete(path).send().await.expect("DELETE")).await
+    }
+
+    /// File descriptors lit-mux has open right now.
+    pub fn open_fds(&self) -> usize {
+        processes::open_fds(self.pid())
     }
 }
 

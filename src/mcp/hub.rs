@@ -1,0 +1,736 @@
+//! The set of MCP servers: adding, removing and restarting them by name, the tool catalog, the
+//! restart policy and the statistics.
+//!
+//! Invariants:
+//! - Operations on one name are serialised (a per-name lock), so concurrent add/remove/restart
+//!   of the same name never start two processes or leave one behind.
+//! - The catalog only holds tools of `ready` servers: a server's tools leave with its process.
+//! - Every child is stopped before its slot is dropped, and `shutdown` stops all concurrently.
+//! - No lock of the registry is held across an `.await`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rmcp::model::{CallToolResult, Tool};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::McpError;
+use super::child::{ChildSpec, ExitInfo, McpChild, Started};
+use crate::config::{McpConfig, McpServerConfig, RestartPolicy, is_valid_server_name};
+
+/// Restart policy `on-failure`: first delay, its ceiling, and the budget.
+const RESTART_FIRST_DELAY: Duration = Duration::from_secs(1);
+const RESTART_MAX_DELAY: Duration = Duration::from_secs(30);
+const RESTART_BUDGET: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(600);
+
+/// Where a server is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerState {
+    Starting,
+    Ready,
+    /// The process ended by itself (see `exit_status`).
+    Exited,
+    /// It could not be started (see `last_error`).
+    Failed,
+    Stopping,
+}
+
+impl std::fmt::Display for ServerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            Self::Starting => "starting",
+            Self::Ready => "ready",
+            Self::Exited => "exited",
+            Self::Failed => "failed",
+            Self::Stopping => "stopping",
+        };
+        f.write_str(text)
+    }
+}
+
+/// Counters behind `/mcp/health` and the metrics.
+#[derive(Debug, Default)]
+pub struct Statistics {
+    pub servers_created: AtomicU64,
+    pub servers_failed: AtomicU64,
+    pub servers_removed: AtomicU64,
+    pub total_requests: AtomicU64,
+    pub failed_requests: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct StatisticsView {
+    pub servers_created: u64,
+    pub servers_failed: u64,
+    pub servers_removed: u64,
+    pub total_requests: u64,
+    pub failed_requests: u64,
+}
+
+impl Statistics {
+    fn view(&self) -> StatisticsView {
+        StatisticsView {
+            servers_created: self.servers_created.load(Ordering::Relaxed),
+            servers_failed: self.servers_failed.load(Ordering::Relaxed),
+            servers_removed: self.servers_removed.load(Ordering::Relaxed),
+            total_requests: self.total_requests.load(Ordering::Relaxed),
+            failed_requests: self.failed_requests.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How a server ended, for the API.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ExitView {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub description: String,
+}
+
+impl From<&ExitInfo> for ExitView {
+    fn from(exit: &ExitInfo) -> Self {
+        Self {
+            code: exit.code,
+            signal: exit.signal,
+            description: exit.description.clone(),
+        }
+    }
+}
+
+/// `{name, version}` the server announced.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerInfoView {
+    pub name: String,
+    pub version: String,
+}
+
+/// One server as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerView {
+    pub name: String,
+    pub command: String,
+    pub args: Vec<String>,
+    pub state: ServerState,
+    pub running: bool,
+    pub pid: Option<u32>,
+    pub uptime_seconds: Option<f64>,
+    pub restarts: u32,
+    pub restart: RestartPolicy,
+    pub timeout: u64,
+    pub exit_status: Option<ExitView>,
+    pub tool_count: usize,
+    pub tools: Vec<String>,
+    pub server_info: Option<ServerInfoView>,
+    pub protocol_version: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// One tool in the catalog.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogTool {
+    pub name: String,
+    pub description: String,
+    pub server: String,
+    /// The tool's JSON Schema for its arguments.
+    pub parameters: serde_json::Value,
+}
+
+/// A server's slot: its config and what is known of its current process.
+struct Slot {
+    config: McpServerConfig,
+    state: ServerState,
+    child: Option<Arc<McpChild>>,
+    tools: Vec<Tool>,
+    /// Bumped at each (re)start so a stale supervisor never updates a newer process's slot.
+    generation: u64,
+    restarts: u32,
+    recent_restarts: VecDeque<Instant>,
+    exit: Option<ExitInfo>,
+    last_error: Option<String>,
+    /// Cancelled when the slot is removed: ends its supervisor and any pending restart.
+    removed: CancellationToken,
+}
+
+impl Slot {
+    fn new(config: McpServerConfig) -> Self {
+        Self {
+            config,
+            state: ServerState::Starting,
+            child: None,
+            tools: Vec::new(),
+            generation: 0,
+            restarts: 0,
+            recent_restarts: VecDeque::new(),
+            exit: None,
+            last_error: None,
+            removed: CancellationToken::new(),
+        }
+    }
+
+    fn view(&self) -> ServerView {
+        let live = self
+            .child
+            .as_ref()
+            .filter(|_| self.state == ServerState::Ready);
+        ServerView {
+            name: self.config.name.clone(),
+            command: self.config.command.clone(),
+            args: self.config.args.clone(),
+            state: self.state,
+            running: self.state == ServerState::Ready,
+            pid: self.child.as_ref().map(|c| c.pid()),
+            uptime_seconds: live.map(|c| (c.uptime().as_secs_f64() * 1000.0).round() / 1000.0),
+            restarts: self.restarts,
+            restart: self.config.restart,
+            timeout: self.config.timeout,
+            exit_status: self.exit.as_ref().map(ExitView::from),
+            tool_count: self.tools.len(),
+            tools: self.tools.iter().map(|t| t.name.to_string()).collect(),
+            server_info: self.child.as_ref().map(|c| ServerInfoView {
+                name: c.server_info().name.clone(),
+                version: c.server_info().version.clone(),
+            }),
+            protocol_version: self.child.as_ref().map(|c| c.protocol_version().to_owned()),
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+type Slots = BTreeMap<String, Arc<Mutex<Slot>>>;
+
+struct HubInner {
+    settings: McpConfig,
+    slots: Mutex<Slots>,
+    name_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    stats: Statistics,
+    tasks: TaskTracker,
+    shutting_down: CancellationToken,
+}
+
+/// The MCP servers of this lit-mux. Cheap to clone.
+#[derive(Clone)]
+pub struct McpHub {
+    inner: Arc<HubInner>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the registry down with it.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl McpHub {
+    pub fn new(settings: McpConfig) -> Self {
+        Self {
+            inner: Arc::new(HubInner {
+                settings,
+                slots: Mutex::new(BTreeMap::new()),
+                name_locks: Mutex::new(HashMap::new()),
+                stats: Statistics::default(),
+                tasks: TaskTracker::new(),
+                shutting_down: CancellationToken::new(),
+            }),
+        }
+    }
+
+    pub fn statistics(&self) -> StatisticsView {
+        self.inner.stats.view()
+    }
+
+    /// Starts the configured servers concurrently, in the background: the API does not wait for
+    /// them, and one that fails shows as `failed`.
+    pub fn start_configured(&self, servers: &[McpServerConfig]) {
+        if !self.inner.settings.enabled {
+            return;
+        }
+        for config in servers.iter().cloned() {
+            let hub = self.clone();
+            self.inner.tasks.spawn(async move {
+                let name = config.name.clone();
+                if let Err(err) = hub.add_inner(config, true).await {
+                    tracing::warn!(server = %name, error = %err, "configured MCP server did not start");
+                }
+            });
+        }
+    }
+
+    /// Adds and starts a server; answers once it is ready or has failed (and is gone).
+    pub async fn add(&self, config: McpServerConfig) -> Result<ServerView, McpError> {
+        if !self.inner.settings.enabled {
+            return Err(McpError::Disabled);
+        }
+        self.check_new_server(&config)?;
+        self.add_inner(config, false).await
+    }
+
+    fn check_new_server(&self, config: &McpServerConfig) -> Result<(), McpError> {
+        if !is_valid_server_name(&config.name) {
+            return Err(McpError::InvalidRequest(format!(
+                "Invalid server name {:?}: use 1 to 64 of A-Z a-z 0-9 _ -",
+                config.name
+            )));
+        }
+        if config.command.trim().is_empty() {
+            return Err(McpError::InvalidRequest(
+                "command must not be empty".to_owned(),
+            ));
+        }
+        if config.timeout == 0 {
+            return Err(McpError::InvalidRequest(
+                "timeout must be at least 1 second".to_owned(),
+            ));
+        }
+        if let Some(allowed) = &self.inner.settings.allowed_commands
+            && !allowed.iter().any(|c| c == &config.command)
+        {
+            return Err(McpError::NotAllowed(format!(
+                "Command {:?} is not in mcp.allowed_commands",
+                config.command
+            )));
+        }
+        Ok(())
+    }
+
+    /// `keep_failed`: a server from the config stays listed as `failed`; one added through the
+    /// API is forgotten, so that the same name can be tried again.
+    async fn add_inner(
+        &self,
+        config: McpServerConfig,
+        keep_failed: bool,
+    ) -> Result<ServerView, McpError> {
+        let name = config.name.clone();
+        let name_lock = self.name_lock(&name);
+        let _serialised = name_lock.lock().await;
+        let slot = {
+            let mut slots = lock(&self.inner.slots);
+            if slots.contains_key(&name) {
+                return Err(McpError::AlreadyExists(name));
+            }
+            let slot = Arc::new(Mutex::new(Slot::new(config.clone())));
+            slots.insert(name.clone(), Arc::clone(&slot));
+            slot
+        };
+        let result = self.launch(&slot, &config).await;
+        if result.is_err() && !keep_failed {
+            lock(&self.inner.slots).remove(&name);
+        }
+        drop(_serialised);
+        self.release_name_lock(&name, name_lock);
+        result
+    }
+
+    /// Starts the process for `slot` and records the outcome. Called with the name lock held.
+    /// Boxed because it is reached again from the supervisor it spawns (restart on failure).
+    fn launch<'a>(
+        &'a self,
+        slot: &'a Arc<Mutex<Slot>>,
+        config: &'a McpServerConfig,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ServerView, McpError>> + Send + 'a>> {
+        Box::pin(self.launch_inner(slot, config))
+    }
+
+    async fn launch_inner(
+        &self,
+        slot: &Arc<Mutex<Slot>>,
+        config: &McpServerConfig,
+    ) -> Result<ServerView, McpError> {
+        let generation = {
+            let mut slot = lock(slot);
+            slot.state = ServerState::Starting;
+            slot.generation += 1;
+            slot.generation
+        };
+        let spec = ChildSpec {
+            name: config.name.clone(),
+            command: config.command.clone(),
+            args: config.args.clone(),
+            env: config.env.clone(),
+            timeout: Duration::from_secs(config.timeout),
+            max_message_bytes: self.inner.settings.max_message_bytes,
+        };
+        match McpChild::start(&spec).await {
+            Ok(Started {
+                child,
+                tools,
+                tools_changed,
+            }) => {
+                self.inner
+                    .stats
+                    .servers_created
+                    .fetch_add(1, Ordering::Relaxed);
+                let child = Arc::new(child);
+                tracing::info!(server = %config.name, pid = child.pid(), tools = tools.len(), "MCP server ready");
+                let view = {
+                    let mut slot = lock(slot);
+                    slot.state = ServerState::Ready;
+                    slot.child = Some(Arc::clone(&child));
+                    slot.tools = tools;
+                    slot.exit = None;
+                    slot.last_error = None;
+                    slot.view()
+                };
+                let hub = self.clone();
+                let slot = Arc::clone(slot);
+                self.inner.tasks.spawn(async move {
+                    hub.supervise(slot, child, generation, tools_changed).await;
+                });
+                Ok(view)
+            }
+            Err(failure) => {
+                self.inner
+                    .stats
+                    .servers_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(server = %config.name, "MCP server {failure}");
+                let mut slot = lock(slot);
+                slot.state = ServerState::Failed;
+                slot.child = None;
+                slot.tools.clear();
+                slot.exit = failure.exit.clone();
+                slot.last_error = Some(failure.to_string());
+                Err(McpError::StartFailed {
+                    server: config.name.clone(),
+                    failure,
+                })
+            }
+        }
+    }
+
+    /// Follows one process: tool-list changes while it runs, then its exit, then the restart
+    /// policy.
+    async fn supervise(
+        &self,
+        slot: Arc<Mutex<Slot>>,
+        child: Arc<McpChild>,
+        generation: u64,
+        mut tools_changed: tokio::sync::mpsc::Receiver<()>,
+    ) {
+        let removed = lock(&slot).removed.clone();
+        let exit = loop {
+            tokio::select! {
+                exit = child.exited() => break exit,
+                Some(()) = tools_changed.recv() => {
+                    match child.list_tools().await {
+                        Ok(tools) => {
+                            let mut slot = lock(&slot);
+                            if slot.generation == generation && slot.state == ServerState::Ready {
+                                tracing::info!(server = %child.name(), tools = tools.len(), "MCP tool list changed");
+                                slot.tools = tools;
+                            }
+                        }
+                        Err(err) => tracing::warn!(server = %child.name(), error = %err, "cannot refresh the tool list"),
+                    }
+                }
+                () = removed.cancelled() => return,
+            }
+        };
+        let config = {
+            let mut slot = lock(&slot);
+            if slot.generation != generation || slot.state == ServerState::Stopping {
+                return;
+            }
+            slot.state = ServerState::Exited;
+            slot.tools.clear();
+            slot.exit = Some(exit.clone());
+            slot.last_error = Some(format!("process {}", exit.description));
+            slot.config.clone()
+        };
+        tracing::warn!(server = %config.name, exit = %exit.description, "MCP server exited");
+        // Close the protocol side and make sure nothing of the group lingers.
+        child.stop().await;
+        if config.restart == RestartPolicy::OnFailure && !exit.success() {
+            self.restart_after_failure(slot, generation).await;
+        }
+    }
+
+    /// `restart: on-failure`: retries with a doubling delay while the budget lasts.
+    async fn restart_after_failure(&self, slot: Arc<Mutex<Slot>>, mut generation: u64) {
+        let mut delay = RESTART_FIRST_DELAY;
+        loop {
+            let (removed, config) = {
+                let mut slot = lock(&slot);
+                let now = Instant::now();
+                while slot
+                    .recent_restarts
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
+                {
+                    slot.recent_restarts.pop_front();
+                }
+                if slot.recent_restarts.len() >= RESTART_BUDGET {
+                    slot.state = ServerState::Failed;
+                    slot.last_error = Some(format!(
+                        "{} restarts within {} minutes; not restarting again",
+                        RESTART_BUDGET,
+                        RESTART_WINDOW.as_secs() / 60
+                    ));
+                    return;
+                }
+                (slot.removed.clone(), slot.config.clone())
+            };
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = removed.cancelled() => return,
+                () = self.inner.shutting_down.cancelled() => return,
+            }
+            let name_lock = self.name_lock(&config.name);
+            let serialised = name_lock.lock().await;
+            {
+                let mut slot = lock(&slot);
+                // Removed, restarted by hand, or already replaced while we waited.
+                if removed.is_cancelled() || slot.generation != generation {
+                    return;
+                }
+                slot.restarts += 1;
+                slot.recent_restarts.push_back(Instant::now());
+            }
+            tracing::info!(server = %config.name, "restarting MCP server after failure");
+            let outcome = self.launch(&slot, &config).await;
+            drop(serialised);
+            self.release_name_lock(&config.name, name_lock);
+            if outcome.is_ok() {
+                return;
+            }
+            generation = lock(&slot).generation;
+            delay = (delay * 2).min(RESTART_MAX_DELAY);
+        }
+    }
+
+    /// Stops and forgets a server.
+    pub async fn remove(&self, name: &str) -> Result<(), McpError> {
+        let name_lock = self.name_lock(name);
+        let serialised = name_lock.lock().await;
+        let result = self.remove_locked(name).await;
+        drop(serialised);
+        self.release_name_lock(name, name_lock);
+        result
+    }
+
+    async fn remove_locked(&self, name: &str) -> Result<(), McpError> {
+        let slot = lock(&self.inner.slots)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| McpError::UnknownServer(name.to_owned()))?;
+        let child = {
+            let mut slot = lock(&slot);
+            slot.state = ServerState::Stopping;
+            slot.tools.clear();
+            slot.removed.cancel();
+            slot.child.clone()
+        };
+        if let Some(child) = child {
+            child.stop().await;
+        }
+        lock(&self.inner.slots).remove(name);
+        self.inner
+            .stats
+            .servers_removed
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(server = %name, "MCP server removed");
+        Ok(())
+    }
+
+    /// Stops the server's process and starts a new one with the same config.
+    pub async fn restart(&self, name: &str) -> Result<ServerView, McpError> {
+        let name_lock = self.name_lock(name);
+        let serialised = name_lock.lock().await;
+        let result = async {
+            let slot = lock(&self.inner.slots)
+                .get(name)
+                .cloned()
+                .ok_or_else(|| McpError::UnknownServer(name.to_owned()))?;
+            let (child, config) = {
+                let mut slot = lock(&slot);
+                slot.state = ServerState::Stopping;
+                slot.tools.clear();
+                (slot.child.take(), slot.config.clone())
+            };
+            if let Some(child) = child {
+                child.stop().await;
+            }
+            lock(&slot).restarts += 1;
+            self.launch(&slot, &config).await
+        }
+        .await;
+        drop(serialised);
+        self.release_name_lock(name, name_lock);
+        result
+    }
+
+    pub fn list(&self) -> Vec<ServerView> {
+        self.slots().iter().map(|slot| lock(slot).view()).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<ServerView, McpError> {
+        let slot = self.slot(name)?;
+        let view = lock(&slot).view();
+        Ok(view)
+    }
+
+    /// What the server's process last wrote to stderr.
+    pub fn logs(&self, name: &str) -> Result<String, McpError> {
+        let slot = self.slot(name)?;
+        let slot = lock(&slot);
+        Ok(match &slot.child {
+            Some(child) => child.stderr_text(),
+            None => slot.last_error.clone().unwrap_or_default(),
+        })
+    }
+
+    /// Every tool of every ready server, ordered by server then tool name.
+    pub fn catalog(&self) -> Vec<CatalogTool> {
+        let mut tools = Vec::new();
+        for slot in self.slots() {
+            let slot = lock(&slot);
+            if slot.state != ServerState::Ready {
+                continue;
+            }
+            for tool in &slot.tools {
+                tools.push(CatalogTool {
+                    name: tool.name.to_string(),
+                    description: tool.description.as_deref().unwrap_or_default().to_owned(),
+                    server: slot.config.name.clone(),
+                    parameters: serde_json::Value::Object((*tool.input_schema).clone()),
+                });
+            }
+        }
+        tools
+    }
+
+    /// Calls `tool` on `server`, counting the request and its failure.
+    pub async fn call_tool(
+        &self,
+        server: &str,
+        tool: &str,
+        arguments: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<CallToolResult, McpError> {
+        self.inner
+            .stats
+            .total_requests
+            .fetch_add(1, Ordering::Relaxed);
+        let result = self.call_tool_inner(server, tool, arguments).await;
+        if result.as_ref().map_or(true, |r| r.is_error == Some(true)) {
+            self.inner
+                .stats
+                .failed_requests
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn call_tool_inner(
+        &self,
+        server: &str,
+        tool: &str,
+        arguments: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<CallToolResult, McpError> {
+        let child = {
+            let slot = self.slot(server)?;
+            let slot = lock(&slot);
+            if let (ServerState::Exited, Some(exit)) = (slot.state, &slot.exit) {
+                return Err(McpError::Died {
+                    server: server.to_owned(),
+                    exit: exit.description.clone(),
+                    stderr_tail: String::new(),
+                });
+            }
+            if slot.state != ServerState::Ready {
+                return Err(McpError::NotReady {
+                    server: server.to_owned(),
+                    state: slot.state.to_string(),
+                });
+            }
+            if !slot.tools.iter().any(|t| t.name == tool) {
+                return Err(McpError::UnknownTool {
+                    server: server.to_owned(),
+                    tool: tool.to_owned(),
+                });
+            }
+            slot.child.clone().ok_or_else(|| McpError::NotReady {
+                server: server.to_owned(),
+                state: slot.state.to_string(),
+            })?
+        };
+        child.call_tool(tool, arguments).await
+    }
+
+    /// Removes servers whose process is gone (`exited`, `failed`) and returns their names, as
+    /// the predecessor's health check did.
+    pub async fn clean_up_dead(&self) -> Vec<String> {
+        let dead: Vec<String> = self
+            .slots_named()
+            .into_iter()
+            .filter(|(_, slot)| {
+                matches!(lock(slot).state, ServerState::Exited | ServerState::Failed)
+            })
+            .map(|(name, _)| name)
+            .collect();
+        let mut cleaned = Vec::new();
+        for name in dead {
+            // Re-checked under the name lock: a restart may have revived it meanwhile.
+            let name_lock = self.name_lock(&name);
+            let serialised = name_lock.lock().await;
+            let still_dead = lock(&self.inner.slots).get(&name).is_some_and(|slot| {
+                matches!(lock(slot).state, ServerState::Exited | ServerState::Failed)
+            });
+            if still_dead && self.remove_locked(&name).await.is_ok() {
+                cleaned.push(name.clone());
+            }
+            drop(serialised);
+            self.release_name_lock(&name, name_lock);
+        }
+        cleaned
+    }
+
+    /// Stops every server concurrently and waits for the hub's tasks.
+    pub async fn shutdown(&self) {
+        self.inner.shutting_down.cancel();
+        let names: Vec<String> = self.slots_named().into_iter().map(|(n, _)| n).collect();
+        let stops = names.iter().map(|name| self.remove(name));
+        futures_util::future::join_all(stops).await;
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    fn slot(&self, name: &str) -> Result<Arc<Mutex<Slot>>, McpError> {
+        lock(&self.inner.slots)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| McpError::UnknownServer(name.to_owned()))
+    }
+
+    fn slots(&self) -> Vec<Arc<Mutex<Slot>>> {
+        lock(&self.inner.slots).values().cloned().collect()
+    }
+
+    fn slots_named(&self) -> Vec<(String, Arc<Mutex<Slot>>)> {
+        lock(&self.inner.slots)
+            .iter()
+            .map(|(n, s)| (n.clone(), Arc::clone(s)))
+            .collect()
+    }
+
+    fn name_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(
+            lock(&self.inner.name_locks)
+                .entry(name.to_owned())
+                .or_default(),
+        )
+    }
+
+    /// Forgets the lock of a name nobody uses any more, so churn of names does not grow memory.
+    fn release_name_lock(&self, name: &str, ours: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = lock(&self.inner.name_locks);
+        // Two references: the map's and ours. Anyone else waiting holds a third.
+        if Arc::strong_count(&ours) == 2 && !lock(&self.inner.slots).contains_key(name) {
+            locks.remove(name);
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! `/tools`: the catalog of every ready server's tools, and calling one directly.
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::extract::{JsonBytes, parse_json};
+use crate::mcp::hub::CatalogTool;
+use crate::server::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/tools", get(list_tools))
+        .route("/tools/{server}/{tool}", post(call_tool))
+}
+
+#[derive(Debug, Serialize)]
+pub struct ToolList {
+    pub tools: Vec<CatalogTool>,
+    pub total: usize,
+}
+
+/// A tool's result, in the predecessor's snake_case shape.
+#[derive(Debug, Serialize)]
+pub struct ToolResult {
+    pub content: serde_json::Value,
+    pub is_error: bool,
+    pub structured_content: Option<serde_json::Value>,
+}
+
+async fn list_tools(State(state): State<AppState>) -> Json<ToolList> {
+    let tools = state.mcp.catalog();
+    Json(ToolList {
+        total: tools.len(),
+        tools,
+    })
+}
+
+/// The body is the arguments object; an empty body means no arguments.
+async fn call_tool(
+    State(state): State<AppState>,
+    Path((server, tool)): Path<(String, String)>,
+    JsonBytes(body): JsonBytes,
+) -> Result<Json<ToolResult>, ApiError> {
+    let arguments = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match parse_json::<serde_json::Value>(&body)? {
+            serde_json::Value::Object(map) => Some(map),
+            serde_json::Value::Null => None,
+            other => {
+                return Err(ApiError::Unprocessable(format!(
+                    "Tool arguments must be a JSON object, not {}",
+                    json_kind(&other)
+                )));
+            }
+        }
+    };
+    let result = state.mcp.call_tool(&server, &tool, arguments).await?;
+    Ok(Json(ToolResult {
+        content: serde_json::to_value(&result.content).unwrap_or_default(),
+        is_error: result.is_error.unwrap_or(false),
+        structured_content: result.structured_content,
+    }))
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
