@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use crate::client::{ApiClient, ClientError};
 use crate::config::{self, ConfigSource, LoadedConfig};
 use crate::mcp::hub::McpHub;
+use crate::mcp::orphan_guard;
 use crate::server::{self, AppState, ShutdownSignals};
 
 #[derive(Debug, Parser)]
@@ -77,6 +78,9 @@ pub enum Command {
     /// Manage MCP servers.
     #[command(subcommand)]
     Mcp(McpCommand),
+    /// Internal: the helper that kills MCP process groups if lit-mux dies.
+    #[command(name = "__orphan-guard", hide = true)]
+    OrphanGuard,
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +220,9 @@ impl From<ClientError> for Failure {
 
 /// Runs a parsed command line. Loads `.env` first, while the process has one thread.
 pub fn run(cli: Cli) -> ExitCode {
+    if let Command::OrphanGuard = cli.command {
+        return orphan_guard::run();
+    }
     let outcome = config::load_dotenv()
         .map_err(Failure::from)
         .and_then(|_| dispatch(cli.command));
@@ -234,6 +241,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             init(&config::config_path(config.config.as_deref()), force)
         }
         Command::Start(args) => start(args),
+        Command::OrphanGuard => Ok(()),
         Command::Status(client) => block_on(status(client)),
         Command::Send {
             message,
@@ -394,7 +402,10 @@ fn start(args: StartArgs) -> Result<(), Failure> {
         .thread_name("lit-mux")
         .build()
         .map_err(|err| Failure::runtime(format!("cannot start the async runtime: {err}")))?;
-    runtime.block_on(serve(loaded, args.log_format))
+    let outcome = runtime.block_on(serve(loaded, args.log_format));
+    // The MCP children are gone; let the guard go too.
+    orphan_guard::shutdown();
+    outcome
 }
 
 async fn serve(loaded: LoadedConfig, log_format: LogFormat) -> Result<(), Failure> {
@@ -433,6 +444,7 @@ async fn serve(loaded: LoadedConfig, log_format: LogFormat) -> Result<(), Failur
     let _ = std::io::stdout().flush();
 
     let timeouts = server::ServeTimeouts::from_config(server);
+    orphan_guard::install();
     let mcp = McpHub::new(config.mcp.clone());
     mcp.start_configured(&config.mcp.servers);
     let app = server::router(AppState {

@@ -11,7 +11,8 @@ pub struct Resources {
     pub max_fds: Option<u64>,
     /// Resident memory.
     pub rss_bytes: Option<u64>,
-    /// Live processes whose parent is this process (zombies included: they are leaks too).
+    /// Processes whose parent is this process (zombies included: they are leaks too), not
+    /// counting the orphan guard.
     pub children: Option<u64>,
 }
 
@@ -39,6 +40,7 @@ fn rss_bytes() -> Option<u64> {
 
 fn children() -> Option<u64> {
     let me = std::process::id().to_string();
+    let guard = crate::mcp::orphan_guard::pid().map(|pid| pid.to_string());
     let entries = std::fs::read_dir("/proc").ok()?;
     let count = entries
         .filter_map(Result::ok)
@@ -48,6 +50,7 @@ fn children() -> Option<u64> {
                 .to_str()
                 .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
         })
+        .filter(|entry| guard.as_deref() != entry.file_name().to_str())
         .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
         .filter(|stat| {
             stat.rsplit_once(')')

@@ -8,8 +8,8 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::mcp::{everything, filesystem};
-use support::processes::{eventually, in_group, is_alive, wait_until};
+use support::mcp::{Harness, everything, filesystem};
+use support::processes::{eventually, in_group, is_alive};
 use support::{Server, TestHome};
 
 async fn add_everything(server: &Server, name: &str) -> serde_json::Value {
@@ -23,14 +23,12 @@ async fn add_everything(server: &Server, name: &str) -> serde_json::Value {
     body
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_everything_is_added_listed_called_and_removed() {
-    let home = TestHome::new();
-    let server = home.start(&[]);
-    let baseline_fds = server.open_fds();
-    let baseline_listing = support::processes::fd_listing(server.pid());
+    let harness = Harness::start();
+    let server = &harness.server;
 
-    let added = add_everything(&server, "everything").await;
+    let added = add_everything(server, "everything").await;
     assert_eq!(added["message"], "MCP server everything added successfully");
     let info = &added["server"];
     assert_eq!(info["state"], "ready");
@@ -88,7 +86,10 @@ async fn server_everything_is_added_listed_called_and_removed() {
         json!({"running": true, "process_alive": true, "tools": 13, "pid": pid, "state": "ready"})
     );
     assert_eq!(health["total_tools"], 13);
-    assert_eq!(health["statistics"]["servers_created"], 1);
+    assert_eq!(
+        health["statistics"]["servers_created"], 2,
+        "the harness warm-up and this one"
+    );
     assert_eq!(health["statistics"]["total_requests"], 2);
     assert!(health["resources"]["open_fds"].as_u64().unwrap() > 0);
 
@@ -108,11 +109,7 @@ async fn server_everything_is_added_listed_called_and_removed() {
         in_group(pid)
     );
     assert_eq!(server.get_json("/tools").await["total"], 0);
-    assert!(
-        wait_until(Duration::from_secs(2), || server.open_fds() == baseline_fds),
-        "fds {:?} vs baseline {baseline_listing:?}",
-        support::processes::fd_listing(server.pid())
-    );
+    harness.assert_clean(&[pid]);
     let (status, _) = server.delete_json("/mcp/servers/everything").await;
     assert_eq!(status, 404);
 }

@@ -30,6 +30,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::McpError;
 
@@ -46,6 +47,9 @@ const SIGKILL_WAIT: Duration = Duration::from_secs(2);
 /// After the child exits, its stderr gets this long to deliver its last bytes (a grandchild
 /// that escaped may hold the pipe open forever).
 const STDERR_FLUSH_WAIT: Duration = Duration::from_millis(300);
+/// When a call fails because the transport closed, how long to wait for the exit status that
+/// explains it (the pipe closes a moment before the process is reaped).
+const EXIT_AFTER_CLOSE_WAIT: Duration = Duration::from_millis(500);
 /// Messages read from stdout but not yet taken by the protocol layer; then stdout is not read,
 /// which pushes back on the child.
 const INBOUND_QUEUE: usize = 64;
@@ -159,6 +163,8 @@ pub struct McpChild {
     close_stdin: CancellationToken,
     /// Cancelled when stderr reached EOF or was abandoned.
     stderr_done: CancellationToken,
+    /// The exit watcher and the pipe tasks; all ended means every pipe is closed.
+    io_tasks: TaskTracker,
     timeout: Duration,
     stop_lock: tokio::sync::Mutex<()>,
 }
@@ -206,7 +212,8 @@ impl McpChild {
         let (exit_tx, exit_rx) = watch::channel(None);
         let stderr_done = CancellationToken::new();
         let stderr_settled = stderr_done.clone();
-        tokio::spawn(drain_stderr(
+        let io_tasks = TaskTracker::new();
+        io_tasks.spawn(drain_stderr(
             stderr_pipe,
             Arc::clone(&stderr),
             spec.name.clone(),
@@ -214,7 +221,7 @@ impl McpChild {
             stderr_done.clone(),
         ));
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
-        tokio::spawn(read_stdout(
+        io_tasks.spawn(read_stdout(
             stdout,
             spec.max_message_bytes,
             inbound_tx,
@@ -222,13 +229,13 @@ impl McpChild {
             io_stop.clone(),
         ));
         let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
-        tokio::spawn(write_stdin(
+        io_tasks.spawn(write_stdin(
             stdin,
             outbound_rx,
             close_stdin.clone(),
             io_stop.clone(),
         ));
-        tokio::spawn(watch_exit(
+        io_tasks.spawn(watch_exit(
             child,
             pid,
             exit_tx,
@@ -236,6 +243,7 @@ impl McpChild {
             stderr_done,
             spec.name.clone(),
         ));
+        io_tasks.close();
 
         let transport = ChildTransport {
             inbound: inbound_rx,
@@ -252,7 +260,7 @@ impl McpChild {
             exit: exit_rx.clone(),
             close_stdin: close_stdin.clone(),
             stderr: Arc::clone(&stderr),
-            stderr_done: stderr_settled.clone(),
+            io_tasks: io_tasks.clone(),
         };
         let service = match child
             .within(deadline, StartStage::Initialize, async {
@@ -300,6 +308,7 @@ impl McpChild {
                 exit: exit_rx,
                 close_stdin,
                 stderr_done: stderr_settled,
+                io_tasks,
                 timeout: spec.timeout,
                 stop_lock: tokio::sync::Mutex::new(()),
             },
@@ -381,9 +390,10 @@ impl McpChild {
                     code: Some(error.code.0),
                     message: error.message.to_string(),
                 }),
-                Ok(Err(error)) => match self.exit_info() {
-                    Some(exit) => Ok(Err(exit)),
-                    None => Err(McpError::Protocol {
+                // The transport closes as the process dies; its exit status follows at once.
+                Ok(Err(error)) => match tokio::time::timeout(EXIT_AFTER_CLOSE_WAIT, self.exited()).await {
+                    Ok(exit) => Ok(Err(exit)),
+                    Err(_) => Err(McpError::Protocol {
                         server: self.name.clone(),
                         code: None,
                         message: format!("{what} failed: {error}"),
@@ -415,14 +425,15 @@ impl McpChild {
 
     /// The stop sequence: close stdin, wait up to 1 s; SIGTERM the group, wait up to 2 s;
     /// SIGKILL the group; reap. Idempotent; concurrent callers wait for the same outcome.
+    /// Returns once the process is reaped and every pipe to it is closed.
     pub async fn stop(&self) -> ExitInfo {
         let _one_at_a_time = self.stop_lock.lock().await;
-        if let Some(exit) = self.exit_info() {
-            self.shutdown_protocol().await;
-            return exit;
-        }
-        let exit = stop_process(self.pid, &self.close_stdin, self.exit.clone()).await;
+        let exit = match self.exit_info() {
+            Some(exit) => exit,
+            None => stop_process(self.pid, &self.close_stdin, self.exit.clone()).await,
+        };
         self.shutdown_protocol().await;
+        wait_for_io_tasks(&self.io_tasks).await;
         exit
     }
 
@@ -440,7 +451,7 @@ struct PartialChild {
     exit: watch::Receiver<Option<ExitInfo>>,
     close_stdin: CancellationToken,
     stderr: Arc<StderrRing>,
-    stderr_done: CancellationToken,
+    io_tasks: TaskTracker,
 }
 
 impl PartialChild {
@@ -462,13 +473,23 @@ impl PartialChild {
             exit = wait_for_exit(self.exit.clone()) => format!("the process exited ({})", exit.description),
         };
         let exit = stop_process(self.pid, &self.close_stdin, self.exit.clone()).await;
-        let _ = tokio::time::timeout(STDERR_FLUSH_WAIT, self.stderr_done.cancelled()).await;
+        wait_for_io_tasks(&self.io_tasks).await;
         Err(StartFailure {
             stage,
             reason,
             exit: Some(exit),
             stderr_tail: self.stderr.tail(5),
         })
+    }
+}
+
+/// After the exit: the pipe tasks end within the stderr flush wait; the bound is only a guard.
+async fn wait_for_io_tasks(tasks: &TaskTracker) {
+    if tokio::time::timeout(STDERR_FLUSH_WAIT * 4, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("an MCP server's pipe tasks did not end after its exit");
     }
 }
 
@@ -577,6 +598,7 @@ fn spawn_process(spec: &ChildSpec) -> std::io::Result<Spawned> {
     let pid = child
         .id()
         .ok_or_else(|| std::io::Error::other("the child has no pid"))?;
+    super::orphan_guard::register(pid);
     let (Some(stdin), Some(stdout), Some(stderr)) = (
         child.stdin().take(),
         child.stdout().take(),
@@ -610,6 +632,7 @@ async fn watch_exit(
     };
     // Grandchildren left in the group die with their parent.
     signal_all(pid, &[], Signal::SIGKILL);
+    super::orphan_guard::unregister(pid);
     tracing::info!(server = %name, pid, exit = %info.description, "MCP server process exited");
     let _ = exit_tx.send(Some(info));
     let _ = tokio::time::timeout(STDERR_FLUSH_WAIT, stderr_done.cancelled()).await;

@@ -3,6 +3,7 @@
 
 pub mod child;
 pub mod hub;
+pub mod orphan_guard;
 mod pdeathsig;
 
 /// What can go wrong with MCP servers and tool calls; each maps to one HTTP status.
