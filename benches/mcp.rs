@@ -402,6 +402,12 @@ async fn bench_idle_rss() {
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--calls-only`: just the tool-call section (for profiling lit-mux under that load).
+    if std::env::args().any(|a| a == "--calls-only") {
+        let lit_mux = LitMux::start();
+        bench_tool_calls(&lit_mux, 40_000).await;
+        return;
+    }
     let (rounds, calls, cycles) = if quick {
         (10, 400, 500)
     } else {

@@ -595,3 +595,41 @@ async fn restart_on_failure_brings_a_crashed_server_back() {
     assert_eq!(h.server.delete_json("/mcp/servers/phoenix").await.0, 200);
     h.assert_clean(&[first, second]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_still_starting_answers_503_and_shows_as_starting() {
+    let h = Harness::start();
+    let adding = h.add("sluggish", "slow-init", &["--delay-ms", "1500"]);
+    let probe = async {
+        let starting = eventually(Duration::from_secs(2), || async {
+            h.server
+                .get("/mcp/servers/sluggish")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 200
+        })
+        .await;
+        assert!(starting, "the server is listed while it starts");
+        let info = h.server.get_json("/mcp/servers/sluggish").await;
+        let (status, called) = h
+            .server
+            .post_json("/tools/sluggish/echo", &json!({"message": "early"}))
+            .await;
+        (info, status, called)
+    };
+    let ((status, body), (info, call_status, called)) = tokio::join!(adding, probe);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(info["state"], "starting", "{info}");
+    assert_eq!(call_status, 503, "{called}");
+    assert!(detail(&called).contains("starting"), "{called}");
+    let (status, _) = h
+        .server
+        .post_json("/tools/sluggish/echo", &json!({"message": "ready now"}))
+        .await;
+    assert_eq!(status, 200);
+    let pid = pid_of(&body);
+    assert_eq!(h.server.delete_json("/mcp/servers/sluggish").await.0, 200);
+    h.assert_clean(&[pid]);
+}

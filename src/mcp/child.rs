@@ -50,10 +50,6 @@ const STDERR_FLUSH_WAIT: Duration = Duration::from_millis(300);
 /// When a call fails because the transport closed, how long to wait for the exit status that
 /// explains it (the pipe closes a moment before the process is reaped).
 const EXIT_AFTER_CLOSE_WAIT: Duration = Duration::from_millis(500);
-/// Messages read from stdout but not yet taken by the protocol layer; then stdout is not read,
-/// which pushes back on the child.
-const INBOUND_QUEUE: usize = 64;
-const OUTBOUND_QUEUE: usize = 64;
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -220,21 +216,6 @@ impl McpChild {
             io_stop.clone(),
             stderr_done.clone(),
         ));
-        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
-        io_tasks.spawn(read_stdout(
-            stdout,
-            spec.max_message_bytes,
-            inbound_tx,
-            spec.name.clone(),
-            io_stop.clone(),
-        ));
-        let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
-        io_tasks.spawn(write_stdin(
-            stdin,
-            outbound_rx,
-            close_stdin.clone(),
-            io_stop.clone(),
-        ));
         io_tasks.spawn(watch_exit(
             child,
             pid,
@@ -243,11 +224,29 @@ impl McpChild {
             stderr_done,
             spec.name.clone(),
         ));
+        let stdin = Arc::new(tokio::sync::Mutex::new(Some(stdin)));
+        // Closing stdin (the stop sequence's first step) drops the pipe even while nothing is
+        // being sent; a send stuck on a full pipe gives the lock up when told to close.
+        io_tasks.spawn({
+            let (stdin, close_stdin, io_stop) =
+                (Arc::clone(&stdin), close_stdin.clone(), io_stop.clone());
+            async move {
+                tokio::select! {
+                    () = close_stdin.cancelled() => {}
+                    () = io_stop.cancelled() => {}
+                }
+                stdin.lock().await.take();
+            }
+        });
         io_tasks.close();
 
+        // The transport owns stdin and stdout and does their I/O in place (no relay tasks: each
+        // would add a task wake-up to every message). rmcp drops it when its service ends, which
+        // closes both pipes.
         let transport = ChildTransport {
-            inbound: inbound_rx,
-            outbound: outbound_tx,
+            stdout: StdoutReader::new(stdout, spec.max_message_bytes, spec.name.clone()),
+            stdin,
+            close_stdin: close_stdin.clone(),
             io_stop: io_stop.clone(),
         };
         let (tools_changed_tx, tools_changed) = mpsc::channel(1);
@@ -291,7 +290,7 @@ impl McpChild {
         {
             Ok(tools) => tools,
             Err(failure) => {
-                drop(service);
+                let _ = service.cancel().await;
                 return Err(failure);
             }
         };
@@ -672,57 +671,63 @@ async fn drain_stderr(
 }
 
 /// Reads newline-delimited JSON-RPC from stdout. Lines that are not JSON-RPC are logged and
-/// skipped. A line longer than `max_bytes` is never held in memory: it is skipped as it
-/// streams by, and the request it answers (its id is looked for at both ends) fails clearly.
-async fn read_stdout(
-    stdout: ChildStdout,
+/// skipped. A line longer than `max_bytes` is never held in memory: it is skipped as it streams
+/// by, and the request it answers (its id is looked for at both ends) fails clearly.
+///
+/// All state lives in the struct, so [`next_message`](Self::next_message) is cancel-safe: rmcp
+/// polls it inside a `select!`.
+struct StdoutReader {
+    reader: BufReader<ChildStdout>,
+    line: Vec<u8>,
+    oversize: Option<OversizeLine>,
     max_bytes: usize,
-    inbound: mpsc::Sender<ServerJsonRpcMessage>,
     name: String,
-    io_stop: CancellationToken,
-) {
-    let mut reader = BufReader::with_capacity(64 * 1024, stdout);
-    let mut line: Vec<u8> = Vec::new();
-    let mut oversize: Option<OversizeLine> = None;
-    loop {
-        let buffer = tokio::select! {
-            buffer = reader.fill_buf() => match buffer {
+}
+
+impl StdoutReader {
+    fn new(stdout: ChildStdout, max_bytes: usize, name: String) -> Self {
+        Self {
+            reader: BufReader::with_capacity(64 * 1024, stdout),
+            line: Vec::new(),
+            oversize: None,
+            max_bytes,
+            name,
+        }
+    }
+
+    /// The next message, or `None` at EOF or on a read error.
+    async fn next_message(&mut self) -> Option<ServerJsonRpcMessage> {
+        loop {
+            let buffer = match self.reader.fill_buf().await {
                 Ok(buffer) if !buffer.is_empty() => buffer,
-                _ => break,
-            },
-            () = io_stop.cancelled() => break,
-        };
-        let (chunk, line_ends) = match buffer.iter().position(|&b| b == b'\n') {
-            Some(end) => (&buffer[..end], true),
-            None => (buffer, false),
-        };
-        match &mut oversize {
-            Some(big) => big.push(chunk),
-            None if line.len() + chunk.len() > max_bytes => {
-                let mut big = OversizeLine::new(&line);
-                big.push(chunk);
-                oversize = Some(big);
-                line = Vec::new();
-            }
-            None => line.extend_from_slice(chunk),
-        }
-        let consumed = chunk.len() + usize::from(line_ends);
-        reader.consume(consumed);
-        if !line_ends {
-            continue;
-        }
-        let message = match oversize.take() {
-            Some(big) => big.into_error_response(&name, max_bytes),
-            None => parse_message(&line, &name),
-        };
-        line.clear();
-        if let Some(message) = message {
-            let delivered = tokio::select! {
-                sent = inbound.send(message) => sent.is_ok(),
-                () = io_stop.cancelled() => false,
+                _ => return None,
             };
-            if !delivered {
-                break;
+            let (chunk, line_ends) = match buffer.iter().position(|&b| b == b'\n') {
+                Some(end) => (&buffer[..end], true),
+                None => (buffer, false),
+            };
+            match &mut self.oversize {
+                Some(big) => big.push(chunk),
+                None if self.line.len() + chunk.len() > self.max_bytes => {
+                    let mut big = OversizeLine::new(&self.line);
+                    big.push(chunk);
+                    self.oversize = Some(big);
+                    self.line = Vec::new();
+                }
+                None => self.line.extend_from_slice(chunk),
+            }
+            let consumed = chunk.len() + usize::from(line_ends);
+            self.reader.consume(consumed);
+            if !line_ends {
+                continue;
+            }
+            let message = match self.oversize.take() {
+                Some(big) => big.into_error_response(&self.name, self.max_bytes),
+                None => parse_message(&self.line, &self.name),
+            };
+            self.line.clear();
+            if message.is_some() {
+                return message;
             }
         }
     }
@@ -843,46 +848,12 @@ fn id_after_key(text: &str, last: bool) -> Option<serde_json::Value> {
     None
 }
 
-/// Writes outgoing messages to stdin, one JSON line each, until stdin is to be closed.
-async fn write_stdin(
-    stdin: ChildStdin,
-    mut outbound: mpsc::Receiver<ClientJsonRpcMessage>,
-    close_stdin: CancellationToken,
-    io_stop: CancellationToken,
-) {
-    let mut stdin = stdin;
-    loop {
-        let message = tokio::select! {
-            message = outbound.recv() => match message {
-                Some(message) => message,
-                None => break,
-            },
-            () = close_stdin.cancelled() => break,
-            () = io_stop.cancelled() => break,
-        };
-        let Ok(mut line) = serde_json::to_vec(&message) else {
-            continue;
-        };
-        line.push(b'\n');
-        let written = tokio::select! {
-            written = async {
-                stdin.write_all(&line).await?;
-                stdin.flush().await
-            } => written.is_ok(),
-            () = close_stdin.cancelled() => false,
-            () = io_stop.cancelled() => false,
-        };
-        if !written {
-            break;
-        }
-    }
-    // Dropping stdin closes the pipe: the child sees EOF.
-}
-
-/// The rmcp transport over our pipe tasks.
+/// The rmcp transport over the child's stdin and stdout.
 struct ChildTransport {
-    inbound: mpsc::Receiver<ServerJsonRpcMessage>,
-    outbound: mpsc::Sender<ClientJsonRpcMessage>,
+    stdout: StdoutReader,
+    /// `None` once closed. Shared with send futures, which rmcp may run concurrently.
+    stdin: Arc<tokio::sync::Mutex<Option<ChildStdin>>>,
+    close_stdin: CancellationToken,
     io_stop: CancellationToken,
 }
 
@@ -897,19 +868,42 @@ impl Transport<RoleClient> for ChildTransport {
         &mut self,
         item: ClientJsonRpcMessage,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        let outbound = self.outbound.clone();
-        async move { outbound.send(item).await.map_err(|_| StdinClosed) }
+        let stdin = Arc::clone(&self.stdin);
+        let close_stdin = self.close_stdin.clone();
+        let io_stop = self.io_stop.clone();
+        async move {
+            let mut line = serde_json::to_vec(&item).map_err(|_| StdinClosed)?;
+            line.push(b'\n');
+            let mut stdin = stdin.lock().await;
+            let pipe = stdin.as_mut().ok_or(StdinClosed)?;
+            // A child that does not read its stdin fills the pipe; closing must not wait for it.
+            let written = tokio::select! {
+                written = async {
+                    pipe.write_all(&line).await?;
+                    pipe.flush().await
+                } => written.is_ok(),
+                () = close_stdin.cancelled() => false,
+                () = io_stop.cancelled() => false,
+            };
+            if written {
+                Ok(())
+            } else {
+                // Dropping the pipe closes it: the child sees EOF.
+                stdin.take();
+                Err(StdinClosed)
+            }
+        }
     }
 
     async fn receive(&mut self) -> Option<ServerJsonRpcMessage> {
         tokio::select! {
-            message = self.inbound.recv() => message,
+            message = self.stdout.next_message() => message,
             () = self.io_stop.cancelled() => None,
         }
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
-        self.inbound.close();
+        self.stdin.lock().await.take();
         Ok(())
     }
 }

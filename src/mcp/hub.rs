@@ -85,6 +85,23 @@ impl Statistics {
     }
 }
 
+/// Whether another restart fits the budget (at most `RESTART_BUDGET` in `RESTART_WINDOW`);
+/// forgets restarts older than the window.
+fn restart_allowed(recent: &mut VecDeque<Instant>, now: Instant) -> bool {
+    while recent
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
+    {
+        recent.pop_front();
+    }
+    recent.len() < RESTART_BUDGET
+}
+
+/// 1 s, 2 s, 4 s … up to 30 s.
+fn next_restart_delay(delay: Duration) -> Duration {
+    (delay * 2).min(RESTART_MAX_DELAY)
+}
+
 /// How a server ended, for the API.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ExitView {
@@ -456,15 +473,7 @@ impl McpHub {
         loop {
             let (removed, config) = {
                 let mut slot = lock(&slot);
-                let now = Instant::now();
-                while slot
-                    .recent_restarts
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
-                {
-                    slot.recent_restarts.pop_front();
-                }
-                if slot.recent_restarts.len() >= RESTART_BUDGET {
+                if !restart_allowed(&mut slot.recent_restarts, Instant::now()) {
                     slot.state = ServerState::Failed;
                     slot.last_error = Some(format!(
                         "{} restarts within {} minutes; not restarting again",
@@ -499,7 +508,7 @@ impl McpHub {
                 return;
             }
             generation = lock(&slot).generation;
-            delay = (delay * 2).min(RESTART_MAX_DELAY);
+            delay = next_restart_delay(delay);
         }
     }
 
@@ -732,5 +741,40 @@ impl McpHub {
         if Arc::strong_count(&ours) == 2 && !lock(&self.inner.slots).contains_key(name) {
             locks.remove(name);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_from_1_s_to_30_s() {
+        let mut delays = vec![RESTART_FIRST_DELAY];
+        while delays.len() < 8 {
+            delays.push(next_restart_delay(delays[delays.len() - 1]));
+        }
+        let secs: Vec<u64> = delays.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+
+    #[test]
+    fn at_most_5_restarts_in_10_minutes() {
+        let start = Instant::now();
+        let mut recent = VecDeque::new();
+        for i in 0..5 {
+            assert!(restart_allowed(&mut recent, start + Duration::from_secs(i)));
+            recent.push_back(start + Duration::from_secs(i));
+        }
+        assert!(!restart_allowed(
+            &mut recent,
+            start + Duration::from_secs(60)
+        ));
+        // Once the first falls out of the window, one more is allowed.
+        assert!(restart_allowed(
+            &mut recent,
+            start + Duration::from_secs(601)
+        ));
+        assert_eq!(recent.len(), 4);
     }
 }
