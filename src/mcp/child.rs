@@ -3,8 +3,9 @@
 //!
 //! Invariants (nothing outside this module signals, waits on or reads from a child):
 //! - Every spawned child is reaped: a task owns the process and awaits its exit from the start.
-//! - Every pipe is closed once the child is gone: the reader and writer tasks end on the child's
-//!   exit even when a grandchild still holds the other end of a pipe.
+//! - Every pipe is closed once the child is gone: the transport and the stderr drain stop on the
+//!   child's exit even when a grandchild still holds the other end of a pipe, and `stop` returns
+//!   only after they have.
 //! - stderr is always drained, into a bounded ring, so a child can never block on it.
 //! - Nothing of the process group outlives the child: when the leader exits, by itself or
 //!   because it was stopped, the whole group gets SIGKILL; descendants that left the group are
@@ -47,6 +48,8 @@ const SIGKILL_WAIT: Duration = Duration::from_secs(2);
 /// After the child exits, its stderr gets this long to deliver its last bytes (a grandchild
 /// that escaped may hold the pipe open forever).
 const STDERR_FLUSH_WAIT: Duration = Duration::from_millis(300);
+/// How long ending rmcp's client task may take once the process is gone.
+const PROTOCOL_SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 /// When a call fails because the transport closed, how long to wait for the exit status that
 /// explains it (the pipe closes a moment before the process is reaped).
 const EXIT_AFTER_CLOSE_WAIT: Duration = Duration::from_millis(500);
@@ -159,7 +162,8 @@ pub struct McpChild {
     close_stdin: CancellationToken,
     /// Cancelled when stderr reached EOF or was abandoned.
     stderr_done: CancellationToken,
-    /// The exit watcher and the pipe tasks; all ended means every pipe is closed.
+    /// The exit watcher, the stderr drain and the stdin closer. Once they have ended and rmcp's
+    /// service (which owns the transport, hence stdout) has stopped, every pipe is closed.
     io_tasks: TaskTracker,
     timeout: Duration,
     stop_lock: tokio::sync::Mutex<()>,
@@ -240,7 +244,7 @@ impl McpChild {
         });
         io_tasks.close();
 
-        // The transport owns stdin and stdout and does their I/O in place (no relay tasks: each
+        // The transport owns stdin and stdout and does their I/O in place (a relay task per pipe
         // would add a task wake-up to every message). rmcp drops it when its service ends, which
         // closes both pipes.
         let transport = ChildTransport {
@@ -261,17 +265,13 @@ impl McpChild {
             stderr: Arc::clone(&stderr),
             io_tasks: io_tasks.clone(),
         };
-        let service = match child
+        let service = child
             .within(deadline, StartStage::Initialize, async {
                 rmcp::serve_client(handler, transport)
                     .await
                     .map_err(|err| err.to_string())
             })
-            .await
-        {
-            Ok(service) => service,
-            Err(failure) => return Err(failure),
-        };
+            .await?;
         let peer = service.peer().clone();
         let (server_info, protocol_version) = match service.peer_info() {
             Some(info) => (
@@ -436,10 +436,15 @@ impl McpChild {
         exit
     }
 
+    /// Ends rmcp's task, which drops the transport and with it stdout and stdin. The process is
+    /// gone by now, so its pipes cannot stall this; the bound only guards against a bug.
     async fn shutdown_protocol(&self) {
-        if let Some(service) = self.service.lock().await.take() {
-            // The transport is already closed; this only ends rmcp's task.
-            let _ = service.cancel().await;
+        if let Some(service) = self.service.lock().await.take()
+            && tokio::time::timeout(PROTOCOL_SHUTDOWN_WAIT, service.cancel())
+                .await
+                .is_err()
+        {
+            tracing::warn!(server = %self.name, "the MCP client task did not end in time");
         }
     }
 }
