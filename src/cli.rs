@@ -64,6 +64,16 @@ pub enum Command {
     },
     /// List the configured AI backends and their health.
     Backends(ClientArgs),
+    /// List sessions (newest first), or show one with its messages.
+    Sessions {
+        #[command(subcommand)]
+        command: Option<SessionsCommand>,
+        /// How many sessions to list.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// List the tools of every running MCP server.
     Tools(ClientArgs),
     /// Call a tool directly: `lit-mux call server.tool '{"arg": 1}'`.
@@ -81,6 +91,17 @@ pub enum Command {
     /// Internal: the helper that kills MCP process groups if lit-mux dies.
     #[command(name = "__orphan-guard", hide = true)]
     OrphanGuard,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Show a session and its whole conversation.
+    Show {
+        /// The session id.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -250,7 +271,16 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             model,
             client,
         } => block_on(send(client, message, backend, session, model)),
-        Command::Backends(client) => block_on(print_get(client, "/backends")),
+        Command::Backends(client) => block_on(backends(client)),
+        Command::Sessions {
+            command: None,
+            limit,
+            client,
+        } => block_on(sessions(client, limit)),
+        Command::Sessions {
+            command: Some(SessionsCommand::Show { id, client }),
+            ..
+        } => block_on(show_session(client, id)),
         Command::Tools(client) => block_on(print_get(client, "/tools")),
         Command::Call {
             tool,
@@ -425,6 +455,16 @@ async fn serve(loaded: LoadedConfig, log_format: LogFormat) -> Result<(), Failur
     if server.api_key.is_none() {
         tracing::warn!("no server.api_key set: the API is open to anyone who can reach it");
     }
+    let database = crate::store::database_path(config.storage.url.as_deref())
+        .map_err(|err| Failure::runtime(err.to_string()))?;
+    let store = crate::store::Store::open(&database)
+        .await
+        .map_err(|err| Failure::runtime(err.to_string()))?;
+    tracing::info!(path = %database.display(), "database open");
+    let backends = crate::backends::BackendRegistry::new(&config.typed_backends)
+        .map_err(|err| Failure::runtime(err.to_string()))?;
+    let chat =
+        crate::chat::ChatService::new(store.clone(), backends.clone(), config.context.max_messages);
     let signals = ShutdownSignals::install()
         .map_err(|err| Failure::runtime(format!("cannot install signal handlers: {err}")))?;
     let listener = tokio::net::TcpListener::bind((server.host.as_str(), server.port))
@@ -450,8 +490,11 @@ async fn serve(loaded: LoadedConfig, log_format: LogFormat) -> Result<(), Failur
     let app = server::router(AppState {
         config: Arc::clone(&config),
         mcp: mcp.clone(),
+        backends,
+        chat,
     });
     server::serve(listener, app, signals, timeouts, mcp.shutdown()).await;
+    store.close().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -574,6 +617,127 @@ async fn send(
         None => print_json(&reply),
     }
     Ok(())
+}
+
+/// `lit-mux backends`: one line per backend.
+async fn backends(args: ClientArgs) -> Result<(), Failure> {
+    let api = connect(&args)?;
+    let list = api.get("/backends").await?;
+    let rows: Vec<[String; 4]> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            let state = match (b["enabled"].as_bool(), b["healthy"].as_bool()) {
+                (Some(false), _) => "disabled",
+                (_, Some(true)) => "healthy",
+                _ => "unreachable",
+            };
+            [
+                text_of(&b["name"]),
+                text_of(&b["type"]),
+                state.to_owned(),
+                text_of(&b["default_model"]),
+            ]
+        })
+        .collect();
+    print_table(["NAME", "TYPE", "STATE", "DEFAULT MODEL"], &rows);
+    Ok(())
+}
+
+/// `lit-mux sessions`: the newest sessions, one line each.
+async fn sessions(args: ClientArgs, limit: u32) -> Result<(), Failure> {
+    let api = connect(&args)?;
+    let list = api.get(&format!("/sessions?limit={limit}")).await?;
+    let rows: Vec<[String; 5]> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let backends: Vec<String> = s["backends"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text_of)
+                .collect();
+            [
+                text_of(&s["id"]),
+                text_of(&s["name"]),
+                backends.join(","),
+                text_of(&s["message_count"]),
+                text_of(&s["updated_at"]),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("no sessions yet (lit-mux send MESSAGE starts one)");
+        return Ok(());
+    }
+    print_table(["ID", "NAME", "BACKENDS", "MESSAGES", "UPDATED"], &rows);
+    Ok(())
+}
+
+/// `lit-mux sessions show ID`: the session, then its conversation.
+async fn show_session(args: ClientArgs, id: String) -> Result<(), Failure> {
+    let api = connect(&args)?;
+    let session = api.get(&format!("/sessions/{}", path_segment(&id))).await?;
+    let messages = api
+        .get(&format!("/sessions/{}/messages", path_segment(&id)))
+        .await?;
+    println!("session  {}", text_of(&session["id"]));
+    if !session["name"].is_null() {
+        println!("name     {}", text_of(&session["name"]));
+    }
+    println!("backends {}", session["backends"]);
+    println!("created  {}", text_of(&session["created_at"]));
+    for message in messages.as_array().into_iter().flatten() {
+        let who = match (message["role"].as_str(), message["backend"].as_str()) {
+            (Some("assistant"), Some(backend)) => {
+                format!("{backend} ({})", text_of(&message["model"]))
+            }
+            (Some(role), _) => role.to_owned(),
+            (None, _) => "?".to_owned(),
+        };
+        let failed = message["metadata"]["status"] == json!("failed");
+        println!(
+            "\n[{}] {who}{}",
+            text_of(&message["timestamp"]),
+            if failed { " (failed)" } else { "" }
+        );
+        println!("{}", text_of(&message["content"]));
+    }
+    Ok(())
+}
+
+/// A JSON value as plain text (strings without their quotes, null as empty).
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Left-aligned columns, widths from the widest cell.
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
 }
 
 /// `lit-mux call server.tool JSON`: prints the tool's text content, or the whole result.

@@ -34,6 +34,9 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default, deserialize_with = "null_as_default")]
     pub context: ContextConfig,
+    /// `backends`, typed and checked by [`load`]; always holds `echo` unless it was configured.
+    #[serde(skip)]
+    pub typed_backends: BTreeMap<String, crate::backends::BackendConfig>,
 }
 
 /// `server:` — the HTTP listener and who may talk to it.
@@ -318,7 +321,11 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     if let Some(spec) = non_empty_env(MCP_SERVERS_ENV) {
         config.mcp.servers.extend(parse_mcp_servers_env(&spec)?);
     }
-    config.validate().map_err(|(key, mut message)| {
+    let typed_backends = crate::backends::config::parse_all(&config.backends, &mut warnings);
+    let checked = config.validate().and(typed_backends.map(|typed| {
+        config.typed_backends = typed;
+    }));
+    checked.map_err(|(key, mut message)| {
         // An unset `${VAR}` is the usual cause of an empty value: say so with the error.
         for warning in &warnings {
             message.push_str(&format!(" (note: {warning})"));
@@ -369,10 +376,10 @@ fn describe_yaml_error(err: &yaml_serde::Error) -> String {
             };
             message = format!("{full_key}: unknown key; {expected}");
         }
-    } else if let Some(key_and_rest) = message.strip_prefix("unknown field `") {
-        if let Some((key, expected)) = key_and_rest.split_once("`, ") {
-            message = format!("{key}: unknown key; {expected}");
-        }
+    } else if let Some(key_and_rest) = message.strip_prefix("unknown field `")
+        && let Some((key, expected)) = key_and_rest.split_once("`, ")
+    {
+        message = format!("{key}: unknown key; {expected}");
     }
     if let Some(location) = err.location().filter(|_| !message.contains(" at line ")) {
         message.push_str(&format!(

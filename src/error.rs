@@ -32,6 +32,12 @@ pub enum ApiError {
     /// The body is not valid JSON or does not match the expected shape.
     #[error("{0}")]
     Unprocessable(String),
+    /// A model backend is rate limited; `retry_after` is passed on as its `Retry-After`.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after: Option<String>,
+    },
     /// A peer (model backend, MCP server) failed.
     #[error("{0}")]
     BadGateway(String),
@@ -56,6 +62,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -95,6 +102,48 @@ impl From<crate::mcp::McpError> for ApiError {
     }
 }
 
+impl From<crate::backends::BackendError> for ApiError {
+    fn from(err: crate::backends::BackendError) -> Self {
+        use crate::backends::BackendError as E;
+        let message = err.to_string();
+        match err {
+            E::RateLimited { retry_after, .. } => Self::TooManyRequests {
+                message,
+                retry_after,
+            },
+            E::Timeout { .. } => Self::GatewayTimeout(message),
+            E::Unreachable { .. }
+            | E::Upstream { .. }
+            | E::Failed { .. }
+            | E::InvalidResponse { .. } => Self::BadGateway(message),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(err: crate::store::StoreError) -> Self {
+        match err {
+            crate::store::StoreError::SessionNotFound(id) => {
+                Self::NotFound(format!("Session {id} not found"))
+            }
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::chat::ChatError> for ApiError {
+    fn from(err: crate::chat::ChatError) -> Self {
+        use crate::chat::ChatError as E;
+        match err {
+            E::SessionNotFound(_) => Self::NotFound(err.to_string()),
+            E::InvalidRequest(message) => Self::BadRequest(message),
+            E::InvalidValue(message) => Self::Unprocessable(message),
+            E::Backend(err) => err.into(),
+            E::Store(err) => err.into(),
+        }
+    }
+}
+
 /// The body of every error response.
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct ErrorBody {
@@ -114,6 +163,14 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let Self::TooManyRequests {
+            retry_after: Some(retry_after),
+            ..
+        } = &self
+            && let Ok(value) = HeaderValue::from_str(retry_after)
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -3,6 +3,8 @@
 //! The binary (`src/main.rs`) only parses the command line and hands over to [`cli::run`].
 
 pub mod auth;
+pub mod backends;
+pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -12,6 +14,7 @@ pub mod mcp;
 pub mod resources;
 pub mod routes;
 pub mod server;
+pub mod store;
 
 /// This build's version, as reported by `/health` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

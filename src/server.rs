@@ -19,6 +19,8 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, Tr
 use tracing::Level;
 
 use crate::auth::{self, AccessPolicy};
+use crate::backends::BackendRegistry;
+use crate::chat::ChatService;
 use crate::config::{Config, ServerConfig};
 use crate::error::{ApiError, detail_for_status};
 use crate::extract::BodyLimit;
@@ -30,6 +32,8 @@ use crate::routes;
 pub struct AppState {
     pub config: Arc<Config>,
     pub mcp: McpHub,
+    pub backends: BackendRegistry,
+    pub chat: ChatService,
 }
 
 /// The whole API with its layers, ready to serve.
@@ -39,6 +43,8 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::health::router())
         .merge(routes::mcp::router())
         .merge(routes::tools::router())
+        .merge(routes::sessions::router())
+        .merge(routes::backends::router())
         .with_state(state);
     with_layers(routes, &server)
 }

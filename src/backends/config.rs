@@ -1,0 +1,431 @@
+//! The `backends:` section, typed: which kind each entry is, its settings and its timeouts.
+//!
+//! Entries are written flat (`type`, `enabled`, `default_model`, kind-specific keys); a key that
+//! does not belong to the entry's kind is an error naming it. The predecessor's entries still load:
+//! `ollama` and `chatgpt` without a `type`, `chatgpt.model` as the default model, and
+//! `claude_desktop` with a warning. A built-in `echo` backend exists unless configured otherwise.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// One backend's settings, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    pub kind: BackendKind,
+    pub enabled: bool,
+    pub default_model: String,
+    /// Sent as the system prompt when the session sets none.
+    pub system_prompt: Option<String>,
+    pub timeouts: Timeouts,
+}
+
+impl BackendConfig {
+    /// The built-in echo backend, present when the config has no `echo` entry.
+    pub fn builtin_echo() -> Self {
+        Self {
+            kind: BackendKind::Echo,
+            enabled: true,
+            default_model: "echo".to_owned(),
+            system_prompt: None,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// The wire format of a backend and the settings only that format has.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendKind {
+    Ollama(OllamaSettings),
+    OpenAi(OpenAiSettings),
+    Anthropic(AnthropicSettings),
+    Echo,
+}
+
+impl BackendKind {
+    /// The `type` value that selects this kind.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Ollama(_) => "ollama",
+            Self::OpenAi(_) => "openai",
+            Self::Anthropic(_) => "anthropic",
+            Self::Echo => "echo",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OllamaSettings {
+    /// `http://host:port`, without a trailing slash.
+    pub host: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAiSettings {
+    /// Up to and including the version, e.g. `https://api.openai.com/v1`; no trailing slash.
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer`; local servers usually need none.
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnthropicSettings {
+    /// Without the `/v1` path, e.g. `https://api.anthropic.com`; no trailing slash.
+    pub base_url: String,
+    pub api_key: String,
+    /// The `anthropic-version` header.
+    pub version: String,
+    /// Anthropic requires a bound on the answer's length.
+    pub max_tokens: u32,
+}
+
+/// How long a backend may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// To open the connection.
+    pub connect: Duration,
+    /// From sending the request to the response's headers (a local model may first load).
+    pub first_byte: Duration,
+    /// For the whole exchange, streamed body included.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            first_byte: Duration::from_secs(300),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+/// An entry as written in the file, before its kind decides which keys it may have.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    enabled: Option<bool>,
+    default_model: Option<String>,
+    /// The predecessor's `chatgpt.model`.
+    model: Option<String>,
+    system_prompt: Option<String>,
+    connect_timeout_secs: Option<u64>,
+    first_byte_timeout_secs: Option<u64>,
+    timeout_secs: Option<u64>,
+    host: Option<String>,
+    base_url: Option<String>,
+    api_key: Option<String>,
+    anthropic_version: Option<String>,
+    max_tokens: Option<u32>,
+}
+
+/// Types every entry of `backends:`; returns the key path and message of the first problem.
+/// Always includes an `echo` backend unless an entry named `echo` exists.
+pub fn parse_all(
+    entries: &BTreeMap<String, yaml_serde::Value>,
+    warnings: &mut Vec<String>,
+) -> Result<BTreeMap<String, BackendConfig>, (String, String)> {
+    let mut backends = BTreeMap::new();
+    for (name, value) in entries {
+        let key = format!("backends.{name}");
+        if !is_valid_backend_name(name) {
+            return Err((
+                key,
+                "is not a valid backend name (1 to 64 of A-Z a-z 0-9 _ -)".to_owned(),
+            ));
+        }
+        let raw: RawEntry = if value.is_null() {
+            RawEntry::default()
+        } else {
+            yaml_serde::from_value(value.clone()).map_err(|err| (key.clone(), err.to_string()))?
+        };
+        if raw.kind.is_none() && name == "claude_desktop" {
+            warnings.push(
+                "backends.claude_desktop is no longer supported and was skipped: \
+                 use a backend with `type: anthropic` and an api_key instead"
+                    .to_owned(),
+            );
+            continue;
+        }
+        backends.insert(name.clone(), parse_entry(name, raw, &key)?);
+    }
+    backends
+        .entry("echo".to_owned())
+        .or_insert_with(BackendConfig::builtin_echo);
+    Ok(backends)
+}
+
+/// Whether `name` may name a backend: `[A-Za-z0-9_-]{1,64}` (model ids are `backend/model`).
+pub fn is_valid_backend_name(name: &str) -> bool {
+    crate::config::is_valid_server_name(name)
+}
+
+fn parse_entry(name: &str, raw: RawEntry, key: &str) -> Result<BackendConfig, (String, String)> {
+    let fail = |field: &str, message: String| Err((format!("{key}.{field}"), message));
+    let type_name = match raw.kind.as_deref() {
+        Some(kind) => kind.to_owned(),
+        // The predecessor's entries had no type: their name said it.
+        None => match name {
+            "ollama" | "echo" => name.to_owned(),
+            "chatgpt" => "openai".to_owned(),
+            _ => {
+                return fail(
+                    "type",
+                    "is required: one of ollama, openai, anthropic, echo".to_owned(),
+                );
+            }
+        },
+    };
+    let timeouts = parse_timeouts(&raw, key)?;
+    let default_model = match (raw.default_model, raw.model) {
+        (Some(_), Some(_)) => {
+            return fail(
+                "model",
+                "is the old name of default_model; set only one of them".to_owned(),
+            );
+        }
+        (Some(model), None) | (None, Some(model)) => Some(model),
+        (None, None) => None,
+    };
+    if default_model
+        .as_deref()
+        .is_some_and(|m| m.trim().is_empty())
+    {
+        return fail("default_model", "must not be empty".to_owned());
+    }
+
+    // Keys a kind does not have are errors, so that a misplaced key is never silently ignored.
+    let unused = |allowed: &[&str]| -> Result<(), (String, String)> {
+        let present = [
+            ("host", raw.host.is_some()),
+            ("base_url", raw.base_url.is_some()),
+            ("api_key", raw.api_key.is_some()),
+            ("anthropic_version", raw.anthropic_version.is_some()),
+            ("max_tokens", raw.max_tokens.is_some()),
+        ];
+        match present
+            .iter()
+            .find(|(field, set)| *set && !allowed.contains(field))
+        {
+            Some((field, _)) => Err((
+                format!("{key}.{field}"),
+                format!("is not a setting of type {type_name}"),
+            )),
+            None => Ok(()),
+        }
+    };
+
+    let (kind, fallback_model) = match type_name.as_str() {
+        "ollama" => {
+            unused(&["host", "base_url"])?;
+            if raw.host.is_some() && raw.base_url.is_some() {
+                return fail(
+                    "base_url",
+                    "is another name for host; set only one".to_owned(),
+                );
+            }
+            let host = raw
+                .host
+                .or(raw.base_url)
+                .unwrap_or_else(|| "http://localhost:11434".to_owned());
+            (
+                BackendKind::Ollama(OllamaSettings {
+                    host: checked_url(&host, &format!("{key}.host"))?,
+                }),
+                "llama3.1",
+            )
+        }
+        "openai" => {
+            unused(&["base_url", "api_key"])?;
+            let base_url = raw
+                .base_url
+                .unwrap_or_else(|| "https://api.openai.com/v1".to_owned());
+            (
+                BackendKind::OpenAi(OpenAiSettings {
+                    base_url: checked_url(&base_url, &format!("{key}.base_url"))?,
+                    api_key: non_empty(raw.api_key, &format!("{key}.api_key"))?,
+                }),
+                "gpt-4o-mini",
+            )
+        }
+        "anthropic" => {
+            unused(&["base_url", "api_key", "anthropic_version", "max_tokens"])?;
+            let base_url = raw
+                .base_url
+                .unwrap_or_else(|| "https://api.anthropic.com".to_owned());
+            let Some(api_key) = non_empty(raw.api_key, &format!("{key}.api_key"))? else {
+                return fail("api_key", "is required for type anthropic".to_owned());
+            };
+            if raw.max_tokens == Some(0) {
+                return fail("max_tokens", "must be at least 1".to_owned());
+            }
+            (
+                BackendKind::Anthropic(AnthropicSettings {
+                    base_url: checked_url(&base_url, &format!("{key}.base_url"))?,
+                    api_key,
+                    version: raw
+                        .anthropic_version
+                        .unwrap_or_else(|| "2023-06-01".to_owned()),
+                    max_tokens: raw.max_tokens.unwrap_or(4096),
+                }),
+                "claude-sonnet-4-5",
+            )
+        }
+        "echo" => {
+            unused(&[])?;
+            (BackendKind::Echo, "echo")
+        }
+        other => {
+            return fail(
+                "type",
+                format!("{other:?} is not a backend type: use ollama, openai, anthropic or echo"),
+            );
+        }
+    };
+    Ok(BackendConfig {
+        kind,
+        enabled: raw.enabled.unwrap_or(true),
+        default_model: default_model.unwrap_or_else(|| fallback_model.to_owned()),
+        system_prompt: raw.system_prompt.filter(|p| !p.trim().is_empty()),
+        timeouts,
+    })
+}
+
+fn parse_timeouts(raw: &RawEntry, key: &str) -> Result<Timeouts, (String, String)> {
+    let defaults = Timeouts::default();
+    let seconds = |value: Option<u64>, field: &str, default: Duration| match value {
+        Some(0) => Err((format!("{key}.{field}"), "must be at least 1".to_owned())),
+        Some(secs) => Ok(Duration::from_secs(secs)),
+        None => Ok(default),
+    };
+    let timeouts = Timeouts {
+        connect: seconds(
+            raw.connect_timeout_secs,
+            "connect_timeout_secs",
+            defaults.connect,
+        )?,
+        first_byte: seconds(
+            raw.first_byte_timeout_secs,
+            "first_byte_timeout_secs",
+            defaults.first_byte,
+        )?,
+        total: seconds(raw.timeout_secs, "timeout_secs", defaults.total)?,
+    };
+    // A first-byte bound longer than the total one would never apply.
+    Ok(Timeouts {
+        first_byte: timeouts.first_byte.min(timeouts.total),
+        ..timeouts
+    })
+}
+
+/// An http(s) URL, returned without its trailing slash.
+fn checked_url(text: &str, key: &str) -> Result<String, (String, String)> {
+    let trimmed = text.trim().trim_end_matches('/');
+    match reqwest::Url::parse(trimmed) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(trimmed.to_owned())
+        }
+        _ => Err((
+            key.to_owned(),
+            format!("{text:?} is not an http(s) URL like http://localhost:11434"),
+        )),
+    }
+}
+
+/// `None` for an absent key; an error for a present but empty one (usually an unset `${VAR}`).
+fn non_empty(value: Option<String>, key: &str) -> Result<Option<String>, (String, String)> {
+    match value {
+        Some(text) if text.trim().is_empty() => Err((
+            key.to_owned(),
+            "is empty; remove it or give a value".to_owned(),
+        )),
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<BTreeMap<String, BackendConfig>, (String, String)> {
+        let entries: BTreeMap<String, yaml_serde::Value> = yaml_serde::from_str(yaml).unwrap();
+        parse_all(&entries, &mut Vec::new())
+    }
+
+    #[test]
+    fn predecessor_entries_load_without_a_type() {
+        let mut warnings = Vec::new();
+        let entries: BTreeMap<String, yaml_serde::Value> = yaml_serde::from_str(
+            "ollama: {enabled: true, host: 'http://gpu:11434/', default_model: qwen3}\n\
+             chatgpt: {enabled: false, api_key: sk-1, model: gpt-4.1, base_url: 'http://vllm:8000/v1'}\n\
+             claude_desktop: {enabled: true}\n",
+        )
+        .unwrap();
+        let backends = parse_all(&entries, &mut warnings).unwrap();
+        assert_eq!(
+            backends["ollama"].kind,
+            BackendKind::Ollama(OllamaSettings {
+                host: "http://gpu:11434".to_owned()
+            })
+        );
+        assert_eq!(backends["ollama"].default_model, "qwen3");
+        assert_eq!(backends["chatgpt"].kind.type_name(), "openai");
+        assert_eq!(backends["chatgpt"].default_model, "gpt-4.1");
+        assert!(!backends["chatgpt"].enabled);
+        assert!(!backends.contains_key("claude_desktop"));
+        assert!(backends.contains_key("echo"));
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("type: anthropic"), "{warnings:?}");
+    }
+
+    #[test]
+    fn keys_of_another_kind_are_errors() {
+        let err = parse("local: {type: openai, host: 'http://x'}").unwrap_err();
+        assert_eq!(err.0, "backends.local.host");
+        assert!(err.1.contains("type openai"), "{err:?}");
+    }
+
+    #[test]
+    fn anthropic_needs_a_key_and_an_entry_needs_a_type() {
+        assert_eq!(
+            parse("claude: {type: anthropic}").unwrap_err().0,
+            "backends.claude.api_key"
+        );
+        assert_eq!(
+            parse("mine: {host: x}").unwrap_err().0,
+            "backends.mine.type"
+        );
+        assert!(
+            parse("x: {type: gemini}")
+                .unwrap_err()
+                .1
+                .contains("not a backend type")
+        );
+    }
+
+    #[test]
+    fn urls_and_timeouts_are_checked() {
+        assert_eq!(
+            parse("o: {type: ollama, host: 'localhost:11434'}")
+                .unwrap_err()
+                .0,
+            "backends.o.host"
+        );
+        assert_eq!(
+            parse("o: {type: ollama, timeout_secs: 0}").unwrap_err().0,
+            "backends.o.timeout_secs"
+        );
+        let backends = parse("o: {type: ollama, timeout_secs: 5}").unwrap();
+        assert_eq!(backends["o"].timeouts.first_byte, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn echo_can_be_disabled() {
+        let backends = parse("echo: {enabled: false}").unwrap();
+        assert!(!backends["echo"].enabled);
+    }
+}

@@ -1,0 +1,303 @@
+//! AI model backends: one [`Backend`] trait, one module per wire format, and the
+//! [`BackendRegistry`] that holds the configured backends by name.
+//!
+//! Invariants: every request to a model is bounded by the backend's connect, first-byte and total
+//! timeouts; every body read from a peer is bounded in size; every upstream failure becomes one
+//! [`BackendError`] naming the backend, which maps to exactly one HTTP status.
+
+pub mod anthropic;
+pub mod config;
+pub mod echo;
+pub mod ollama;
+pub mod openai;
+mod upstream;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+pub use config::{BackendConfig, BackendKind};
+
+/// Who wrote a message of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::User => "user",
+            Self::Assistant => "assistant",
+            Self::Tool => "tool",
+        }
+    }
+}
+
+/// One message of the conversation sent to a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+/// What a model is asked: the whole conversation, oldest first.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub model: String,
+    /// Sent the way the wire format wants it (a first `system` message, or Anthropic's field).
+    pub system: Option<String>,
+    pub messages: Vec<ChatMessage>,
+}
+
+/// Token counts, when the backend reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
+}
+
+impl Usage {
+    fn is_known(&self) -> bool {
+        self.input_tokens.is_some() || self.output_tokens.is_some()
+    }
+}
+
+/// A model's complete answer.
+#[derive(Debug, Clone)]
+pub struct ChatReply {
+    pub content: String,
+    /// The model that answered, as the backend reports it.
+    pub model: String,
+    pub usage: Option<Usage>,
+    /// Why the model stopped (`stop`, `end_turn`, `length`...), when reported.
+    pub finish_reason: Option<String>,
+}
+
+/// One step of a streamed answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatEvent {
+    /// More text.
+    Delta(String),
+    /// The answer is complete.
+    Done {
+        model: String,
+        usage: Option<Usage>,
+        finish_reason: Option<String>,
+    },
+}
+
+/// A streamed answer: text deltas, then exactly one `Done` unless an error ends it first.
+pub type ChatStream = BoxStream<'static, Result<ChatEvent, BackendError>>;
+
+/// A model a backend offers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub display_name: String,
+    pub size_mb: Option<f64>,
+    pub digest: Option<String>,
+}
+
+/// Everything that can go wrong talking to a model backend.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    #[error("backend {backend} is unreachable: {message}")]
+    Unreachable { backend: String, message: String },
+    #[error("backend {backend} did not answer within {secs} s ({stage})")]
+    Timeout {
+        backend: String,
+        stage: &'static str,
+        secs: u64,
+    },
+    /// The backend answered with an error status.
+    #[error("backend {backend} answered {status}: {message}")]
+    Upstream {
+        backend: String,
+        status: u16,
+        message: String,
+    },
+    /// The backend answered 429; `retry_after` is its `Retry-After` header, passed on as is.
+    #[error("backend {backend} is rate limited (429): {message}")]
+    RateLimited {
+        backend: String,
+        message: String,
+        retry_after: Option<String>,
+    },
+    /// The backend reported a failure inside an answer that had started well.
+    #[error("backend {backend} failed: {message}")]
+    Failed { backend: String, message: String },
+    /// The backend answered something that is not its API's format.
+    #[error("backend {backend} sent an invalid response: {message}")]
+    InvalidResponse { backend: String, message: String },
+}
+
+/// A model backend: one implementation per wire format.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    /// The model used when neither the request nor the session names one.
+    fn default_model(&self) -> &str;
+    /// The complete answer to `request`.
+    async fn chat(&self, request: ChatRequest) -> Result<ChatReply, BackendError>;
+    /// The answer to `request` as it is produced.
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream, BackendError>;
+    /// The models the backend offers.
+    async fn models(&self) -> Result<Vec<ModelInfo>, BackendError>;
+    /// Whether the backend answers; the cheapest request its API has.
+    async fn health(&self) -> Result<(), BackendError> {
+        self.models().await.map(|_| ())
+    }
+}
+
+/// Ends `events` at its `Done` or its first error; a stream that stops before either yields
+/// `cut_off`, so a dropped connection is never mistaken for a complete answer.
+pub(crate) fn until_done(
+    events: impl futures_util::Stream<Item = Result<ChatEvent, BackendError>> + Send + 'static,
+    cut_off: BackendError,
+) -> ChatStream {
+    use futures_util::StreamExt;
+    let state = (events.boxed(), Some(cut_off));
+    futures_util::stream::unfold(state, |(mut events, cut_off)| async move {
+        // `cut_off` is taken once the stream has ended, one way or another.
+        let cut_off = cut_off?;
+        match events.next().await {
+            Some(Ok(event @ ChatEvent::Done { .. })) => Some((Ok(event), (events, None))),
+            Some(Ok(delta)) => Some((Ok(delta), (events, Some(cut_off)))),
+            Some(Err(err)) => Some((Err(err), (events, None))),
+            None => Some((Err(cut_off), (events, None))),
+        }
+    })
+    .boxed()
+}
+
+/// Bytes as megabytes, to one decimal.
+pub(crate) fn megabytes(bytes: u64) -> f64 {
+    (bytes as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0
+}
+
+/// How long a health result is reused, so that polling `/backends` never floods a backend.
+const HEALTH_CACHE: Duration = Duration::from_secs(5);
+/// Longest a health check may take; an answer slower than this counts as unhealthy.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One configured backend: its settings and, when enabled, its client.
+pub struct BackendEntry {
+    pub name: String,
+    pub config: BackendConfig,
+    /// `None` when the backend is disabled.
+    pub client: Option<Arc<dyn Backend>>,
+    health: tokio::sync::Mutex<Option<(Instant, bool)>>,
+}
+
+impl BackendEntry {
+    /// Whether the backend answers, checked at most once per [`HEALTH_CACHE`]. Concurrent callers
+    /// share one check.
+    pub async fn healthy(&self) -> bool {
+        let Some(client) = &self.client else {
+            return false;
+        };
+        let mut cached = self.health.lock().await;
+        if let Some((at, healthy)) = *cached
+            && at.elapsed() < HEALTH_CACHE
+        {
+            return healthy;
+        }
+        let healthy = matches!(
+            tokio::time::timeout(HEALTH_TIMEOUT, client.health()).await,
+            Ok(Ok(()))
+        );
+        *cached = Some((Instant::now(), healthy));
+        healthy
+    }
+}
+
+/// Why a backend cannot be used for a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendLookupError {
+    #[error("unknown backend {0:?}")]
+    Unknown(String),
+    #[error("backend {0:?} is disabled")]
+    Disabled(String),
+}
+
+/// The configured backends by name. Cheap to clone.
+#[derive(Clone)]
+pub struct BackendRegistry {
+    entries: Arc<BTreeMap<String, BackendEntry>>,
+}
+
+impl BackendRegistry {
+    /// Builds a client for every enabled backend of `configs` (already validated).
+    pub fn new(configs: &BTreeMap<String, BackendConfig>) -> Result<Self, BackendError> {
+        let mut entries = BTreeMap::new();
+        for (name, config) in configs {
+            let client: Option<Arc<dyn Backend>> = if config.enabled {
+                Some(match &config.kind {
+                    BackendKind::Echo => Arc::new(echo::EchoBackend::new(config)),
+                    BackendKind::Ollama(settings) => {
+                        Arc::new(ollama::OllamaBackend::new(name, config, settings)?)
+                    }
+                    BackendKind::OpenAi(settings) => {
+                        Arc::new(openai::OpenAiBackend::new(name, config, settings)?)
+                    }
+                    BackendKind::Anthropic(settings) => {
+                        Arc::new(anthropic::AnthropicBackend::new(name, config, settings)?)
+                    }
+                })
+            } else {
+                None
+            };
+            entries.insert(
+                name.clone(),
+                BackendEntry {
+                    name: name.clone(),
+                    config: config.clone(),
+                    client,
+                    health: tokio::sync::Mutex::new(None),
+                },
+            );
+        }
+        Ok(Self {
+            entries: Arc::new(entries),
+        })
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &BackendEntry> {
+        self.entries.values()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&BackendEntry> {
+        self.entries.get(name)
+    }
+
+    /// The client of an enabled backend.
+    pub fn client(&self, name: &str) -> Result<Arc<dyn Backend>, BackendLookupError> {
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| BackendLookupError::Unknown(name.to_owned()))?;
+        entry
+            .client
+            .clone()
+            .ok_or_else(|| BackendLookupError::Disabled(name.to_owned()))
+    }
+
+    /// Names of the enabled backends.
+    pub fn enabled_names(&self) -> Vec<String> {
+        self.entries
+            .values()
+            .filter(|entry| entry.client.is_some())
+            .map(|entry| entry.name.clone())
+            .collect()
+    }
+}

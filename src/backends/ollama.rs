@@ -1,0 +1,214 @@
+//! Ollama: `POST {host}/api/chat` (NDJSON when streamed), `GET {host}/api/tags` for the models
+//! and for health. The system prompt goes first in `messages`.
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::config::OllamaSettings;
+use super::upstream::Upstream;
+use super::{
+    Backend, BackendConfig, BackendError, ChatEvent, ChatReply, ChatRequest, ChatStream, ModelInfo,
+    Usage,
+};
+
+pub struct OllamaBackend {
+    upstream: Upstream,
+    host: String,
+    default_model: String,
+}
+
+impl OllamaBackend {
+    pub fn new(
+        name: &str,
+        config: &BackendConfig,
+        settings: &OllamaSettings,
+    ) -> Result<Self, BackendError> {
+        Ok(Self {
+            upstream: Upstream::new(name, config.timeouts, error_message)?,
+            host: settings.host.clone(),
+            default_model: config.default_model.clone(),
+        })
+    }
+
+    fn chat_body(request: &ChatRequest, stream: bool) -> Value {
+        let mut messages = Vec::with_capacity(request.messages.len() + 1);
+        if let Some(system) = &request.system {
+            messages.push(json!({"role": "system", "content": system}));
+        }
+        messages.extend(
+            request
+                .messages
+                .iter()
+                .map(|m| json!({"role": m.role.as_str(), "content": m.content})),
+        );
+        json!({"model": request.model, "messages": messages, "stream": stream})
+    }
+
+    async fn post_chat(
+        &self,
+        request: &ChatRequest,
+        stream: bool,
+    ) -> Result<reqwest::Response, BackendError> {
+        let url = format!("{}/api/chat", self.host);
+        self.upstream
+            .send(
+                self.upstream
+                    .client()
+                    .post(url)
+                    .json(&Self::chat_body(request, stream)),
+            )
+            .await
+    }
+}
+
+/// Ollama's errors are `{"error": "..."}`.
+fn error_message(body: &Value) -> Option<String> {
+    body.get("error")?.as_str().map(str::to_owned)
+}
+
+/// One object of `/api/chat`, streamed or not.
+#[derive(Debug, Deserialize)]
+struct ChatChunk {
+    model: Option<String>,
+    message: Option<ChunkMessage>,
+    #[serde(default)]
+    done: bool,
+    done_reason: Option<String>,
+    prompt_eval_count: Option<u64>,
+    eval_count: Option<u64>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChunkMessage {
+    #[serde(default)]
+    content: String,
+}
+
+impl ChatChunk {
+    fn usage(&self) -> Option<Usage> {
+        let usage = Usage {
+            input_tokens: self.prompt_eval_count,
+            output_tokens: self.eval_count,
+        };
+        usage.is_known().then_some(usage)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Tags {
+    #[serde(default)]
+    models: Vec<Tag>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Tag {
+    name: String,
+    size: Option<u64>,
+    digest: Option<String>,
+    details: Option<TagDetails>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TagDetails {
+    parameter_size: Option<String>,
+    quantization_level: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl Backend for OllamaBackend {
+    fn default_model(&self) -> &str {
+        &self.default_model
+    }
+
+    async fn chat(&self, request: ChatRequest) -> Result<ChatReply, BackendError> {
+        let response = self.post_chat(&request, false).await?;
+        let chunk: ChatChunk = self.upstream.json(response).await?;
+        if let Some(error) = chunk.error {
+            return Err(BackendError::Failed {
+                backend: self.upstream.backend().to_owned(),
+                message: error,
+            });
+        }
+        let usage = chunk.usage();
+        let Some(message) = chunk.message else {
+            return Err(self.upstream.invalid("no message in the answer".to_owned()));
+        };
+        Ok(ChatReply {
+            content: message.content,
+            model: chunk.model.unwrap_or(request.model),
+            usage,
+            finish_reason: chunk.done_reason,
+        })
+    }
+
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream, BackendError> {
+        let response = self.post_chat(&request, true).await?;
+        let upstream = self.upstream.clone();
+        let requested_model = request.model;
+        let events = self
+            .upstream
+            .ndjson(response)
+            .map(move |line| {
+                let chunk: ChatChunk = serde_json::from_value(line?)
+                    .map_err(|err| upstream.invalid(format!("bad stream object: {err}")))?;
+                if let Some(error) = chunk.error {
+                    return Err(BackendError::Failed {
+                        backend: upstream.backend().to_owned(),
+                        message: error,
+                    });
+                }
+                let mut events = Vec::with_capacity(2);
+                if let Some(message) = &chunk.message
+                    && !message.content.is_empty()
+                {
+                    events.push(Ok(ChatEvent::Delta(message.content.clone())));
+                }
+                if chunk.done {
+                    events.push(Ok(ChatEvent::Done {
+                        usage: chunk.usage(),
+                        model: chunk.model.unwrap_or_else(|| requested_model.clone()),
+                        finish_reason: chunk.done_reason,
+                    }));
+                }
+                Ok(events)
+            })
+            .flat_map(|result| {
+                futures_util::stream::iter(match result {
+                    Ok(events) => events,
+                    Err(err) => vec![Err(err)],
+                })
+            });
+        Ok(super::until_done(events, self.upstream.cut_off()))
+    }
+
+    async fn models(&self) -> Result<Vec<ModelInfo>, BackendError> {
+        let url = format!("{}/api/tags", self.host);
+        let response = self.upstream.send(self.upstream.client().get(url)).await?;
+        let tags: Tags = self.upstream.json(response).await?;
+        Ok(tags
+            .models
+            .into_iter()
+            .map(|tag| {
+                let details: Vec<String> = tag
+                    .details
+                    .iter()
+                    .flat_map(|d| [d.parameter_size.clone(), d.quantization_level.clone()])
+                    .flatten()
+                    .collect();
+                let display_name = if details.is_empty() {
+                    tag.name.clone()
+                } else {
+                    format!("{} ({})", tag.name, details.join(", "))
+                };
+                ModelInfo {
+                    display_name,
+                    size_mb: tag.size.map(super::megabytes),
+                    digest: tag.digest,
+                    name: tag.name,
+                }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,76 @@
+//! `GET /backends` and `GET /models`: the configured model backends, their health and models.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::future::join_all;
+use serde::Serialize;
+
+use crate::backends::ModelInfo;
+use crate::server::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/backends", get(list_backends))
+        .route("/models", get(list_models))
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackendView {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub enabled: bool,
+    pub healthy: bool,
+    pub default_model: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelsView {
+    pub models: BTreeMap<String, Vec<ModelInfo>>,
+    pub total: usize,
+    /// Backends whose models could not be listed, with why.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, String>,
+}
+
+/// Health is checked concurrently and cached a few seconds per backend.
+async fn list_backends(State(state): State<AppState>) -> Json<Vec<BackendView>> {
+    let views = state.backends.entries().map(|entry| async move {
+        BackendView {
+            name: entry.name.clone(),
+            kind: entry.config.kind.type_name(),
+            enabled: entry.config.enabled,
+            healthy: entry.healthy().await,
+            default_model: entry.config.default_model.clone(),
+        }
+    });
+    Json(join_all(views).await)
+}
+
+/// Every enabled backend's models, asked concurrently; one failing does not hide the others.
+async fn list_models(State(state): State<AppState>) -> Json<ModelsView> {
+    let lists = state.backends.entries().filter_map(|entry| {
+        let client = entry.client.clone()?;
+        Some(async move { (entry.name.clone(), client.models().await) })
+    });
+    let mut view = ModelsView {
+        models: BTreeMap::new(),
+        total: 0,
+        errors: BTreeMap::new(),
+    };
+    for (name, result) in join_all(lists).await {
+        match result {
+            Ok(models) => {
+                view.total += models.len();
+                view.models.insert(name, models);
+            }
+            Err(err) => {
+                view.errors.insert(name, err.to_string());
+            }
+        }
+    }
+    Json(view)
+}

@@ -1,0 +1,380 @@
+//! Sessions and messages, persisted with sqlx in SQLite (the default, embedded).
+//!
+//! Invariants: the schema is created and upgraded only by the numbered migrations in
+//! `migrations/`, run at open; every write is one transaction, committed before the call returns,
+//! and the database is in WAL mode with `synchronous = NORMAL`, so a write that returned survives
+//! the process being killed (only a power loss may take the last transactions back). All writes go
+//! through one connection, in the order they were asked; reads use their own pool and never wait
+//! for a write.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{FromRow, Row};
+
+/// How long a statement waits for a lock held by another process sharing the file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections; SQLite readers in WAL mode run in parallel.
+const READERS: u32 = 4;
+
+/// A session as the API shows it (the predecessor's `SessionResponse`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Session {
+    pub id: String,
+    pub name: Option<String>,
+    pub backends: Vec<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub metadata: Map<String, Value>,
+    pub message_count: i64,
+}
+
+/// A message as the API shows it (the predecessor's `MessageResponse`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub id: String,
+    pub content: String,
+    pub role: String,
+    pub backend: Option<String>,
+    pub model: Option<String>,
+    pub timestamp: String,
+    pub metadata: Map<String, Value>,
+}
+
+/// A message to append.
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    pub role: &'a str,
+    pub content: &'a str,
+    pub backend: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub metadata: Map<String, Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session {0} not found")]
+    SessionNotFound(String),
+    #[error("cannot open the database {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+/// Where the database is: `storage.url` (`sqlite://PATH`, `sqlite:PATH` or a plain path), else
+/// `$XDG_DATA_HOME/lit-mux/lit-mux.db`.
+pub fn database_path(url: Option<&str>) -> Result<PathBuf, StoreError> {
+    let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
+        return Ok(crate::config::xdg_dir("XDG_DATA_HOME", ".local/share")
+            .join("lit-mux")
+            .join("lit-mux.db"));
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::Open {
+            // Not the URL itself: it may carry a password.
+            path: "storage.url".to_owned(),
+            message: "PostgreSQL storage is not supported by this version; use a SQLite path"
+                .to_owned(),
+        });
+    }
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    Ok(PathBuf::from(path.split('?').next().unwrap_or(path)))
+}
+
+impl Store {
+    /// Opens (creating it if needed) the database at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_error = |message: String| StoreError::Open {
+            path: path.display().to_string(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|err| open_error(err.to_string()))?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(|err| open_error(err.to_string()))?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(|err| open_error(err.to_string()))?;
+        sqlx::migrate!("./migrations")
+            .run(&writer)
+            .await
+            .map_err(|err| open_error(format!("migration failed: {err}")))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(|err| open_error(err.to_string()))?;
+        Ok(Self { writer, reader })
+    }
+
+    /// Closes every connection, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    pub async fn create_session(
+        &self,
+        name: Option<&str>,
+        backends: &[String],
+        metadata: &Map<String, Value>,
+    ) -> Result<Session, StoreError> {
+        let now = now();
+        let session = Session {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.map(str::to_owned),
+            backends: backends.to_vec(),
+            created_at: now.clone(),
+            updated_at: now,
+            metadata: metadata.clone(),
+            message_count: 0,
+        };
+        sqlx::query(
+            "INSERT INTO sessions (id, name, backends, metadata, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&session.id)
+        .bind(&session.name)
+        .bind(json_text(&session.backends))
+        .bind(json_text(&session.metadata))
+        .bind(&session.created_at)
+        .bind(&session.updated_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(session)
+    }
+
+    /// Newest first.
+    pub async fn list_sessions(&self, limit: i64, offset: i64) -> Result<Vec<Session>, StoreError> {
+        let rows: Vec<SessionRow> = sqlx::query_as(
+            "SELECT id, name, backends, metadata, created_at, updated_at, message_count \
+             FROM sessions ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+        )
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter().map(SessionRow::into_session).collect()
+    }
+
+    pub async fn count_sessions(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM sessions")
+            .fetch_one(&self.reader)
+            .await?
+            .try_get(0)?)
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Session, StoreError> {
+        let row: Option<SessionRow> = sqlx::query_as(
+            "SELECT id, name, backends, metadata, created_at, updated_at, message_count \
+             FROM sessions WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.ok_or_else(|| StoreError::SessionNotFound(id.to_owned()))?
+            .into_session()
+    }
+
+    /// Deletes the session and its messages.
+    pub async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        let deleted = sqlx::query("DELETE FROM sessions WHERE id = ?")
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::SessionNotFound(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The session's messages in conversation order, from `offset`, at most `limit`.
+    pub async fn messages(
+        &self,
+        session_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Message>, StoreError> {
+        let rows: Vec<MessageRow> = sqlx::query_as(
+            "SELECT id, role, content, backend, model, timestamp, metadata FROM messages \
+             WHERE session_id = ? ORDER BY seq LIMIT ? OFFSET ?",
+        )
+        .bind(session_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter().map(MessageRow::into_message).collect()
+    }
+
+    /// The last `count` messages of the session, oldest first.
+    pub async fn recent_messages(
+        &self,
+        session_id: &str,
+        count: i64,
+    ) -> Result<Vec<Message>, StoreError> {
+        let rows: Vec<MessageRow> = sqlx::query_as(
+            "SELECT id, role, content, backend, model, timestamp, metadata FROM \
+             (SELECT * FROM messages WHERE session_id = ? ORDER BY seq DESC LIMIT ?) \
+             ORDER BY seq",
+        )
+        .bind(session_id)
+        .bind(count)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter().map(MessageRow::into_message).collect()
+    }
+
+    /// Appends a message and updates the session's `updated_at` and count, in one transaction.
+    pub async fn append_message(
+        &self,
+        session_id: &str,
+        message: NewMessage<'_>,
+    ) -> Result<Message, StoreError> {
+        let stored = Message {
+            id: uuid::Uuid::new_v4().to_string(),
+            content: message.content.to_owned(),
+            role: message.role.to_owned(),
+            backend: message.backend.map(str::to_owned),
+            model: message.model.map(str::to_owned),
+            timestamp: now(),
+            metadata: message.metadata,
+        };
+        let mut transaction = self.writer.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE sessions SET updated_at = ?, message_count = message_count + 1 WHERE id = ?",
+        )
+        .bind(&stored.timestamp)
+        .bind(session_id)
+        .execute(&mut *transaction)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::SessionNotFound(session_id.to_owned()));
+        }
+        sqlx::query(
+            "INSERT INTO messages (id, session_id, role, content, backend, model, timestamp, \
+             metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&stored.id)
+        .bind(session_id)
+        .bind(&stored.role)
+        .bind(&stored.content)
+        .bind(&stored.backend)
+        .bind(&stored.model)
+        .bind(&stored.timestamp)
+        .bind(json_text(&stored.metadata))
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(stored)
+    }
+
+    /// Merges `changes` into a message's metadata.
+    pub async fn update_message_metadata(
+        &self,
+        message: &mut Message,
+        changes: Map<String, Value>,
+    ) -> Result<(), StoreError> {
+        message.metadata.extend(changes);
+        sqlx::query("UPDATE messages SET metadata = ? WHERE id = ?")
+            .bind(json_text(&message.metadata))
+            .bind(&message.id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+}
+
+#[derive(FromRow)]
+struct SessionRow {
+    id: String,
+    name: Option<String>,
+    backends: String,
+    metadata: String,
+    created_at: String,
+    updated_at: String,
+    message_count: i64,
+}
+
+impl SessionRow {
+    fn into_session(self) -> Result<Session, StoreError> {
+        Ok(Session {
+            backends: from_json_text(&self.backends)?,
+            metadata: from_json_text(&self.metadata)?,
+            id: self.id,
+            name: self.name,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            message_count: self.message_count,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct MessageRow {
+    id: String,
+    role: String,
+    content: String,
+    backend: Option<String>,
+    model: Option<String>,
+    timestamp: String,
+    metadata: String,
+}
+
+impl MessageRow {
+    fn into_message(self) -> Result<Message, StoreError> {
+        Ok(Message {
+            metadata: from_json_text(&self.metadata)?,
+            id: self.id,
+            content: self.content,
+            role: self.role,
+            backend: self.backend,
+            model: self.model,
+            timestamp: self.timestamp,
+        })
+    }
+}
+
+/// Now, as stored: RFC 3339 UTC with microseconds (fixed width, so text order is time order).
+fn now() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+fn json_text(value: &impl Serialize) -> String {
+    // Maps and lists of strings and JSON values always serialize.
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+fn from_json_text<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|err| StoreError::Corrupt(format!("{err}: {text}")))
+}
