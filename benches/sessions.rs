@@ -1,0 +1,244 @@
+//! Messaging benchmark behind BENCHMARKS.md: `cargo bench --bench sessions` (`-- --quick` for a
+//! short run).
+//!
+//! Overhead of `POST /sessions/{id}/message` (release lit-mux, SQLite persistence on, the
+//! conversation read and both messages written per call) over calling the same fake
+//! OpenAI-compatible backend directly with the same request lit-mux sends it, at 1, 16 and 64
+//! concurrent clients, each client in its own session.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+#[path = "../tests/support/fake_backends.rs"]
+mod fake_backends;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fake_backends::{FakeBackend, Wire};
+use serde_json::{Value, json};
+
+const LIT_MUX: &str = env!("CARGO_BIN_EXE_lit-mux");
+
+struct LitMux {
+    child: Child,
+    url: String,
+    _home: tempfile::TempDir,
+}
+
+impl LitMux {
+    fn start(backend_url: &str) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let config = home.path().join("config.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "backends:\n  fake: {{type: openai, base_url: '{backend_url}', default_model: fake-model}}\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(LIT_MUX)
+            .args(["start", "--port", "0", "--config"])
+            .arg(&config)
+            .env("HOME", home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("MCP_SERVERS")
+            .env("RUST_LOG", "error")
+            .current_dir(home.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .split_once("listening on ")
+            .unwrap()
+            .1
+            .trim()
+            .to_owned();
+        Self {
+            child,
+            url,
+            _home: home,
+        }
+    }
+}
+
+impl Drop for LitMux {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// `concurrency` workers, each with its own state from `setup`, doing `per_worker` calls.
+async fn run_load<S, Setup, SetupFut, Call, CallFut>(
+    concurrency: usize,
+    per_worker: usize,
+    setup: Setup,
+    call: Call,
+) -> (Vec<Duration>, f64)
+where
+    S: Send + Sync + 'static,
+    Setup: Fn() -> SetupFut,
+    SetupFut: std::future::Future<Output = S>,
+    Call: Fn(Arc<S>) -> CallFut + Send + Sync + 'static,
+    CallFut: std::future::Future<Output = ()> + Send,
+{
+    let mut states = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        states.push(Arc::new(setup().await));
+    }
+    let call = Arc::new(call);
+    let started = Instant::now();
+    let workers: Vec<_> = states
+        .into_iter()
+        .map(|state| {
+            let call = Arc::clone(&call);
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_worker);
+                for _ in 0..per_worker {
+                    let t = Instant::now();
+                    call(Arc::clone(&state)).await;
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    let throughput = all.len() as f64 / started.elapsed().as_secs_f64();
+    all.sort();
+    (all, throughput)
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let calls_per_level = if quick { 640 } else { 6400 };
+    let fake = FakeBackend::start_blocking(Wire::OpenAi);
+    let lit_mux = LitMux::start(&fake.url());
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    let chat_url = format!("{}/chat/completions", fake.url());
+
+    println!(
+        "# lit-mux messaging benchmark{}\n",
+        if quick { " (quick)" } else { "" }
+    );
+    println!("## `POST /sessions/{{id}}/message` vs the fake backend called directly\n");
+    println!(
+        "| clients | lit-mux p50 | lit-mux p99 | direct p50 | direct p99 | p50 overhead | p99 overhead | lit-mux msg/s | direct req/s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for concurrency in [1usize, 16, 64] {
+        let per_worker = (calls_per_level / concurrency).max(50);
+        // Each client its own session, warmed up so that its history is at steady state
+        // (the context holds the last 50 messages).
+        let new_session = || {
+            let (http, url) = (http.clone(), lit_mux.url.clone());
+            async move {
+                let session: Value = http
+                    .post(format!("{url}/sessions"))
+                    .json(&json!({"backends": ["fake"]}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let path = format!("{url}/sessions/{}/message", session["id"].as_str().unwrap());
+                for index in 0..25 {
+                    let response = http
+                        .post(&path)
+                        .json(&json!({"content": format!("warm-up {index}")}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(response.status().is_success());
+                    response.bytes().await.unwrap();
+                }
+                (http, path)
+            }
+        };
+        let (ours, ours_rate) = run_load(
+            concurrency,
+            per_worker,
+            new_session,
+            |state: Arc<(reqwest::Client, String)>| async move {
+                let (http, path) = &*state;
+                let response = http
+                    .post(path)
+                    .json(&json!({"content": "benchmark message"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success(), "{}", response.status());
+                response.bytes().await.unwrap();
+            },
+        )
+        .await;
+
+        // The direct baseline sends what lit-mux sent last: the same conversation size.
+        let sent = fake.last_chat().body;
+        let direct_setup = || {
+            let (http, url, body) = (http.clone(), chat_url.clone(), sent.clone());
+            async move { (http, url, body) }
+        };
+        let (theirs, theirs_rate) = run_load(
+            concurrency,
+            per_worker,
+            direct_setup,
+            |state: Arc<(reqwest::Client, String, Value)>| async move {
+                let (http, url, body) = &*state;
+                let response = http
+                    .post(url)
+                    .bearer_auth("none")
+                    .json(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success());
+                response.bytes().await.unwrap();
+            },
+        )
+        .await;
+        let (p50, p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
+        let (d50, d99) = (percentile(&theirs, 0.5), percentile(&theirs, 0.99));
+        println!(
+            "| {concurrency} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | **{:.0} µs** | {:.0} | {:.0} |",
+            micros(p50),
+            micros(p99),
+            micros(d50),
+            micros(d99),
+            micros(p50) - micros(d50),
+            micros(p99) - micros(d99),
+            ours_rate,
+            theirs_rate
+        );
+        fake.clear_requests();
+    }
+    println!("\n(goal: p99 overhead ≤ 1 ms at 64 clients)\n");
+}

@@ -1,0 +1,698 @@
+//! Sessions, messaging and broadcast through the real binary, against fake model servers that
+//! speak each provider's wire format: what the backend receives, what the client gets back, and
+//! what survives a restart or a SIGKILL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::fake_backends::{Behaviour, FakeBackend, Wire};
+use support::{Server, TestHome, closed_port};
+
+/// The config entry for a backend named `name` talking to `fake`.
+fn backend_entry(name: &str, fake: &FakeBackend, wire: Wire, extra: &str) -> String {
+    let (kind, url_key, key) = match wire {
+        Wire::Ollama => ("ollama", "host", ""),
+        Wire::OpenAi => ("openai", "base_url", "api_key: sk-test-openai, "),
+        Wire::Anthropic => ("anthropic", "base_url", "api_key: sk-ant-test, "),
+    };
+    format!(
+        "  {name}: {{type: {kind}, {url_key}: '{}', {key}default_model: fake-model{extra}}}\n",
+        fake.url()
+    )
+}
+
+fn start_with_backends(home: &TestHome, entries: &[String], extra_config: &str) -> Server {
+    home.write_config(&format!("backends:\n{}{extra_config}", entries.concat()));
+    home.start(&[])
+}
+
+async fn create_session(server: &Server, body: Value) -> String {
+    let (status, session) = server.post_json("/sessions", &body).await;
+    assert_eq!(status, 200, "{session}");
+    session["id"].as_str().expect("session id").to_owned()
+}
+
+async fn send(server: &Server, session: &str, body: Value) -> (u16, Value) {
+    server
+        .post_json(&format!("/sessions/{session}/message"), &body)
+        .await
+}
+
+fn roles_and_contents(messages: &Value) -> Vec<(String, String)> {
+    messages
+        .as_array()
+        .expect("messages array")
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap_or_default().to_owned(),
+                m["content"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_wire_format_receives_the_whole_conversation_with_its_system_prompt() {
+    for wire in [Wire::Ollama, Wire::OpenAi, Wire::Anthropic] {
+        let fake = FakeBackend::start(wire).await;
+        let home = TestHome::new();
+        let server = start_with_backends(&home, &[backend_entry("model", &fake, wire, "")], "");
+        let session = create_session(
+            &server,
+            json!({"backends": ["model"], "metadata": {"system_prompt": "Be brief."}}),
+        )
+        .await;
+
+        let (status, first) = send(&server, &session, json!({"content": "first question"})).await;
+        assert_eq!(status, 200, "{wire:?}: {first}");
+        let (status, second) = send(&server, &session, json!({"content": "second question"})).await;
+        assert_eq!(status, 200, "{wire:?}: {second}");
+
+        let name = match wire {
+            Wire::Ollama => "ollama",
+            Wire::OpenAi => "openai",
+            Wire::Anthropic => "anthropic",
+        };
+        assert_eq!(second["content"], format!("{name} says: second question"));
+        assert_eq!(second["role"], "assistant");
+        assert_eq!(second["backend"], "model");
+        assert_eq!(second["model"], "fake-model");
+
+        let received = fake.last_chat();
+        let body = &received.body;
+        assert_eq!(body["model"], "fake-model", "{wire:?}");
+        let mut expected = vec![
+            ("user", "first question".to_owned()),
+            ("assistant", format!("{name} says: first question")),
+            ("user", "second question".to_owned()),
+        ];
+        match wire {
+            Wire::Anthropic => {
+                assert_eq!(body["system"], "Be brief.");
+                assert_eq!(received.headers["x-api-key"], "sk-ant-test");
+                assert_eq!(received.headers["anthropic-version"], "2023-06-01");
+                assert!(body["max_tokens"].as_u64().unwrap_or(0) > 0, "{body}");
+            }
+            Wire::OpenAi => {
+                expected.insert(0, ("system", "Be brief.".to_owned()));
+                assert_eq!(received.headers["authorization"], "Bearer sk-test-openai");
+            }
+            Wire::Ollama => expected.insert(0, ("system", "Be brief.".to_owned())),
+        }
+        let sent: Vec<(String, String)> = body["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| {
+                (
+                    m["role"].as_str().unwrap_or_default().to_owned(),
+                    m["content"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let expected: Vec<(String, String)> = expected
+            .into_iter()
+            .map(|(role, text)| (role.to_owned(), text))
+            .collect();
+        assert_eq!(sent, expected, "{wire:?}");
+        assert_eq!(body["stream"], json!(false), "{wire:?}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_model_comes_from_the_request_then_the_session_then_the_backend() {
+    let fake = FakeBackend::start(Wire::Ollama).await;
+    let home = TestHome::new();
+    let server = start_with_backends(&home, &[backend_entry("llm", &fake, Wire::Ollama, "")], "");
+
+    let plain = create_session(&server, json!({"backends": ["llm"]})).await;
+    send(&server, &plain, json!({"content": "a"})).await;
+    assert_eq!(fake.last_chat().body["model"], "fake-model");
+
+    let generic = create_session(
+        &server,
+        json!({"backends": ["llm"], "metadata": {"model": "generic-model"}}),
+    )
+    .await;
+    send(&server, &generic, json!({"content": "b"})).await;
+    assert_eq!(fake.last_chat().body["model"], "generic-model");
+
+    let specific = create_session(
+        &server,
+        json!({"backends": ["llm"], "metadata": {"model": "generic-model", "llm_model": "specific-model"}}),
+    )
+    .await;
+    let (_, reply) = send(&server, &specific, json!({"content": "c"})).await;
+    assert_eq!(fake.last_chat().body["model"], "specific-model");
+    assert_eq!(reply["model"], "specific-model");
+
+    let (_, reply) = send(
+        &server,
+        &specific,
+        json!({"content": "d", "model": "asked-model"}),
+    )
+    .await;
+    assert_eq!(fake.last_chat().body["model"], "asked-model");
+    assert_eq!(reply["model"], "asked-model");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_failures_get_the_right_status_and_keep_the_users_message() {
+    let fake = FakeBackend::start(Wire::OpenAi).await;
+    let home = TestHome::new();
+    let down = format!(
+        "  down: {{type: ollama, host: 'http://127.0.0.1:{}'}}\n",
+        closed_port()
+    );
+    let server = start_with_backends(
+        &home,
+        &[
+            backend_entry("llm", &fake, Wire::OpenAi, ", first_byte_timeout_secs: 1"),
+            down,
+        ],
+        "",
+    );
+    let session = create_session(&server, json!({"backends": ["llm", "down"]})).await;
+
+    fake.set_behaviour(Behaviour::Fail {
+        status: 500,
+        message: "the GPU caught fire".to_owned(),
+    });
+    let (status, body) = send(&server, &session, json!({"content": "one"})).await;
+    assert_eq!(status, 502, "{body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("500") && detail.contains("the GPU caught fire") && detail.contains("llm"),
+        "{detail}"
+    );
+
+    fake.set_behaviour(Behaviour::RateLimited {
+        retry_after_secs: 17,
+    });
+    let response = server
+        .post(&format!("/sessions/{session}/message"))
+        .json(&json!({"content": "two"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    assert_eq!(response.headers()["retry-after"], "17");
+
+    fake.set_behaviour(Behaviour::Hang);
+    let started = Instant::now();
+    let (status, body) = send(&server, &session, json!({"content": "three"})).await;
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    fake.set_behaviour(Behaviour::DropMidStream);
+    let (status, body) = send(&server, &session, json!({"content": "four"})).await;
+    assert_eq!(status, 502, "{body}");
+
+    let (status, body) = send(
+        &server,
+        &session,
+        json!({"content": "five", "backend": "down"}),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unreachable"),
+        "{body}"
+    );
+
+    // Every user message is kept, marked failed, with no answer stored.
+    let messages = server
+        .get_json(&format!("/sessions/{session}/messages"))
+        .await;
+    let messages = messages.as_array().unwrap();
+    assert_eq!(messages.len(), 5, "{messages:?}");
+    for (message, content) in messages.iter().zip(["one", "two", "three", "four", "five"]) {
+        assert_eq!(message["role"], "user");
+        assert_eq!(message["content"], content);
+        assert_eq!(message["metadata"]["status"], "failed", "{message}");
+        assert!(message["metadata"]["error"].is_string(), "{message}");
+    }
+
+    // A failed message is not replayed to the model later.
+    fake.set_behaviour(Behaviour::Reply {
+        text: None,
+        delay: Duration::ZERO,
+        chunk_delay: Duration::ZERO,
+    });
+    let (status, _) = send(&server, &session, json!({"content": "six"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        fake.last_chat().body["messages"],
+        json!([{"role": "user", "content": "six"}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broadcast_asks_every_backend_at_once_and_keeps_every_answer() {
+    let slow_a = FakeBackend::start(Wire::Ollama).await;
+    let slow_b = FakeBackend::start(Wire::Anthropic).await;
+    let failing = FakeBackend::start(Wire::OpenAi).await;
+    for fake in [&slow_a, &slow_b] {
+        fake.set_behaviour(Behaviour::Reply {
+            text: None,
+            delay: Duration::from_secs(1),
+            chunk_delay: Duration::ZERO,
+        });
+    }
+    failing.set_behaviour(Behaviour::Fail {
+        status: 503,
+        message: "overloaded".to_owned(),
+    });
+    let home = TestHome::new();
+    let server = start_with_backends(
+        &home,
+        &[
+            backend_entry("a", &slow_a, Wire::Ollama, ""),
+            backend_entry("b", &slow_b, Wire::Anthropic, ""),
+            backend_entry("c", &failing, Wire::OpenAi, ""),
+        ],
+        "",
+    );
+    let session = create_session(&server, json!({"backends": ["a", "b", "c", "echo"]})).await;
+
+    let started = Instant::now();
+    let (status, body) = server
+        .post_json(
+            &format!("/sessions/{session}/broadcast"),
+            &json!({"content": "hello all"}),
+        )
+        .await;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert!(took < Duration::from_millis(1800), "took {took:?}");
+
+    let responses = body["responses"].as_array().expect("responses");
+    let by_backend = |name: &str| {
+        responses
+            .iter()
+            .find(|r| r["backend"] == name)
+            .unwrap_or_else(|| panic!("no response for {name}: {body}"))
+    };
+    assert_eq!(
+        by_backend("a")["message"]["content"],
+        "ollama says: hello all"
+    );
+    assert_eq!(
+        by_backend("b")["message"]["content"],
+        "anthropic says: hello all"
+    );
+    assert_eq!(by_backend("echo")["message"]["content"], "hello all");
+    let failure = by_backend("c");
+    assert!(failure["message"].is_null());
+    assert!(
+        failure["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("overloaded"),
+        "{failure}"
+    );
+
+    let messages = server
+        .get_json(&format!("/sessions/{session}/messages"))
+        .await;
+    let stored = roles_and_contents(&messages);
+    assert_eq!(stored.len(), 4, "{stored:?}");
+    assert_eq!(stored[0], ("user".to_owned(), "hello all".to_owned()));
+    assert_eq!(messages[0]["metadata"]["failed_backends"], json!(["c"]));
+
+    // A broadcast to a subset, and to a backend outside the session.
+    let (status, body) = server
+        .post_json(
+            &format!("/sessions/{session}/broadcast"),
+            &json!({"content": "just echo", "backends": ["echo"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["responses"].as_array().map(Vec::len), Some(1));
+    let (status, body) = server
+        .post_json(
+            &format!("/sessions/{session}/broadcast"),
+            &json!({"content": "x", "backends": ["nowhere"]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("nowhere"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_endpoints_answer_bad_input_with_clear_errors() {
+    let home = TestHome::new();
+    let server = home.start(&[]);
+
+    let (status, body) = server
+        .post_json("/sessions", &json!({"backends": []}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server
+        .post_json(
+            "/sessions",
+            &json!({"backends": ["echo", "ghost", "phantom"]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("ghost") && detail.contains("phantom"),
+        "{detail}"
+    );
+    let (status, body) = server.post_json("/sessions", &json!({"name": "x"})).await;
+    assert_eq!(status, 422, "{body}");
+    let response = server
+        .post("/sessions")
+        .header("content-type", "application/json")
+        .body("{\"backends\": [")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 422);
+
+    let unknown = "00000000-0000-0000-0000-000000000000";
+    for path in [
+        format!("/sessions/{unknown}"),
+        format!("/sessions/{unknown}/messages"),
+    ] {
+        let response = server.get(&path).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 404, "{path}");
+    }
+    let (status, body) = send(&server, unknown, json!({"content": "hi"})).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains(unknown));
+    let (status, _) = server.delete_json(&format!("/sessions/{unknown}")).await;
+    assert_eq!(status, 404);
+
+    let session = create_session(&server, json!({"backends": ["echo"], "name": "s"})).await;
+    let (status, body) = send(&server, &session, json!({"content": "  "})).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = send(
+        &server,
+        &session,
+        json!({"content": "x", "backend": "ollama"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("ollama"),
+        "{body}"
+    );
+    let (status, body) = send(&server, &session, json!({"text": "wrong field"})).await;
+    assert_eq!(status, 422, "{body}");
+    // Nothing of the rejected requests was stored.
+    let messages = server
+        .get_json(&format!("/sessions/{session}/messages"))
+        .await;
+    assert_eq!(messages, json!([]));
+
+    let response = server.get("/sessions?limit=abc").send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 422);
+
+    let (status, body) = server.delete_json(&format!("/sessions/{session}")).await;
+    assert_eq!(status, 200, "{body}");
+    let response = server
+        .get(&format!("/sessions/{session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_are_listed_newest_first_in_pages() {
+    let home = TestHome::new();
+    let server = home.start(&[]);
+    let mut ids = Vec::new();
+    for index in 0..5 {
+        ids.push(
+            create_session(
+                &server,
+                json!({"backends": ["echo"], "name": format!("s{index}")}),
+            )
+            .await,
+        );
+    }
+    let listed = server.get_json("/sessions").await;
+    let listed: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+    assert_eq!(listed, newest_first);
+
+    let page = server.get_json("/sessions?limit=2&offset=1").await;
+    let page: Vec<&str> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(page, newest_first[1..3]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_last_max_messages_are_sent() {
+    let fake = FakeBackend::start(Wire::Ollama).await;
+    let home = TestHome::new();
+    let server = start_with_backends(
+        &home,
+        &[backend_entry("llm", &fake, Wire::Ollama, "")],
+        "context:\n  max_messages: 3\n",
+    );
+    let session = create_session(&server, json!({"backends": ["llm"]})).await;
+    for text in ["m1", "m2", "m3"] {
+        let (status, _) = send(&server, &session, json!({"content": text})).await;
+        assert_eq!(status, 200);
+    }
+    let sent = &fake.last_chat().body["messages"];
+    assert_eq!(
+        roles_and_contents(sent),
+        pairs(&[
+            ("user", "m2"),
+            ("assistant", "ollama says: m2"),
+            ("user", "m3")
+        ])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_survive_a_restart_and_a_sigkill_right_after_an_answer() {
+    let home = TestHome::new();
+    let mut server = home.start(&[]);
+    let session = create_session(&server, json!({"backends": ["echo"], "name": "kept"})).await;
+    let (status, _) = send(&server, &session, json!({"content": "before restart"})).await;
+    assert_eq!(status, 200);
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(6)).is_some());
+
+    let mut server = home.start(&[]);
+    let restored = server.get_json(&format!("/sessions/{session}")).await;
+    assert_eq!(restored["name"], "kept");
+    assert_eq!(restored["message_count"], 2);
+
+    // Acknowledged, then killed at once: every acknowledged message is there afterwards.
+    let mut acknowledged = Vec::new();
+    for index in 0..20 {
+        let text = format!("burst {index}");
+        let (status, _) = send(&server, &session, json!({"content": text})).await;
+        assert_eq!(status, 200);
+        acknowledged.push(text);
+    }
+    server.signal(nix::sys::signal::Signal::SIGKILL);
+    assert!(server.wait_exit(Duration::from_secs(5)).is_some());
+
+    let server = home.start(&[]);
+    let messages = server
+        .get_json(&format!("/sessions/{session}/messages"))
+        .await;
+    let stored = roles_and_contents(&messages);
+    assert_eq!(stored.len(), 2 + 2 * acknowledged.len());
+    for text in &acknowledged {
+        assert!(
+            stored.contains(&("assistant".to_owned(), text.clone())),
+            "{text} lost"
+        );
+    }
+    assert!(
+        home.path().join(".local/share/lit-mux/lit-mux.db").exists(),
+        "the database is in the XDG data directory"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backends_and_models_are_listed_with_health() {
+    let ollama = FakeBackend::start(Wire::Ollama).await;
+    ollama.set_models(vec!["llama3.1:8b".to_owned(), "qwen3:4b".to_owned()]);
+    let anthropic = FakeBackend::start(Wire::Anthropic).await;
+    let home = TestHome::new();
+    let server = start_with_backends(
+        &home,
+        &[
+            backend_entry("local", &ollama, Wire::Ollama, ""),
+            backend_entry("claude", &anthropic, Wire::Anthropic, ""),
+            format!(
+                "  down: {{type: openai, base_url: 'http://127.0.0.1:{}/v1'}}\n",
+                closed_port()
+            ),
+            "  off: {type: openai, enabled: false}\n".to_owned(),
+        ],
+        "",
+    );
+    let backends = server.get_json("/backends").await;
+    let find = |name: &str| {
+        backends
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {backends}"))
+            .clone()
+    };
+    assert_eq!(find("local")["type"], "ollama");
+    assert_eq!(find("local")["healthy"], true);
+    assert_eq!(find("claude")["healthy"], true);
+    assert_eq!(find("down")["healthy"], false);
+    assert_eq!(find("off")["enabled"], false);
+    assert_eq!(find("off")["healthy"], false);
+    assert_eq!(find("echo")["healthy"], true);
+
+    let models = server.get_json("/models").await;
+    let local: Vec<&str> = models["models"]["local"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(local, ["llama3.1:8b", "qwen3:4b"]);
+    let first = &models["models"]["local"][0];
+    assert!(first["size_mb"].as_f64().unwrap() > 0.0, "{first}");
+    assert!(first["digest"].is_string(), "{first}");
+    assert_eq!(models["models"]["claude"][0]["display_name"], "Fake Model");
+    assert_eq!(models["total"], 4, "{models}");
+    assert!(models["errors"]["down"].is_string(), "{models}");
+
+    // Health is cached: polling again does not ask the backend again.
+    let asked = ollama.requests().len();
+    server.get_json("/backends").await;
+    assert_eq!(ollama.requests().len(), asked);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_predecessors_backend_keys_still_load() {
+    let ollama = FakeBackend::start(Wire::Ollama).await;
+    let openai = FakeBackend::start(Wire::OpenAi).await;
+    let home = TestHome::new();
+    home.write_config(&format!(
+        "backends:\n  ollama:\n    enabled: true\n    host: '{}'\n    default_model: old-model\n  \
+         chatgpt:\n    enabled: true\n    api_key: sk-old\n    model: gpt-old\n    base_url: '{}'\n  \
+         claude_desktop:\n    enabled: true\n",
+        ollama.url(),
+        openai.url()
+    ));
+    let server = home.start(&[]);
+    let backends = server.get_json("/backends").await;
+    let types: Vec<(String, String)> = backends
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap().to_owned(),
+                b["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        pairs(&[
+            ("chatgpt", "openai"),
+            ("echo", "echo"),
+            ("ollama", "ollama")
+        ])
+    );
+    assert!(
+        server.stderr().contains("claude_desktop"),
+        "{}",
+        server.stderr()
+    );
+
+    let session = create_session(&server, json!({"backends": ["chatgpt"]})).await;
+    let (status, reply) = send(&server, &session, json!({"content": "hi"})).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(openai.last_chat().body["model"], "gpt-old");
+    assert_eq!(openai.last_chat().headers["authorization"], "Bearer sk-old");
+}
+
+#[test]
+fn a_backend_of_an_unknown_type_stops_the_start_with_its_key() {
+    let home = TestHome::new();
+    home.write_config("backends:\n  mine:\n    type: gemini\n");
+    let failure = home.try_start(&[]).err().expect("start must fail");
+    assert!(failure.contains("backends.mine.type"), "{failure}");
+}
+
+#[test]
+fn the_cli_sends_lists_and_shows_sessions() {
+    let home = TestHome::new();
+    let server = home.start(&[]);
+    let url = server.url("");
+    let sent = home.run(&["send", "hello from the cli", "--url", &url]);
+    assert_eq!(sent.code(), Some(0), "{sent:?}");
+    assert_eq!(sent.stdout.trim(), "hello from the cli");
+    let session = sent
+        .stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("session "))
+        .expect("the new session's id on stderr")
+        .trim()
+        .to_owned();
+
+    let again = home.run(&["send", "second", "--session", &session, "--url", &url]);
+    assert_eq!(again.stdout.trim(), "second", "{again:?}");
+
+    let listed = home.run(&["sessions", "--url", &url]);
+    assert_eq!(listed.code(), Some(0), "{listed:?}");
+    assert!(listed.stdout.contains(&session), "{}", listed.stdout);
+    assert!(listed.stdout.lines().next().unwrap().starts_with("ID"));
+
+    let shown = home.run(&["sessions", "show", &session, "--url", &url]);
+    assert_eq!(shown.code(), Some(0), "{shown:?}");
+    let order: Vec<usize> = ["hello from the cli", "second"]
+        .iter()
+        .map(|text| shown.stdout.find(text).expect("message shown"))
+        .collect();
+    assert!(order[0] < order[1], "{}", shown.stdout);
+
+    let missing = home.run(&["sessions", "show", "nope", "--url", &url]);
+    assert_ne!(missing.code(), Some(0));
+    assert!(missing.stderr.contains("not found"), "{missing:?}");
+
+    let backends = home.run(&["backends", "--url", &url]);
+    assert!(backends.stdout.contains("echo") && backends.stdout.contains("healthy"));
+}

@@ -1,0 +1,819 @@
+//! In-process fake AI providers (Ollama, OpenAI, Anthropic) speaking each API's real wire format.
+//!
+//! Each [`FakeBackend`] is an HTTP server on `127.0.0.1:0` that records every request it receives
+//! and answers chat requests according to a [`Behaviour`]: a normal (optionally slow, chunked)
+//! reply, the provider's own error JSON, a rate limit, a hang, or a stream cut off mid-way.
+//! Integration tests point the real lit-mux binary at [`FakeBackend::url`] and assert on both
+//! what lit-mux answered and what it sent upstream.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// Which provider API a fake speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    Ollama,
+    OpenAi,
+    Anthropic,
+}
+
+impl Wire {
+    fn name(self) -> &'static str {
+        match self {
+            Wire::Ollama => "ollama",
+            Wire::OpenAi => "openai",
+            Wire::Anthropic => "anthropic",
+        }
+    }
+
+    fn chat_path(self) -> &'static str {
+        match self {
+            Wire::Ollama => "/api/chat",
+            Wire::OpenAi => "/v1/chat/completions",
+            Wire::Anthropic => "/v1/messages",
+        }
+    }
+
+    /// Health and model-list endpoints.
+    fn is_listing(self, path: &str) -> bool {
+        match self {
+            Wire::Ollama => matches!(path, "/api/tags" | "/api/version"),
+            Wire::OpenAi | Wire::Anthropic => path == "/v1/models",
+        }
+    }
+
+    /// Ollama streams unless told not to; the others only when asked.
+    fn streams_by_default(self) -> bool {
+        self == Wire::Ollama
+    }
+}
+
+/// One request as the fake received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    /// Lowercase names; repeated headers joined with ", ".
+    pub headers: BTreeMap<String, String>,
+    /// `Value::Null` when the body is empty or not JSON.
+    pub body: Value,
+}
+
+/// How the fake answers chat requests.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// Answer normally. `text` None => the reply text is `"{wire name} says: {last user message}"`;
+    /// `delay` before the first byte; streamed replies are split per word (keeping spaces) with
+    /// `chunk_delay` between chunks.
+    Reply {
+        text: Option<String>,
+        delay: Duration,
+        chunk_delay: Duration,
+    },
+    /// Answer with this HTTP status and the provider's own error JSON carrying `message`.
+    Fail { status: u16, message: String },
+    /// 429 with a `Retry-After: {secs}` header and the provider's rate-limit error body.
+    RateLimited { retry_after_secs: u64 },
+    /// Accept the request and never answer (the connection stays open, no headers are sent).
+    Hang,
+    /// Streaming: status 200 and the first chunk, then the connection is cut (no terminating
+    /// chunk, `[DONE]` or `message_stop`). Non-streaming: the connection closes with no response.
+    DropMidStream,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour::Reply {
+            text: None,
+            delay: Duration::ZERO,
+            chunk_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// A running fake provider; the server stops when this is dropped.
+pub struct FakeBackend {
+    address: SocketAddr,
+    shared: Arc<Shared>,
+    /// Dropping the sender stops the server.
+    _stop: oneshot::Sender<()>,
+}
+
+struct Shared {
+    wire: Wire,
+    state: Mutex<FakeState>,
+    aborted: AtomicUsize,
+}
+
+struct FakeState {
+    behaviour: Behaviour,
+    models: Vec<String>,
+    models_failing: bool,
+    requests: Vec<Recorded>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, FakeState> {
+        // A test that panicked while holding the lock must not hide its own failure behind ours.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl FakeBackend {
+    /// Starts the fake on the current tokio runtime.
+    pub async fn start(wire: Wire) -> FakeBackend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake backend");
+        let address = listener.local_addr().expect("fake backend address");
+        let (shared, stop, serve) = server(wire, listener);
+        tokio::spawn(serve);
+        FakeBackend {
+            address,
+            shared,
+            _stop: stop,
+        }
+    }
+
+    /// Starts the fake on its own thread with a one-worker runtime, for code without a runtime.
+    /// Dropping the fake shuts that runtime down, cutting any open connections.
+    pub fn start_blocking(wire: Wire) -> FakeBackend {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake backend");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let address = listener.local_addr().expect("fake backend address");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("fake-{}-{}", wire.name(), address.port()))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .expect("fake backend runtime");
+                runtime.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("adopt listener");
+                    let (shared, stop, serve) = server(wire, listener);
+                    ready_tx
+                        .send((shared, stop))
+                        .expect("hand over the fake backend");
+                    serve.await;
+                });
+            })
+            .expect("spawn fake backend thread");
+        let (shared, stop) = ready_rx.recv().expect("fake backend thread started");
+        FakeBackend {
+            address,
+            shared,
+            _stop: stop,
+        }
+    }
+
+    /// What to put in lit-mux's config: `host` for Ollama, `base_url` for the others.
+    pub fn url(&self) -> String {
+        match self.shared.wire {
+            Wire::OpenAi => format!("http://{}/v1", self.address),
+            Wire::Ollama | Wire::Anthropic => format!("http://{}", self.address),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// How chat requests are answered from now on.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        self.shared.state().behaviour = behaviour;
+    }
+
+    /// The models the model-list endpoint reports (default: `fake-model`).
+    pub fn set_models(&self, models: Vec<String>) {
+        self.shared.state().models = models;
+    }
+
+    /// Health and model-list endpoints answer 500 while set.
+    pub fn set_models_failing(&self, failing: bool) {
+        self.shared.state().models_failing = failing;
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.state().requests.clone()
+    }
+
+    /// The chat requests so far, in arrival order.
+    pub fn chat_requests(&self) -> Vec<Recorded> {
+        let chat_path = self.shared.wire.chat_path();
+        self.shared
+            .state()
+            .requests
+            .iter()
+            .filter(|request| request.method == "POST" && request.path == chat_path)
+            .cloned()
+            .collect()
+    }
+
+    pub fn last_chat(&self) -> Recorded {
+        self.chat_requests().pop().unwrap_or_else(|| {
+            panic!(
+                "the fake {} backend received no chat request (requests: {:?})",
+                self.shared.wire.name(),
+                self.requests()
+                    .iter()
+                    .map(|r| format!("{} {}", r.method, r.path))
+                    .collect::<Vec<_>>()
+            )
+        })
+    }
+
+    /// Chat requests whose client went away before the fake finished answering.
+    pub fn aborted_requests(&self) -> usize {
+        self.shared.aborted.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` chat requests were received; panics after `limit`.
+    pub async fn wait_for_chats(&self, n: usize, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            let received = self.chat_requests().len();
+            if received >= n {
+                return;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the fake {} backend received {received} chat request(s) within {limit:?}, \
+                 expected {n}",
+                self.shared.wire.name()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The shared state, the stop handle, and the future serving `listener` until the handle drops.
+fn server(
+    wire: Wire,
+    listener: tokio::net::TcpListener,
+) -> (
+    Arc<Shared>,
+    oneshot::Sender<()>,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let shared = Arc::new(Shared {
+        wire,
+        state: Mutex::new(FakeState {
+            behaviour: Behaviour::default(),
+            models: vec!["fake-model".to_owned()],
+            models_failing: false,
+            requests: Vec::new(),
+        }),
+        aborted: AtomicUsize::new(0),
+    });
+    let app = Router::new().fallback(handle).with_state(shared.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serve = async move {
+        tokio::select! {
+            result = axum::serve(listener, app) => result.expect("fake backend server"),
+            _ = stopped => {}
+        }
+    };
+    (shared, stop, serve)
+}
+
+/// Counts a chat request as aborted when dropped before [`finish`](Self::finish): the handler
+/// future or the response body stream was dropped because the client went away.
+struct AbortGuard {
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl AbortGuard {
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared.aborted.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let mut headers = BTreeMap::<String, String>::new();
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        headers
+            .entry(name.as_str().to_owned())
+            .and_modify(|joined| {
+                joined.push_str(", ");
+                joined.push_str(&value);
+            })
+            .or_insert_with(|| value.into_owned());
+    }
+    let recorded = Recorded {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    };
+    let (behaviour, models, models_failing) = {
+        let mut state = shared.state();
+        state.requests.push(recorded.clone());
+        (
+            state.behaviour.clone(),
+            state.models.clone(),
+            state.models_failing,
+        )
+    };
+
+    let wire = shared.wire;
+    if wire == Wire::Anthropic && !recorded.headers.contains_key("x-api-key") {
+        return error(wire, 401, "x-api-key header is required");
+    }
+    let method = &parts.method;
+    let path = recorded.path.as_str();
+    if *method == Method::POST && path == wire.chat_path() {
+        let guard = AbortGuard {
+            shared: shared.clone(),
+            finished: false,
+        };
+        return chat(wire, &recorded.body, behaviour, guard).await;
+    }
+    if *method != Method::GET || !wire.is_listing(path) {
+        return error(wire, 404, &not_found_message(wire, method, path));
+    }
+    if models_failing {
+        return error(wire, 500, "fake backend: model listing is failing");
+    }
+    json_response(
+        200,
+        match (wire, path) {
+            (Wire::Ollama, "/api/version") => json!({"version": "0.12.0"}),
+            (Wire::Ollama, _) => ollama_tags(&models),
+            (Wire::OpenAi, _) => openai_models(&models),
+            (Wire::Anthropic, _) => anthropic_models(&models),
+        },
+    )
+}
+
+async fn chat(wire: Wire, body: &Value, behaviour: Behaviour, mut guard: AbortGuard) -> Response {
+    let stream = body["stream"]
+        .as_bool()
+        .unwrap_or(wire.streams_by_default());
+    let model = body["model"].as_str().unwrap_or("fake-model");
+    let (text, delay, chunk_delay, drop_mid_stream) = match behaviour {
+        Behaviour::Reply {
+            text,
+            delay,
+            chunk_delay,
+        } => {
+            let text =
+                text.unwrap_or_else(|| format!("{} says: {}", wire.name(), last_user_text(body)));
+            (text, delay, chunk_delay, false)
+        }
+        Behaviour::DropMidStream => (
+            format!("{} was cut off mid-stream", wire.name()),
+            Duration::ZERO,
+            Duration::ZERO,
+            true,
+        ),
+        Behaviour::Fail { status, message } => {
+            guard.finish();
+            return error(wire, status, &message);
+        }
+        Behaviour::RateLimited { retry_after_secs } => {
+            guard.finish();
+            let mut response = rate_limited(wire);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            return response;
+        }
+        Behaviour::Hang => {
+            // The guard counts the abort when hyper drops this future as the client goes away.
+            return std::future::pending().await;
+        }
+    };
+    tokio::time::sleep(delay).await;
+    let reply = Reply {
+        model,
+        prompt_tokens: count_words(&all_message_text(body)).max(1),
+        completion_tokens: count_words(&text),
+    };
+    if !stream {
+        guard.finish();
+        if drop_mid_stream {
+            // Hyper aborts the connection when the body fails before anything was flushed.
+            let failed = futures_util::stream::once(async { Err::<String, _>(cut_off()) });
+            return Response::new(Body::from_stream(failed));
+        }
+        return json_response(200, reply.complete(wire, &text));
+    }
+    let mut chunks: Vec<String> = text.split_inclusive(' ').map(str::to_owned).collect();
+    if chunks.is_empty() {
+        chunks.push(String::new());
+    }
+    let include_usage = body["stream_options"]["include_usage"] == true;
+    let (content_type, frames) = reply.stream(wire, &chunks, include_usage);
+    let mut body_chunks = VecDeque::from(frames);
+    if drop_mid_stream {
+        body_chunks.truncate(1);
+    }
+    let feed = Feed {
+        chunks: body_chunks,
+        chunk_delay,
+        then_fail: drop_mid_stream,
+        guard,
+        started: false,
+    };
+    let mut response = Response::new(Body::from_stream(futures_util::stream::unfold(
+        Some(feed),
+        next_chunk,
+    )));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// The state of a streamed response body.
+struct Feed {
+    chunks: VecDeque<String>,
+    chunk_delay: Duration,
+    /// After the last chunk, fail instead of ending: hyper then cuts the connection.
+    then_fail: bool,
+    guard: AbortGuard,
+    started: bool,
+}
+
+async fn next_chunk(feed: Option<Feed>) -> Option<(io::Result<String>, Option<Feed>)> {
+    let mut feed = feed?;
+    if feed.started && (!feed.chunks.is_empty() || feed.then_fail) {
+        tokio::time::sleep(feed.chunk_delay).await;
+    }
+    feed.started = true;
+    if let Some(chunk) = feed.chunks.pop_front() {
+        return Some((Ok(chunk), Some(feed)));
+    }
+    feed.guard.finish();
+    if feed.then_fail {
+        // Hyper flushes what it has only when the body is pending: failing straight after the
+        // last chunk would discard that chunk unsent.
+        tokio::task::yield_now().await;
+        return Some((Err(cut_off()), None));
+    }
+    None
+}
+
+fn cut_off() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "fake backend cut the connection",
+    )
+}
+
+/// What every reply carries, whichever the wire.
+struct Reply<'a> {
+    model: &'a str,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+}
+
+impl Reply<'_> {
+    /// The non-streamed answer.
+    fn complete(&self, wire: Wire, text: &str) -> Value {
+        let (model, prompt, completion) = (self.model, self.prompt_tokens, self.completion_tokens);
+        match wire {
+            Wire::Ollama => json!({
+                "model": model, "created_at": now_rfc3339(),
+                "message": {"role": "assistant", "content": text},
+                "done_reason": "stop", "done": true,
+                "total_duration": 123_456, "load_duration": 1000,
+                "prompt_eval_count": prompt, "prompt_eval_duration": 1000,
+                "eval_count": completion, "eval_duration": 1000,
+            }),
+            Wire::OpenAi => json!({
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": unix_now(),
+                "model": model,
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": null},
+                    "logprobs": null, "finish_reason": "stop",
+                }],
+                "usage": {
+                    "prompt_tokens": prompt, "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                },
+                "system_fingerprint": "fp_fake",
+            }),
+            Wire::Anthropic => json!({
+                "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn", "stop_sequence": null,
+                "usage": {"input_tokens": prompt, "output_tokens": completion},
+            }),
+        }
+    }
+
+    /// The content type and the body chunks of the streamed answer: the preamble goes with the
+    /// first text chunk, each further text chunk is its own body chunk, then the ending.
+    fn stream(
+        &self,
+        wire: Wire,
+        chunks: &[String],
+        include_usage: bool,
+    ) -> (&'static str, Vec<String>) {
+        let (model, prompt, completion) = (self.model, self.prompt_tokens, self.completion_tokens);
+        match wire {
+            Wire::Ollama => {
+                let line = |value: Value| format!("{value}\n");
+                let created_at = now_rfc3339();
+                let mut frames: Vec<String> = chunks
+                    .iter()
+                    .map(|chunk| {
+                        line(json!({
+                            "model": model, "created_at": created_at,
+                            "message": {"role": "assistant", "content": chunk}, "done": false,
+                        }))
+                    })
+                    .collect();
+                frames.push(line(json!({
+                    "model": model, "created_at": created_at,
+                    "message": {"role": "assistant", "content": ""},
+                    "done_reason": "stop", "done": true,
+                    "total_duration": 123_456, "load_duration": 1000,
+                    "prompt_eval_count": prompt, "prompt_eval_duration": 1000,
+                    "eval_count": completion, "eval_duration": 1000,
+                })));
+                ("application/x-ndjson", frames)
+            }
+            Wire::OpenAi => {
+                let created = unix_now();
+                let event = |choices: Value, usage: Option<Value>| {
+                    let mut chunk = json!({
+                        "id": "chatcmpl-fake", "object": "chat.completion.chunk",
+                        "created": created, "model": model, "system_fingerprint": "fp_fake",
+                        "choices": choices,
+                    });
+                    // With include_usage every chunk carries `usage`, null but in the last one.
+                    if include_usage {
+                        chunk["usage"] = usage.unwrap_or(Value::Null);
+                    }
+                    format!("data: {chunk}\n\n")
+                };
+                let choice = |delta: Value, finish_reason: Value| {
+                    json!([{
+                        "index": 0, "delta": delta, "logprobs": null,
+                        "finish_reason": finish_reason,
+                    }])
+                };
+                let mut frames: Vec<String> = chunks
+                    .iter()
+                    .map(|chunk| event(choice(json!({"content": chunk}), Value::Null), None))
+                    .collect();
+                frames[0].insert_str(
+                    0,
+                    &event(
+                        choice(json!({"role": "assistant", "content": ""}), Value::Null),
+                        None,
+                    ),
+                );
+                let mut ending = event(choice(json!({}), json!("stop")), None);
+                if include_usage {
+                    ending += &event(
+                        json!([]),
+                        Some(json!({
+                            "prompt_tokens": prompt, "completion_tokens": completion,
+                            "total_tokens": prompt + completion,
+                        })),
+                    );
+                }
+                ending += "data: [DONE]\n\n";
+                frames.push(ending);
+                ("text/event-stream", frames)
+            }
+            Wire::Anthropic => {
+                let event = |value: Value| {
+                    let name = value["type"].as_str().unwrap_or_default().to_owned();
+                    format!("event: {name}\ndata: {value}\n\n")
+                };
+                let mut frames: Vec<String> = chunks
+                    .iter()
+                    .map(|chunk| {
+                        event(json!({
+                            "type": "content_block_delta", "index": 0,
+                            "delta": {"type": "text_delta", "text": chunk},
+                        }))
+                    })
+                    .collect();
+                let preamble = [
+                    json!({"type": "message_start", "message": {
+                        "id": "msg_fake", "type": "message", "role": "assistant",
+                        "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
+                        "usage": {"input_tokens": prompt, "output_tokens": 1},
+                    }}),
+                    json!({"type": "content_block_start", "index": 0,
+                           "content_block": {"type": "text", "text": ""}}),
+                    json!({"type": "ping"}),
+                ];
+                frames[0].insert_str(0, &preamble.map(event).concat());
+                frames.push(
+                    [
+                        json!({"type": "content_block_stop", "index": 0}),
+                        json!({"type": "message_delta",
+                               "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                               "usage": {"output_tokens": completion}}),
+                        json!({"type": "message_stop"}),
+                    ]
+                    .map(event)
+                    .concat(),
+                );
+                ("text/event-stream", frames)
+            }
+        }
+    }
+}
+
+/// The provider's error body for `status`.
+fn error(wire: Wire, status: u16, message: &str) -> Response {
+    let body = match wire {
+        Wire::Ollama => json!({"error": message}),
+        Wire::OpenAi => {
+            let (kind, code) = match status {
+                401 => ("invalid_request_error", json!("invalid_api_key")),
+                429 => ("requests", json!("rate_limit_exceeded")),
+                500.. => ("server_error", Value::Null),
+                _ => ("invalid_request_error", Value::Null),
+            };
+            json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+        }
+        Wire::Anthropic => {
+            let kind = match status {
+                400 => "invalid_request_error",
+                401 => "authentication_error",
+                403 => "permission_error",
+                404 => "not_found_error",
+                413 => "request_too_large",
+                429 => "rate_limit_error",
+                529 => "overloaded_error",
+                _ => "api_error",
+            };
+            json!({"type": "error", "error": {"type": kind, "message": message}})
+        }
+    };
+    json_response(status, body)
+}
+
+fn rate_limited(wire: Wire) -> Response {
+    let message = match wire {
+        Wire::Ollama => "too many requests, please retry later",
+        Wire::OpenAi => "Rate limit reached for requests. Please try again later.",
+        Wire::Anthropic => {
+            "Number of requests has exceeded your rate limit. Please try again later."
+        }
+    };
+    error(wire, 429, message)
+}
+
+fn not_found_message(wire: Wire, method: &Method, path: &str) -> String {
+    match wire {
+        Wire::Ollama => "404 page not found".to_owned(),
+        Wire::OpenAi => format!("Invalid URL ({method} {path})"),
+        Wire::Anthropic => "Not Found".to_owned(),
+    }
+}
+
+fn json_response(status: u16, body: Value) -> Response {
+    let status = StatusCode::from_u16(status).expect("valid HTTP status");
+    (status, axum::Json(body)).into_response()
+}
+
+fn ollama_tags(models: &[String]) -> Value {
+    let models: Vec<Value> = models
+        .iter()
+        .map(|name| {
+            json!({
+                "name": name, "model": name, "modified_at": "2026-11-01T10:00:00Z",
+                "size": 3_825_819_519_u64,
+                "digest": "365c0bd3c000a25d28ddbf732fe1c6add414de7275464c4e4d1c3b5fcb5d8ad1",
+                "details": {
+                    "format": "gguf", "family": "llama",
+                    "parameter_size": "8B", "quantization_level": "Q4_0",
+                },
+            })
+        })
+        .collect();
+    json!({"models": models})
+}
+
+fn openai_models(models: &[String]) -> Value {
+    let data: Vec<Value> = models
+        .iter()
+        .map(
+            |id| json!({"id": id, "object": "model", "created": 1_700_000_000, "owned_by": "fake"}),
+        )
+        .collect();
+    json!({"object": "list", "data": data})
+}
+
+fn anthropic_models(models: &[String]) -> Value {
+    let data: Vec<Value> = models
+        .iter()
+        .map(|id| {
+            json!({
+                "type": "model", "id": id, "display_name": display_name(id),
+                "created_at": "2026-01-01T00:00:00Z",
+            })
+        })
+        .collect();
+    json!({
+        "data": data, "has_more": false,
+        "first_id": models.first(), "last_id": models.last(),
+    })
+}
+
+/// `fake-model` → `Fake Model`.
+fn display_name(id: &str) -> String {
+    id.split('-')
+        .map(|word| {
+            let mut letters = word.chars();
+            letters
+                .next()
+                .map(|first| first.to_uppercase().chain(letters).collect())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<String>>()
+        .join(" ")
+}
+
+/// A message's text: a plain string, or the text blocks of a content array joined.
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(text) => text.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter(|block| block["type"] == "text")
+            .filter_map(|block| block["text"].as_str())
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+fn last_user_text(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .and_then(|messages| messages.iter().rev().find(|m| m["role"] == "user"))
+        .map(|message| content_text(&message["content"]))
+        .unwrap_or_default()
+}
+
+fn all_message_text(body: &Value) -> String {
+    let messages = body["messages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let texts: Vec<String> = messages
+        .iter()
+        .map(|m| content_text(&m["content"]))
+        .collect();
+    texts.join(" ")
+}
+
+fn count_words(text: &str) -> usize {
+    text.split_whitespace().count()
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
