@@ -105,7 +105,7 @@ impl Default for Behaviour {
     }
 }
 
-/// A running fake provider; the server stops when this is dropped.
+/// A running fake provider; it stops accepting connections when dropped.
 pub struct FakeBackend {
     address: SocketAddr,
     shared: Arc<Shared>,
@@ -136,7 +136,8 @@ impl Shared {
 }
 
 impl FakeBackend {
-    /// Starts the fake on the current tokio runtime.
+    /// Starts the fake on the current tokio runtime. Dropping the fake closes its listener;
+    /// connections already open (a hung request, say) last until that runtime shuts down.
     pub async fn start(wire: Wire) -> FakeBackend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -217,6 +218,11 @@ impl FakeBackend {
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.state().requests.clone()
+    }
+
+    /// Forgets the requests so far (a long benchmark would otherwise keep them all).
+    pub fn clear_requests(&self) {
+        self.shared.state().requests.clear();
     }
 
     /// The chat requests so far, in arrival order.
@@ -505,6 +511,13 @@ struct Reply<'a> {
 }
 
 impl Reply<'_> {
+    fn openai_usage(&self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        })
+    }
+
     /// The non-streamed answer.
     fn complete(&self, wire: Wire, text: &str) -> Value {
         let (model, prompt, completion) = (self.model, self.prompt_tokens, self.completion_tokens);
@@ -525,10 +538,7 @@ impl Reply<'_> {
                     "message": {"role": "assistant", "content": text, "refusal": null},
                     "logprobs": null, "finish_reason": "stop",
                 }],
-                "usage": {
-                    "prompt_tokens": prompt, "completion_tokens": completion,
-                    "total_tokens": prompt + completion,
-                },
+                "usage": self.openai_usage(),
                 "system_fingerprint": "fp_fake",
             }),
             Wire::Anthropic => json!({
@@ -562,14 +572,8 @@ impl Reply<'_> {
                         }))
                     })
                     .collect();
-                frames.push(line(json!({
-                    "model": model, "created_at": created_at,
-                    "message": {"role": "assistant", "content": ""},
-                    "done_reason": "stop", "done": true,
-                    "total_duration": 123_456, "load_duration": 1000,
-                    "prompt_eval_count": prompt, "prompt_eval_duration": 1000,
-                    "eval_count": completion, "eval_duration": 1000,
-                })));
+                // The last line is the non-streamed answer with empty content.
+                frames.push(line(self.complete(wire, "")));
                 ("application/x-ndjson", frames)
             }
             Wire::OpenAi => {
@@ -605,13 +609,7 @@ impl Reply<'_> {
                 );
                 let mut ending = event(choice(json!({}), json!("stop")), None);
                 if include_usage {
-                    ending += &event(
-                        json!([]),
-                        Some(json!({
-                            "prompt_tokens": prompt, "completion_tokens": completion,
-                            "total_tokens": prompt + completion,
-                        })),
-                    );
+                    ending += &event(json!([]), Some(self.openai_usage()));
                 }
                 ending += "data: [DONE]\n\n";
                 frames.push(ending);
