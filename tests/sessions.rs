@@ -696,3 +696,39 @@ fn the_cli_sends_lists_and_shows_sessions() {
     let backends = home.run(&["backends", "--url", &url]);
     assert!(backends.stdout.contains("echo") && backends.stdout.contains("healthy"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_goes_away_cancels_the_backend_call_and_the_message_is_marked() {
+    let fake = FakeBackend::start(Wire::Ollama).await;
+    fake.set_behaviour(Behaviour::Hang);
+    let home = TestHome::new();
+    let server = start_with_backends(&home, &[backend_entry("llm", &fake, Wire::Ollama, "")], "");
+    let session = create_session(&server, json!({"backends": ["llm"]})).await;
+
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let result = impatient
+        .post(server.url(&format!("/sessions/{session}/message")))
+        .json(&json!({"content": "are you there?"}))
+        .send()
+        .await;
+    assert!(result.is_err(), "the client gave up");
+
+    assert!(
+        support::processes::eventually(Duration::from_secs(5), || async {
+            fake.aborted_requests() == 1
+        })
+        .await,
+        "the backend call was not cancelled"
+    );
+    let marked = support::processes::eventually(Duration::from_secs(5), || async {
+        let messages = server
+            .get_json(&format!("/sessions/{session}/messages"))
+            .await;
+        messages[0]["metadata"]["status"] == "failed"
+    })
+    .await;
+    assert!(marked, "the abandoned message was not marked failed");
+}

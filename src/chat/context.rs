@@ -6,7 +6,7 @@
 //! dropped first; the conversation never starts with an assistant turn (Anthropic refuses that).
 
 use crate::backends::{ChatMessage, Role};
-use crate::store::Message;
+use crate::store::ContextMessage;
 
 /// Metadata key set on a user message whose backend call failed.
 pub const STATUS_KEY: &str = "status";
@@ -14,7 +14,7 @@ pub const STATUS_FAILED: &str = "failed";
 
 /// The conversation to send to `backend`: `history` (oldest first) then `new_message`.
 pub fn conversation(
-    history: &[Message],
+    history: &[ContextMessage],
     backend: &str,
     new_message: &str,
     max_messages: usize,
@@ -24,7 +24,7 @@ pub fn conversation(
     while index < history.len() {
         let message = &history[index];
         match message.role.as_str() {
-            "user" if is_failed(message) => index += 1,
+            "user" if message.failed => index += 1,
             "user" | "system" => {
                 turns.push(ChatMessage {
                     role: if message.role == "user" {
@@ -73,29 +73,16 @@ pub fn conversation(
     turns
 }
 
-fn is_failed(message: &Message) -> bool {
-    message
-        .metadata
-        .get(STATUS_KEY)
-        .and_then(|status| status.as_str())
-        == Some(STATUS_FAILED)
-}
-
 #[cfg(test)]
 mod tests {
-    use serde_json::{Map, json};
-
     use super::*;
 
-    fn message(role: &str, content: &str, backend: Option<&str>) -> Message {
-        Message {
-            id: content.to_owned(),
+    fn message(role: &str, content: &str, backend: Option<&str>) -> ContextMessage {
+        ContextMessage {
             content: content.to_owned(),
             role: role.to_owned(),
             backend: backend.map(str::to_owned),
-            model: None,
-            timestamp: String::new(),
-            metadata: Map::new(),
+            failed: false,
         }
     }
 
@@ -134,9 +121,7 @@ mod tests {
     #[test]
     fn failed_messages_are_left_out_and_the_oldest_dropped() {
         let mut failed = message("user", "lost", Some("x"));
-        failed
-            .metadata
-            .insert(STATUS_KEY.to_owned(), json!("failed"));
+        failed.failed = true;
         let history = vec![
             message("user", "q1", None),
             message("assistant", "a1", Some("x")),

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::backends::{BackendError, BackendLookupError, BackendRegistry, ChatRequest};
-use crate::store::{Message, NewMessage, Session, Store, StoreError};
+use crate::store::{ContextMessage, Message, NewMessage, Session, Store, StoreError};
 
 /// Largest page of sessions or messages one request may ask for.
 pub const MAX_PAGE: i64 = 1000;
@@ -170,8 +170,13 @@ impl ChatService {
                 },
             )
             .await?;
+        // If the client goes away, axum drops this future mid-call: the guard still marks the
+        // message, so the history never shows a question that silently got no answer.
+        let guard = UnansweredGuard::new(&self.store, &user_message);
         let started = Instant::now();
-        match backend.chat(chat).await {
+        let outcome = backend.chat(chat).await;
+        guard.disarm();
+        match outcome {
             Ok(reply) => {
                 let mut metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
                 if reply.model != model {
@@ -291,7 +296,7 @@ impl ChatService {
         &self,
         session: &Session,
         backend_name: &str,
-        history: &[Message],
+        history: &[ContextMessage],
         content: &str,
     ) -> Result<Message, BackendError> {
         let backend = self.backends.client(backend_name).map_err(|err| {
@@ -331,10 +336,10 @@ impl ChatService {
 
     /// Enough recent history to fill the context after failed messages and extra broadcast
     /// answers are left out.
-    async fn history(&self, session: &Session) -> Result<Vec<Message>, ChatError> {
+    async fn history(&self, session: &Session) -> Result<Vec<ContextMessage>, ChatError> {
         let per_turn = session.backends.len().max(1) + 1;
         let wanted = (self.max_context * per_turn).min(i64::MAX as usize) as i64;
-        Ok(self.store.recent_messages(&session.id, wanted).await?)
+        Ok(self.store.context_messages(&session.id, wanted).await?)
     }
 
     /// The session's `system_prompt` metadata, else the backend's configured one.
@@ -480,6 +485,50 @@ fn reply_metadata(
         metadata.insert("finish_reason".to_owned(), json!(reason));
     }
     metadata
+}
+
+/// Marks a user message failed when dropped before [`disarm`](Self::disarm): the request was
+/// abandoned (client disconnected, shutdown) while its backend call was running.
+struct UnansweredGuard {
+    armed: Option<(Store, Message)>,
+}
+
+impl UnansweredGuard {
+    fn new(store: &Store, message: &Message) -> Self {
+        Self {
+            armed: Some((store.clone(), message.clone())),
+        }
+    }
+
+    fn disarm(mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for UnansweredGuard {
+    fn drop(&mut self) {
+        let Some((store, mut message)) = self.armed.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let changes = Map::from_iter([
+                (
+                    context::STATUS_KEY.to_owned(),
+                    json!(context::STATUS_FAILED),
+                ),
+                (
+                    "error".to_owned(),
+                    json!("the request was abandoned before the backend answered"),
+                ),
+            ]);
+            if let Err(err) = store.update_message_metadata(&mut message, changes).await {
+                tracing::warn!(%err, "cannot mark an abandoned message");
+            }
+        });
+    }
 }
 
 fn failure_metadata(err: &BackendError) -> Map<String, Value> {

@@ -1,11 +1,12 @@
 //! Sessions and messages, persisted with sqlx in SQLite (the default, embedded).
 //!
 //! Invariants: the schema is created and upgraded only by the numbered migrations in
-//! `migrations/`, run at open; every write is one transaction, committed before the call returns,
-//! and the database is in WAL mode with `synchronous = NORMAL`, so a write that returned survives
-//! the process being killed (only a power loss may take the last transactions back). All writes go
-//! through one connection, in the order they were asked; reads use their own pool and never wait
-//! for a write.
+//! `migrations/`, run at open; every write is one statement (its own transaction), committed
+//! before the call returns, and the database is in WAL mode with `synchronous = NORMAL`, so a
+//! write that returned survives the process being killed (only a power loss may take the last
+//! transactions back). All writes go through one connection, in the order they were asked (SQLite
+//! has one writer at a time; several connections would only wait on each other's locks); reads
+//! use their own pool and never wait for a write.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -17,6 +18,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{FromRow, Row};
+
+mod writer;
+
+use writer::MessageWriter;
 
 /// How long a statement waits for a lock held by another process sharing the file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,6 +72,10 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("the database is closed")]
+    Closed,
+    #[error("database write failed: {0}")]
+    Write(String),
 }
 
 /// The database. Cheap to clone.
@@ -74,6 +83,17 @@ pub enum StoreError {
 pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
+    appends: MessageWriter,
+}
+
+/// A message as the context builder needs it: no metadata to decode.
+#[derive(Debug, Clone, FromRow)]
+pub struct ContextMessage {
+    pub role: String,
+    pub content: String,
+    pub backend: Option<String>,
+    /// The user's call failed (metadata `status` is `failed`).
+    pub failed: bool,
 }
 
 /// Where the database is: `storage.url` (`sqlite://PATH`, `sqlite:PATH` or a plain path), else
@@ -116,7 +136,11 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // Checkpoints run on a connection of their own (see `writer`), not on the writer's.
+            .pragma("wal_autocheckpoint", "0")
+            // Pages are read through a memory map rather than one pread(2) each.
+            .pragma("mmap_size", "268435456");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -127,16 +151,33 @@ impl Store {
             .run(&writer)
             .await
             .map_err(|err| open_error(format!("migration failed: {err}")))?;
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(|err| open_error(err.to_string()))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(options.read_only(true))
             .await
             .map_err(|err| open_error(err.to_string()))?;
-        Ok(Self { writer, reader })
+        let appends = MessageWriter::start(writer.clone(), checkpointer);
+        Ok(Self {
+            writer,
+            reader,
+            appends,
+        })
     }
 
-    /// Closes every connection, checkpointing the WAL.
+    /// Closes every connection after a last checkpoint, leaving only the database file.
     pub async fn close(&self) {
+        self.appends.stop();
+        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await
+        {
+            tracing::warn!(%err, "final WAL checkpoint failed");
+        }
         self.reader.close().await;
         self.writer.close().await;
     }
@@ -235,25 +276,26 @@ impl Store {
         rows.into_iter().map(MessageRow::into_message).collect()
     }
 
-    /// The last `count` messages of the session, oldest first.
-    pub async fn recent_messages(
+    /// The last `count` messages of the session, oldest first, as the context builder needs them.
+    pub async fn context_messages(
         &self,
         session_id: &str,
         count: i64,
-    ) -> Result<Vec<Message>, StoreError> {
-        let rows: Vec<MessageRow> = sqlx::query_as(
-            "SELECT id, role, content, backend, model, timestamp, metadata FROM \
-             (SELECT * FROM messages WHERE session_id = ? ORDER BY seq DESC LIMIT ?) \
+    ) -> Result<Vec<ContextMessage>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT role, content, backend, failed FROM \
+             (SELECT seq, role, content, backend, \
+                     coalesce(json_extract(metadata, '$.status') = 'failed', 0) AS failed \
+              FROM messages WHERE session_id = ? ORDER BY seq DESC LIMIT ?) \
              ORDER BY seq",
         )
         .bind(session_id)
         .bind(count)
         .fetch_all(&self.reader)
-        .await?;
-        rows.into_iter().map(MessageRow::into_message).collect()
+        .await?)
     }
 
-    /// Appends a message and updates the session's `updated_at` and count, in one transaction.
+    /// Appends a message and updates the session's `updated_at` and count, atomically.
     pub async fn append_message(
         &self,
         session_id: &str,
@@ -268,32 +310,9 @@ impl Store {
             timestamp: now(),
             metadata: message.metadata,
         };
-        let mut transaction = self.writer.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE sessions SET updated_at = ?, message_count = message_count + 1 WHERE id = ?",
-        )
-        .bind(&stored.timestamp)
-        .bind(session_id)
-        .execute(&mut *transaction)
-        .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::SessionNotFound(session_id.to_owned()));
-        }
-        sqlx::query(
-            "INSERT INTO messages (id, session_id, role, content, backend, model, timestamp, \
-             metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&stored.id)
-        .bind(session_id)
-        .bind(&stored.role)
-        .bind(&stored.content)
-        .bind(&stored.backend)
-        .bind(&stored.model)
-        .bind(&stored.timestamp)
-        .bind(json_text(&stored.metadata))
-        .execute(&mut *transaction)
-        .await?;
-        transaction.commit().await?;
+        // The trigger of migration 0002 updates the session; the foreign key refuses a message
+        // for a session that does not exist (or was just deleted).
+        self.appends.append(session_id, stored.clone()).await?;
         Ok(stored)
     }
 
