@@ -150,7 +150,8 @@ async fn env_vars_expand_in_string_values_and_dotenv_is_loaded_first() {
         "  api_key: \"${KEY_HEAD}:${KEY_TAIL}\"\n",
         "backends:\n",
         "  remote:\n",
-        "    api_key: ${LIT_MUX_TEST_UNSET_VARIABLE}\n",
+        "    type: echo\n",
+        "    system_prompt: ${LIT_MUX_TEST_UNSET_VARIABLE}\n",
     ));
     let server = home.start(&[]);
     let with_key = |key: &str| {
@@ -173,7 +174,7 @@ async fn env_vars_expand_in_string_values_and_dotenv_is_loaded_first() {
     let stderr = server.stderr();
     assert!(
         stderr.contains("LIT_MUX_TEST_UNSET_VARIABLE")
-            && stderr.contains("backends.remote.api_key"),
+            && stderr.contains("backends.remote.system_prompt"),
         "a warning should name the unset variable and where it is used:\n{stderr}"
     );
 }
