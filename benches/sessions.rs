@@ -79,6 +79,23 @@ impl Drop for LitMux {
     }
 }
 
+/// CPU time lit-mux has used so far (user + system), from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap_or(100) as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index]
@@ -150,9 +167,9 @@ async fn main() {
     );
     println!("## `POST /sessions/{{id}}/message` vs the fake backend called directly\n");
     println!(
-        "| clients | lit-mux p50 | lit-mux p99 | direct p50 | direct p99 | p50 overhead | p99 overhead | lit-mux msg/s | direct req/s |"
+        "| clients | lit-mux p50 | lit-mux p99 | direct p50 | direct p99 | p50 overhead | p99 overhead | lit-mux msg/s | direct req/s | lit-mux CPU per message |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for concurrency in [1usize, 16, 64] {
         let per_worker = (calls_per_level / concurrency).max(50);
         // Each client its own session, warmed up so that its history is at steady state
@@ -183,6 +200,9 @@ async fn main() {
                 (http, path)
             }
         };
+        // Sessions are set up first (inside run_load), so the CPU count covers the measured
+        // messages and the warm-up; the warm-up is subtracted below.
+        let cpu_before = cpu_time(lit_mux.child.id());
         let (ours, ours_rate) = run_load(
             concurrency,
             per_worker,
@@ -200,6 +220,9 @@ async fn main() {
             },
         )
         .await;
+
+        let cpu_per_message = (cpu_time(lit_mux.child.id()) - cpu_before)
+            / (concurrency * (per_worker + 25) + concurrency) as u32;
 
         // The direct baseline sends what lit-mux sent last: the same conversation size.
         let sent = fake.last_chat().body;
@@ -228,7 +251,7 @@ async fn main() {
         let (p50, p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
         let (d50, d99) = (percentile(&theirs, 0.5), percentile(&theirs, 0.99));
         println!(
-            "| {concurrency} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | **{:.0} µs** | {:.0} | {:.0} |",
+            "| {concurrency} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | **{:.0} µs** | {:.0} | {:.0} | {:.0} µs |",
             micros(p50),
             micros(p99),
             micros(d50),
@@ -236,7 +259,8 @@ async fn main() {
             micros(p50) - micros(d50),
             micros(p99) - micros(d99),
             ours_rate,
-            theirs_rate
+            theirs_rate,
+            micros(cpu_per_message)
         );
         fake.clear_requests();
     }

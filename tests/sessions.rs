@@ -499,6 +499,27 @@ async fn only_the_last_max_messages_are_sent() {
             ("user", "m3")
         ])
     );
+
+    // Failed messages do not count: the context reaches further back to stay full.
+    fake.set_behaviour(Behaviour::Fail {
+        status: 500,
+        message: "down".to_owned(),
+    });
+    for text in ["lost 1", "lost 2"] {
+        let (status, _) = send(&server, &session, json!({"content": text})).await;
+        assert_eq!(status, 502);
+    }
+    fake.set_behaviour(Behaviour::default());
+    let (status, _) = send(&server, &session, json!({"content": "m4"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        roles_and_contents(&fake.last_chat().body["messages"]),
+        pairs(&[
+            ("user", "m3"),
+            ("assistant", "ollama says: m3"),
+            ("user", "m4")
+        ])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

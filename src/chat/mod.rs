@@ -151,7 +151,7 @@ impl ChatService {
             request.model.as_deref(),
             backend.default_model(),
         );
-        let history = self.history(&session).await?;
+        let history = self.history_for_one(&session).await?;
         let chat = ChatRequest {
             model: model.clone(),
             system: self.system_prompt(&session, &backend_name),
@@ -332,6 +332,21 @@ impl ChatService {
                 backend: backend_name.to_owned(),
                 message: format!("the answer could not be stored: {err}"),
             })
+    }
+
+    /// The history for a message to one backend: usually just the context's worth of rows; all
+    /// that [`history`](Self::history) reads when some of those rows will be left out.
+    async fn history_for_one(&self, session: &Session) -> Result<Vec<ContextMessage>, ChatError> {
+        let rows = self.max_context as i64;
+        let history = self.store.context_messages(&session.id, rows).await?;
+        let some_left_out = history.iter().any(|m| m.failed)
+            || history
+                .windows(2)
+                .any(|pair| pair[0].role == "assistant" && pair[1].role == "assistant");
+        if some_left_out && history.len() as i64 == rows {
+            return self.history(session).await;
+        }
+        Ok(history)
     }
 
     /// Enough recent history to fill the context after failed messages and extra broadcast
