@@ -189,6 +189,9 @@ pub(crate) fn megabytes(bytes: u64) -> f64 {
 const HEALTH_CACHE: Duration = Duration::from_secs(5);
 /// Longest a health check may take; an answer slower than this counts as unhealthy.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest listing a backend's models may take, so that one stalled backend never holds up
+/// `GET /models` for its full request timeout.
+const MODELS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One configured backend: its settings and, when enabled, its client.
 pub struct BackendEntry {
@@ -218,6 +221,23 @@ impl BackendEntry {
         );
         *cached = Some((Instant::now(), healthy));
         healthy
+    }
+}
+
+impl BackendEntry {
+    /// The backend's models, bounded by [`MODELS_TIMEOUT`]; `None` when it is disabled.
+    pub async fn models(&self) -> Option<Result<Vec<ModelInfo>, BackendError>> {
+        let client = self.client.as_ref()?;
+        Some(
+            match tokio::time::timeout(MODELS_TIMEOUT, client.models()).await {
+                Ok(result) => result,
+                Err(_) => Err(BackendError::Timeout {
+                    backend: self.name.clone(),
+                    stage: "listing models",
+                    secs: MODELS_TIMEOUT.as_secs(),
+                }),
+            },
+        )
     }
 }
 

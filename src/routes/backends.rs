@@ -52,10 +52,10 @@ async fn list_backends(State(state): State<AppState>) -> Json<Vec<BackendView>> 
 
 /// Every enabled backend's models, asked concurrently; one failing does not hide the others.
 async fn list_models(State(state): State<AppState>) -> Json<ModelsView> {
-    let lists = state.backends.entries().filter_map(|entry| {
-        let client = entry.client.clone()?;
-        Some(async move { (entry.name.clone(), client.models().await) })
-    });
+    let lists = state
+        .backends
+        .entries()
+        .map(|entry| async move { (entry.name.clone(), entry.models().await) });
     let mut view = ModelsView {
         models: BTreeMap::new(),
         total: 0,
@@ -63,11 +63,13 @@ async fn list_models(State(state): State<AppState>) -> Json<ModelsView> {
     };
     for (name, result) in join_all(lists).await {
         match result {
-            Ok(models) => {
+            // Disabled: not listed.
+            None => {}
+            Some(Ok(models)) => {
                 view.total += models.len();
                 view.models.insert(name, models);
             }
-            Err(err) => {
+            Some(Err(err)) => {
                 view.errors.insert(name, err.to_string());
             }
         }
