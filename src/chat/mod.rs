@@ -6,6 +6,7 @@
 //! broadcast, every backend is called concurrently and one failing never fails the others.
 
 pub mod context;
+pub mod stream;
 
 use std::time::Instant;
 
@@ -56,6 +57,9 @@ pub struct CreateSession {
 /// `POST /sessions/{id}/message`.
 #[derive(Debug, Deserialize)]
 pub struct SendMessage {
+    /// Answer with Server-Sent Events as the reply is produced.
+    #[serde(default)]
+    pub stream: bool,
     pub content: String,
     pub backend: Option<String>,
     pub model: Option<String>,
@@ -67,6 +71,8 @@ pub struct SendMessage {
 /// `POST /sessions/{id}/broadcast`.
 #[derive(Debug, Deserialize)]
 pub struct BroadcastMessage {
+    #[serde(default)]
+    pub stream: bool,
     pub content: String,
     pub backends: Option<Vec<String>>,
 }
@@ -91,6 +97,17 @@ pub enum BroadcastOutcome {
 pub struct BroadcastResponse {
     pub user_message: Message,
     pub responses: Vec<BroadcastOutcome>,
+}
+
+/// One message to one backend, its user part stored, its answer still to come.
+pub(crate) struct Turn {
+    pub session_id: String,
+    pub backend_name: String,
+    pub backend: std::sync::Arc<dyn crate::backends::Backend>,
+    pub request: ChatRequest,
+    pub user_message: Message,
+    /// A broadcast's turns share one user message: a failure of one backend does not fail it.
+    pub shares_user_message: bool,
 }
 
 /// The sessions service.
@@ -135,6 +152,36 @@ impl ChatService {
 
     /// Sends `request.content` to one backend of the session with the conversation so far.
     pub async fn send(&self, session_id: &str, request: SendMessage) -> Result<Message, ChatError> {
+        let mut turn = self.begin_turn(session_id, &request).await?;
+        // If the client goes away, axum drops this future mid-call: the guard still marks the
+        // message, so the history never shows a question that silently got no answer.
+        let guard = UnansweredGuard::new(&self.store, &turn.user_message);
+        let started = Instant::now();
+        let outcome = turn.backend.chat(turn.request.clone()).await;
+        guard.disarm();
+        match outcome {
+            Ok(reply) => {
+                let mut metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
+                if reply.model != turn.request.model {
+                    metadata.insert("requested_model".to_owned(), json!(turn.request.model));
+                }
+                Ok(self
+                    .store_answer(&turn, &reply.content, &reply.model, metadata)
+                    .await?)
+            }
+            Err(err) => {
+                self.mark_failed(&mut turn, &err).await;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Checks a message for one backend, stores the user's part, and returns what to send.
+    pub(crate) async fn begin_turn(
+        &self,
+        session_id: &str,
+        request: &SendMessage,
+    ) -> Result<Turn, ChatError> {
         let content = non_empty_content(&request.content)?;
         let session = self.store.session(session_id).await?;
         let backend_name = match request.backend.as_deref() {
@@ -157,7 +204,7 @@ impl ChatService {
             system: self.system_prompt(&session, &backend_name),
             messages: context::conversation(&history, &backend_name, content, self.max_context),
         };
-        let mut user_message = self
+        let user_message = self
             .store
             .append_message(
                 &session.id,
@@ -170,44 +217,51 @@ impl ChatService {
                 },
             )
             .await?;
-        // If the client goes away, axum drops this future mid-call: the guard still marks the
-        // message, so the history never shows a question that silently got no answer.
-        let guard = UnansweredGuard::new(&self.store, &user_message);
-        let started = Instant::now();
-        let outcome = backend.chat(chat).await;
-        guard.disarm();
-        match outcome {
-            Ok(reply) => {
-                let mut metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
-                if reply.model != model {
-                    metadata.insert("requested_model".to_owned(), json!(model));
-                }
-                Ok(self
-                    .store
-                    .append_message(
-                        &session.id,
-                        NewMessage {
-                            role: "assistant",
-                            content: &reply.content,
-                            backend: Some(&backend_name),
-                            model: Some(&reply.model),
-                            metadata,
-                        },
-                    )
-                    .await?)
-            }
-            Err(err) => {
-                let failure = failure_metadata(&err);
-                // The message stays; if marking it fails too, the backend's error still wins.
-                if let Err(store_err) = self
-                    .store
-                    .update_message_metadata(&mut user_message, failure)
-                    .await
-                {
-                    tracing::error!(%store_err, "cannot mark a message as failed");
-                }
-                Err(err.into())
-            }
+        Ok(Turn {
+            session_id: session.id,
+            backend_name,
+            backend,
+            request: chat,
+            user_message,
+            shares_user_message: false,
+        })
+    }
+
+    /// Stores a backend's answer to `turn`.
+    pub(crate) async fn store_answer(
+        &self,
+        turn: &Turn,
+        content: &str,
+        model: &str,
+        metadata: Map<String, Value>,
+    ) -> Result<Message, StoreError> {
+        self.store
+            .append_message(
+                &turn.session_id,
+                NewMessage {
+                    role: "assistant",
+                    content,
+                    backend: Some(&turn.backend_name),
+                    model: Some(model),
+                    metadata,
+                },
+            )
+            .await
+    }
+
+    /// Marks the user's message failed; the message stays. A store error here is only logged:
+    /// the backend's error is what the client must see.
+    pub(crate) async fn mark_failed(&self, turn: &mut Turn, err: &BackendError) {
+        if turn.shares_user_message {
+            return;
+        }
+        let user_message = &mut turn.user_message;
+        if let Err(store_err) = self
+            .store
+            .update_message_metadata(user_message, failure_metadata(err))
+            .await
+        {
+            tracing::error!(%store_err, "cannot mark a message as failed");
         }
     }
 
@@ -217,10 +271,44 @@ impl ChatService {
         session_id: &str,
         request: BroadcastMessage,
     ) -> Result<BroadcastResponse, ChatError> {
+        let (mut user_message, turns) = self.begin_broadcast(session_id, &request).await?;
+        let calls = turns.into_iter().map(|turn| async move {
+            let backend = turn.backend_name.clone();
+            match self.answer(&turn).await {
+                Ok(message) => BroadcastOutcome::Answered { backend, message },
+                Err(err) => BroadcastOutcome::Failed {
+                    backend,
+                    status: crate::error::ApiError::from(err.clone()).status().as_u16(),
+                    error: err.to_string(),
+                },
+            }
+        });
+        let responses = join_all(calls).await;
+        let failed: Vec<String> = responses
+            .iter()
+            .filter_map(|outcome| match outcome {
+                BroadcastOutcome::Failed { backend, .. } => Some(backend.clone()),
+                BroadcastOutcome::Answered { .. } => None,
+            })
+            .collect();
+        self.record_broadcast_failures(&mut user_message, &failed, responses.len())
+            .await;
+        Ok(BroadcastResponse {
+            user_message,
+            responses,
+        })
+    }
+
+    /// Checks a broadcast, stores the user's message, and returns one turn per backend.
+    pub(crate) async fn begin_broadcast(
+        &self,
+        session_id: &str,
+        request: &BroadcastMessage,
+    ) -> Result<(Message, Vec<Turn>), ChatError> {
         let content = non_empty_content(&request.content)?;
         let session = self.store.session(session_id).await?;
-        let targets = match request.backends {
-            Some(names) => dedup(names),
+        let targets = match &request.backends {
+            Some(names) => dedup(names.clone()),
             None => session.backends.clone(),
         };
         if targets.is_empty() {
@@ -231,7 +319,7 @@ impl ChatService {
         self.check_in_session(&session, &targets)?;
         self.check_usable(&targets)?;
         let history = self.history(&session).await?;
-        let mut user_message = self
+        let user_message = self
             .store
             .append_message(
                 &session.id,
@@ -244,94 +332,63 @@ impl ChatService {
                 },
             )
             .await?;
-
-        let calls = targets.iter().map(|name| {
-            let history = &history;
-            let session = &session;
-            async move {
-                match self.answer_one(session, name, history, content).await {
-                    Ok(message) => BroadcastOutcome::Answered {
-                        backend: name.clone(),
-                        message,
-                    },
-                    Err(err) => BroadcastOutcome::Failed {
-                        backend: name.clone(),
-                        status: crate::error::ApiError::from(ChatError::from(err.clone()))
-                            .status()
-                            .as_u16(),
-                        error: err.to_string(),
-                    },
-                }
-            }
-        });
-        let responses = join_all(calls).await;
-
-        let failed: Vec<&str> = responses
-            .iter()
-            .filter_map(|outcome| match outcome {
-                BroadcastOutcome::Failed { backend, .. } => Some(backend.as_str()),
-                BroadcastOutcome::Answered { .. } => None,
-            })
-            .collect();
-        if !failed.is_empty() {
-            let mut changes = Map::from_iter([("failed_backends".to_owned(), json!(failed))]);
-            if failed.len() == responses.len() {
-                changes.insert(
-                    context::STATUS_KEY.to_owned(),
-                    json!(context::STATUS_FAILED),
-                );
-            }
-            self.store
-                .update_message_metadata(&mut user_message, changes)
-                .await?;
+        let mut turns = Vec::with_capacity(targets.len());
+        for name in targets {
+            let backend = self.client(&name)?;
+            let model = choose_model(&session, &name, None, backend.default_model());
+            turns.push(Turn {
+                session_id: session.id.clone(),
+                request: ChatRequest {
+                    model,
+                    system: self.system_prompt(&session, &name),
+                    messages: context::conversation(&history, &name, content, self.max_context),
+                },
+                backend,
+                backend_name: name,
+                user_message: user_message.clone(),
+                shares_user_message: true,
+            });
         }
-        Ok(BroadcastResponse {
-            user_message,
-            responses,
-        })
+        Ok((user_message, turns))
     }
 
     /// One backend's part of a broadcast: call it, store its answer.
-    async fn answer_one(
-        &self,
-        session: &Session,
-        backend_name: &str,
-        history: &[ContextMessage],
-        content: &str,
-    ) -> Result<Message, BackendError> {
-        let backend = self.backends.client(backend_name).map_err(|err| {
-            // Checked before; only a config change between the two could get here.
-            BackendError::Unreachable {
-                backend: backend_name.to_owned(),
-                message: err.to_string(),
-            }
-        })?;
-        let model = choose_model(session, backend_name, None, backend.default_model());
+    async fn answer(&self, turn: &Turn) -> Result<Message, BackendError> {
         let started = Instant::now();
-        let reply = backend
-            .chat(ChatRequest {
-                model,
-                system: self.system_prompt(session, backend_name),
-                messages: context::conversation(history, backend_name, content, self.max_context),
-            })
-            .await?;
+        let reply = turn.backend.chat(turn.request.clone()).await?;
         let metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
-        self.store
-            .append_message(
-                &session.id,
-                NewMessage {
-                    role: "assistant",
-                    content: &reply.content,
-                    backend: Some(backend_name),
-                    model: Some(&reply.model),
-                    metadata,
-                },
-            )
+        self.store_answer(turn, &reply.content, &reply.model, metadata)
             .await
             .map_err(|err| BackendError::Failed {
-                backend: backend_name.to_owned(),
+                backend: turn.backend_name.clone(),
                 message: format!("the answer could not be stored: {err}"),
             })
+    }
+
+    /// Notes on a broadcast's user message which backends failed (all: the message failed).
+    pub(crate) async fn record_broadcast_failures(
+        &self,
+        user_message: &mut Message,
+        failed: &[String],
+        asked: usize,
+    ) {
+        if failed.is_empty() {
+            return;
+        }
+        let mut changes = Map::from_iter([("failed_backends".to_owned(), json!(failed))]);
+        if failed.len() == asked {
+            changes.insert(
+                context::STATUS_KEY.to_owned(),
+                json!(context::STATUS_FAILED),
+            );
+        }
+        if let Err(err) = self
+            .store
+            .update_message_metadata(user_message, changes)
+            .await
+        {
+            tracing::error!(%err, "cannot record a broadcast's failures");
+        }
     }
 
     /// The history for a message to one backend: usually just the context's worth of rows; all

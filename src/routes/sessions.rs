@@ -1,11 +1,15 @@
 //! `/sessions/…`: create, list, inspect and delete sessions; send and broadcast messages.
 
 use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::chat::{BroadcastMessage, BroadcastResponse, CreateSession, MAX_PAGE, SendMessage};
+use crate::chat::stream::ReplyEvent;
+use crate::chat::{BroadcastMessage, CreateSession, MAX_PAGE, SendMessage};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::server::AppState;
@@ -94,18 +98,54 @@ async fn list_messages(
     Ok(Json(store.messages(&id, limit, offset).await?))
 }
 
+/// Answers JSON, or Server-Sent Events when the body says `"stream": true` or the client
+/// accepts only `text/event-stream`.
 async fn send_message(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<SendMessage>,
-) -> Result<Json<Message>, ApiError> {
-    Ok(Json(state.chat.send(&id, body).await?))
+) -> Result<Response, ApiError> {
+    if body.stream || wants_event_stream(&headers) {
+        let events = state.chat.send_streaming(&id, body).await?;
+        return Ok(event_stream(events));
+    }
+    Ok(Json(state.chat.send(&id, body).await?).into_response())
+}
+
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|accept| accept.contains("text/event-stream"))
+}
+
+/// The events as SSE, each `event: NAME` with its JSON as `data`; comments keep idle
+/// connections open through proxies.
+fn event_stream(events: tokio::sync::mpsc::Receiver<ReplyEvent>) -> Response {
+    let stream = futures_util::stream::unfold(events, |mut events| async move {
+        let event = events.recv().await?;
+        let sse = Event::default()
+            .event(event.name())
+            .json_data(&event)
+            .unwrap_or_else(|_| Event::default().event("error").data("{}"));
+        Some((Ok::<_, std::convert::Infallible>(sse), events))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn broadcast(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<BroadcastMessage>,
-) -> Result<Json<BroadcastResponse>, ApiError> {
-    Ok(Json(state.chat.broadcast(&id, body).await?))
+) -> Result<Response, ApiError> {
+    if body.stream || wants_event_stream(&headers) {
+        let events = state.chat.broadcast_streaming(&id, body).await?;
+        return Ok(event_stream(events));
+    }
+    Ok(Json(state.chat.broadcast(&id, body).await?).into_response())
 }

@@ -32,7 +32,7 @@ pub enum Wire {
 }
 
 impl Wire {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Wire::Ollama => "ollama",
             Wire::OpenAi => "openai",

@@ -1,0 +1,348 @@
+//! Streamed replies (`"stream": true` or `Accept: text/event-stream`) through the real binary
+//! against fake backends: event order, first-byte timing, what is stored when the backend breaks
+//! or the client leaves, and broadcast events interleaved and tagged by backend.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::fake_backends::{Behaviour, FakeBackend, Wire};
+use support::{Server, TestHome};
+
+fn config_for(entries: &[(&str, &FakeBackend, Wire)]) -> String {
+    let mut yaml = String::from("backends:\n");
+    for (name, fake, wire) in entries {
+        let entry = match wire {
+            Wire::Ollama => format!("{{type: ollama, host: '{}'}}", fake.url()),
+            Wire::OpenAi => format!("{{type: openai, base_url: '{}'}}", fake.url()),
+            Wire::Anthropic => {
+                format!(
+                    "{{type: anthropic, base_url: '{}', api_key: k}}",
+                    fake.url()
+                )
+            }
+        };
+        yaml.push_str(&format!("  {name}: {entry}\n"));
+    }
+    yaml
+}
+
+async fn session(server: &Server, backends: &[&str]) -> String {
+    let (status, body) = server
+        .post_json("/sessions", &json!({ "backends": backends }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// Reads Server-Sent Events off a response as they arrive.
+struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    fn new(response: reqwest::Response) -> Self {
+        assert_eq!(response.status().as_u16(), 200);
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{content_type}"
+        );
+        Self {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (name, data); `None` at the end of the stream.
+    async fn next(&mut self) -> Option<(String, Value)> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut name = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        name = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return Some((name, serde_json::from_str(&data).expect("JSON data")));
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
+                .await
+                .expect("an event within 10 s")
+                .expect("read the stream")?;
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    async fn all(mut self) -> Vec<(String, Value)> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await {
+            events.push(event);
+        }
+        events
+    }
+}
+
+async fn stream_message(server: &Server, session: &str, body: Value) -> reqwest::Response {
+    server
+        .post(&format!("/sessions/{session}/message"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_reply_is_deltas_then_done_and_is_stored() {
+    for wire in [Wire::Ollama, Wire::OpenAi, Wire::Anthropic] {
+        let fake = FakeBackend::start(wire).await;
+        let home = TestHome::new();
+        home.write_config(&config_for(&[("llm", &fake, wire)]));
+        let server = home.start(&[]);
+        let id = session(&server, &["llm"]).await;
+
+        let events = Events::new(
+            stream_message(
+                &server,
+                &id,
+                json!({"content": "tell me more", "stream": true}),
+            )
+            .await,
+        )
+        .all()
+        .await;
+        let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+        assert!(names.len() >= 3, "{wire:?}: {names:?}");
+        assert_eq!(names.last(), Some(&"done"), "{wire:?}: {names:?}");
+        assert!(
+            names[..names.len() - 1].iter().all(|n| *n == "delta"),
+            "{names:?}"
+        );
+        let text: String = events[..events.len() - 1]
+            .iter()
+            .map(|(_, data)| {
+                assert_eq!(data["backend"], "llm");
+                data["text"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        let done = &events.last().unwrap().1;
+        assert_eq!(done["content"], text);
+        assert_eq!(text, format!("{} says: tell me more", wire.name()));
+        assert_eq!(fake.last_chat().body["stream"], true);
+
+        let stored = server.get_json(&format!("/sessions/{id}/messages")).await;
+        assert_eq!(stored[1]["id"], done["id"]);
+        assert_eq!(stored[1]["content"], text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_token_goes_out_before_the_answer_is_complete() {
+    let fake = FakeBackend::start(Wire::OpenAi).await;
+    fake.set_behaviour(Behaviour::Reply {
+        text: Some("one two three four five six".to_owned()),
+        delay: Duration::ZERO,
+        chunk_delay: Duration::from_millis(200),
+    });
+    let home = TestHome::new();
+    home.write_config(&config_for(&[("llm", &fake, Wire::OpenAi)]));
+    let server = home.start(&[]);
+    let id = session(&server, &["llm"]).await;
+
+    let started = Instant::now();
+    // Chosen by the Accept header alone.
+    let response = server
+        .post(&format!("/sessions/{id}/message"))
+        .header("accept", "text/event-stream")
+        .json(&json!({"content": "count"}))
+        .send()
+        .await
+        .unwrap();
+    let mut events = Events::new(response);
+    let (name, first) = events.next().await.unwrap();
+    let first_at = started.elapsed();
+    assert_eq!(name, "delta", "{first}");
+    let mut last = (String::new(), Value::Null);
+    while let Some(event) = events.next().await {
+        last = event;
+    }
+    let done_at = started.elapsed();
+    assert_eq!(last.0, "done");
+    assert!(
+        first_at < Duration::from_millis(400) && done_at > Duration::from_millis(1000),
+        "first token at {first_at:?}, done at {done_at:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_mid_stream_cancels_the_backend_and_the_partial_answer_is_kept() {
+    let fake = FakeBackend::start(Wire::Ollama).await;
+    fake.set_behaviour(Behaviour::Reply {
+        text: Some("a long answer that takes its time to finish".to_owned()),
+        delay: Duration::ZERO,
+        chunk_delay: Duration::from_millis(300),
+    });
+    let home = TestHome::new();
+    home.write_config(&config_for(&[("llm", &fake, Wire::Ollama)]));
+    let server = home.start(&[]);
+    let id = session(&server, &["llm"]).await;
+
+    let mut events =
+        Events::new(stream_message(&server, &id, json!({"content": "go", "stream": true})).await);
+    let (name, first) = events.next().await.unwrap();
+    assert_eq!(name, "delta");
+    drop(events);
+
+    assert!(
+        support::processes::eventually(Duration::from_secs(5), || async {
+            fake.aborted_requests() == 1
+        })
+        .await,
+        "the backend's request was not cancelled"
+    );
+    let stored = support::processes::eventually(Duration::from_secs(5), || async {
+        let messages = server.get_json(&format!("/sessions/{id}/messages")).await;
+        messages.as_array().unwrap().len() == 2
+    })
+    .await;
+    assert!(stored, "the partial answer was not stored");
+    let messages = server.get_json(&format!("/sessions/{id}/messages")).await;
+    let partial = &messages[1];
+    assert_eq!(partial["metadata"]["status"], "incomplete", "{partial}");
+    let content = partial["content"].as_str().unwrap();
+    assert!(
+        content.starts_with(first["text"].as_str().unwrap()),
+        "{content}"
+    );
+    assert!(content.len() < "a long answer that takes its time to finish".len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backend_failures_are_an_http_error_before_the_stream_and_an_error_event_during_it() {
+    let fake = FakeBackend::start(Wire::Anthropic).await;
+    let home = TestHome::new();
+    home.write_config(&config_for(&[("llm", &fake, Wire::Anthropic)]));
+    let server = home.start(&[]);
+    let id = session(&server, &["llm"]).await;
+
+    fake.set_behaviour(Behaviour::Fail {
+        status: 529,
+        message: "Overloaded".to_owned(),
+    });
+    let response = stream_message(&server, &id, json!({"content": "a", "stream": true})).await;
+    assert_eq!(response.status().as_u16(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("Overloaded"),
+        "{body}"
+    );
+
+    fake.set_behaviour(Behaviour::DropMidStream);
+    let events =
+        Events::new(stream_message(&server, &id, json!({"content": "b", "stream": true})).await)
+            .all()
+            .await;
+    let (name, data) = events.last().unwrap();
+    assert_eq!(name, "error", "{events:?}");
+    assert_eq!(data["status"], 502);
+    assert_eq!(data["backend"], "llm");
+
+    let messages = server.get_json(&format!("/sessions/{id}/messages")).await;
+    let roles: Vec<&str> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages[0]["metadata"]["status"], "failed");
+    // The broken stream had sent some text: it is kept, marked incomplete.
+    assert_eq!(roles, ["user", "user", "assistant"], "{messages}");
+    assert_eq!(messages[2]["metadata"]["status"], "incomplete");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_broadcast_interleaves_every_backends_events() {
+    let ollama = FakeBackend::start(Wire::Ollama).await;
+    let anthropic = FakeBackend::start(Wire::Anthropic).await;
+    let failing = FakeBackend::start(Wire::OpenAi).await;
+    for fake in [&ollama, &anthropic] {
+        fake.set_behaviour(Behaviour::Reply {
+            text: None,
+            delay: Duration::ZERO,
+            chunk_delay: Duration::from_millis(100),
+        });
+    }
+    failing.set_behaviour(Behaviour::Fail {
+        status: 500,
+        message: "boom".to_owned(),
+    });
+    let home = TestHome::new();
+    home.write_config(&config_for(&[
+        ("a", &ollama, Wire::Ollama),
+        ("b", &anthropic, Wire::Anthropic),
+        ("c", &failing, Wire::OpenAi),
+    ]));
+    let server = home.start(&[]);
+    let id = session(&server, &["a", "b", "c"]).await;
+
+    let started = Instant::now();
+    let response = server
+        .post(&format!("/sessions/{id}/broadcast"))
+        .json(&json!({"content": "hi both", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let events = Events::new(response).all().await;
+    let took = started.elapsed();
+
+    let backend_of = |data: &Value| data["backend"].as_str().unwrap().to_owned();
+    let order: Vec<String> = events.iter().map(|(_, data)| backend_of(data)).collect();
+    // Interleaved: b's events do not all come after a's (or the reverse).
+    let first_b = order.iter().position(|b| b == "b").unwrap();
+    let last_a = order.iter().rposition(|b| b == "a").unwrap();
+    let first_a = order.iter().position(|b| b == "a").unwrap();
+    let last_b = order.iter().rposition(|b| b == "b").unwrap();
+    assert!(first_b < last_a && first_a < last_b, "{order:?}");
+
+    for (backend, expected) in [
+        ("a", "ollama says: hi both"),
+        ("b", "anthropic says: hi both"),
+    ] {
+        let text: String = events
+            .iter()
+            .filter(|(name, data)| name == "delta" && backend_of(data) == backend)
+            .map(|(_, data)| data["text"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(text, expected);
+        assert!(
+            events
+                .iter()
+                .any(|(name, data)| name == "done" && backend_of(data) == backend),
+            "{backend} has no done"
+        );
+    }
+    let error = events
+        .iter()
+        .find(|(_, data)| backend_of(data) == "c")
+        .expect("an event for c");
+    assert_eq!(error.0, "error");
+    assert!(error.1["detail"].as_str().unwrap().contains("boom"));
+
+    // Four words each at 100 ms: concurrently, about 0.4 s, not 0.8 s.
+    assert!(took < Duration::from_millis(750), "took {took:?}");
+
+    let messages = server.get_json(&format!("/sessions/{id}/messages")).await;
+    assert_eq!(messages.as_array().unwrap().len(), 3, "{messages}");
+    assert_eq!(messages[0]["metadata"]["failed_backends"], json!(["c"]));
+}
