@@ -606,17 +606,77 @@ async fn send(
     if let Some(model) = model {
         body["model"] = json!(model);
     }
-    let reply = api
-        .post(
-            &format!("/sessions/{}/message", path_segment(&session_id)),
-            &body,
-        )
-        .await?;
-    match reply.get("content").and_then(Value::as_str) {
-        Some(text) => println!("{text}"),
-        None => print_json(&reply),
+    let path = format!("/sessions/{}/message", path_segment(&session_id));
+    let mut spinner = Some(Spinner::start());
+    let opened = api.post_events(&path, &body).await;
+    let mut stdout = std::io::stdout();
+    let mut events = match opened {
+        Ok(events) => events,
+        Err(err) => {
+            if let Some(spinner) = spinner.take() {
+                spinner.stop();
+            }
+            return Err(err.into());
+        }
+    };
+    loop {
+        let event = events.next().await;
+        if let Some(spinner) = spinner.take() {
+            spinner.stop();
+        }
+        match event? {
+            Some((name, data)) if name == "delta" => {
+                let _ = write!(stdout, "{}", data["text"].as_str().unwrap_or_default());
+                let _ = stdout.flush();
+            }
+            Some((name, _)) if name == "done" => {
+                println!();
+                return Ok(());
+            }
+            Some((name, data)) if name == "error" => {
+                println!();
+                return Err(Failure::runtime(
+                    data["detail"].as_str().unwrap_or("the backend failed"),
+                ));
+            }
+            // Events this version does not show (tool steps, later) are skipped.
+            Some(_) => {}
+            None => {
+                println!();
+                return Err(Failure::runtime("the answer ended before it was complete"));
+            }
+        }
     }
-    Ok(())
+}
+
+/// A spinner on stderr while waiting for the first token; only on a terminal.
+struct Spinner {
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Spinner {
+    fn start() -> Self {
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            return Self { task: None };
+        }
+        let task = tokio::spawn(async {
+            let frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+            let mut ticks = tokio::time::interval(Duration::from_millis(80));
+            for frame in frames.iter().cycle() {
+                ticks.tick().await;
+                eprint!("\r{frame} waiting for the model");
+            }
+        });
+        Self { task: Some(task) }
+    }
+
+    fn stop(self) {
+        if let Some(task) = self.task {
+            task.abort();
+            // Erase the spinner's line.
+            eprint!("\r\x1b[2K");
+        }
+    }
 }
 
 /// `lit-mux backends`: one line per backend.

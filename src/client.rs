@@ -24,6 +24,64 @@ pub struct ApiClient {
     base_url: String,
     api_key: Option<String>,
     http: reqwest::Client,
+    /// For event streams: no bound on the whole answer, only on each wait for more of it.
+    streaming: reqwest::Client,
+}
+
+/// Most bytes of one event held while it arrives.
+const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Server-Sent Events read off a response as they arrive.
+pub struct EventStream {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+    url: String,
+}
+
+impl EventStream {
+    /// The next event's name and JSON data; `None` when the server ended the stream.
+    pub async fn next(&mut self) -> Result<Option<(String, Value)>, ClientError> {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let block = String::from_utf8_lossy(&block);
+                let mut name = "message".to_owned();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        name = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.strip_prefix(' ').unwrap_or(value));
+                    }
+                }
+                if data.is_empty() {
+                    // A keep-alive comment.
+                    continue;
+                }
+                let value = serde_json::from_str(&data).map_err(|err| ClientError::BadAnswer {
+                    url: self.url.clone(),
+                    reason: format!("an event is not JSON: {err}"),
+                })?;
+                return Ok(Some((name, value)));
+            }
+            if self.buffer.len() > MAX_EVENT_BYTES {
+                return Err(ClientError::BadAnswer {
+                    url: self.url.clone(),
+                    reason: format!("an event is over {MAX_EVENT_BYTES} bytes"),
+                });
+            }
+            match self.response.chunk().await {
+                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Ok(None) => return Ok(None),
+                Err(err) => {
+                    return Err(ClientError::Unreachable {
+                        url: self.url.clone(),
+                        reason: describe(&err),
+                    });
+                }
+            }
+        }
+    }
 }
 
 impl ApiClient {
@@ -41,10 +99,49 @@ impl ApiClient {
                 url: base_url.clone(),
                 reason: chain(&err),
             })?;
+        let streaming = reqwest::Client::builder()
+            .read_timeout(timeout)
+            .connect_timeout(Duration::from_secs(5).min(timeout))
+            .build()
+            .map_err(|err| ClientError::Unreachable {
+                url: base_url.clone(),
+                reason: chain(&err),
+            })?;
         Ok(Self {
             base_url,
             api_key,
             http,
+            streaming,
+        })
+    }
+
+    /// POSTs `body` asking for Server-Sent Events; an error status is returned as an error.
+    pub async fn post_events(&self, path: &str, body: &Value) -> Result<EventStream, ClientError> {
+        let url = format!("{}{}", self.base_url, path);
+        let mut request = self
+            .streaming
+            .post(&url)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .json(body);
+        if let Some(key) = &self.api_key {
+            request = request.header("X-API-Key", key);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|err| ClientError::Unreachable {
+                url: self.base_url.clone(),
+                reason: describe(&err),
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(api_error(status, &bytes));
+        }
+        Ok(EventStream {
+            response,
+            buffer: Vec::new(),
+            url,
         })
     }
 
@@ -94,20 +191,26 @@ impl ApiClient {
                 url: self.base_url.clone(),
                 reason: describe(&err),
             })?;
-        let value: Option<Value> = serde_json::from_slice(&bytes).ok();
         if !status.is_success() {
-            let detail = value
-                .as_ref()
-                .and_then(|v| v.get("detail"))
-                .map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
-            return Err(ClientError::Api { status, detail });
+            return Err(api_error(status, &bytes));
         }
+        let value: Option<Value> = serde_json::from_slice(&bytes).ok();
         value.ok_or_else(|| ClientError::BadAnswer {
             url,
             reason: "the body is not JSON".to_owned(),
         })
     }
+}
+
+/// The error for an error status: the body's `detail`, else the body itself.
+fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
+    let value: Option<Value> = serde_json::from_slice(bytes).ok();
+    let detail = value
+        .as_ref()
+        .and_then(|v| v.get("detail"))
+        .map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).trim().to_owned());
+    ClientError::Api { status, detail }
 }
 
 /// A one-line reason for a transport failure ("connection refused", "timed out").

@@ -346,3 +346,34 @@ async fn a_streamed_broadcast_interleaves_every_backends_events() {
     assert_eq!(messages.as_array().unwrap().len(), 3, "{messages}");
     assert_eq!(messages[0]["metadata"]["failed_backends"], json!(["c"]));
 }
+
+#[test]
+fn the_cli_prints_the_answer_as_it_streams_and_fails_loudly() {
+    let fake = FakeBackend::start_blocking(Wire::Ollama);
+    fake.set_behaviour(Behaviour::Reply {
+        text: None,
+        delay: Duration::ZERO,
+        chunk_delay: Duration::from_millis(20),
+    });
+    let home = TestHome::new();
+    home.write_config(&config_for(&[("llm", &fake, Wire::Ollama)]));
+    let server = home.start(&[]);
+    let url = server.url("");
+
+    let sent = home.run(&["send", "stream to me", "--backend", "llm", "--url", &url]);
+    assert_eq!(sent.code(), Some(0), "{sent:?}");
+    assert_eq!(sent.stdout.trim(), "ollama says: stream to me");
+    assert_eq!(fake.last_chat().body["stream"], true);
+
+    fake.set_behaviour(Behaviour::Fail {
+        status: 404,
+        message: "model \"fake-model\" not found, try pulling it first".to_owned(),
+    });
+    let failed = home.run(&["send", "again", "--backend", "llm", "--url", &url]);
+    assert_eq!(failed.code(), Some(1), "{failed:?}");
+    assert!(
+        failed.stderr.contains("try pulling it first"),
+        "{}",
+        failed.stderr
+    );
+}
