@@ -463,8 +463,6 @@ async fn serve(loaded: LoadedConfig, log_format: LogFormat) -> Result<(), Failur
     tracing::info!(path = %database.display(), "database open");
     let backends = crate::backends::BackendRegistry::new(&config.typed_backends)
         .map_err(|err| Failure::runtime(err.to_string()))?;
-    let chat =
-        crate::chat::ChatService::new(store.clone(), backends.clone(), config.context.max_messages);
     let signals = ShutdownSignals::install()
         .map_err(|err| Failure::runtime(format!("cannot install signal handlers: {err}")))?;
     let listener = tokio::net::TcpListener::bind((server.host.as_str(), server.port))
@@ -487,6 +485,12 @@ async fn serve(loaded: LoadedConfig, log_format: LogFormat) -> Result<(), Failur
     orphan_guard::install();
     let mcp = McpHub::new(config.mcp.clone());
     mcp.start_configured(&config.mcp.servers);
+    let chat = crate::chat::ChatService::new(
+        store.clone(),
+        backends.clone(),
+        mcp.clone(),
+        config.context.max_messages,
+    );
     let app = server::router(AppState {
         config: Arc::clone(&config),
         mcp: mcp.clone(),

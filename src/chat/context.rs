@@ -53,7 +53,14 @@ pub fn conversation(
                 });
                 index = run_end;
             }
-            // Tool steps are replayed by the tool loop, which knows their wire form.
+            // A tool result, replayed as prompt mode fed it to the model.
+            "tool" => {
+                turns.push(ChatMessage {
+                    role: Role::User,
+                    content: format!("Tool result:\n{}", message.content),
+                });
+                index += 1;
+            }
             _ => index += 1,
         }
     }

@@ -7,6 +7,8 @@
 
 pub mod context;
 pub mod stream;
+pub mod tool_call_scanner;
+pub mod tools;
 
 use std::time::Instant;
 
@@ -15,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::backends::{BackendError, BackendLookupError, BackendRegistry, ChatRequest};
+use crate::mcp::hub::McpHub;
 use crate::store::{ContextMessage, Message, NewMessage, Session, Store, StoreError};
 
 /// Largest page of sessions or messages one request may ask for.
@@ -115,14 +118,16 @@ pub(crate) struct Turn {
 pub struct ChatService {
     store: Store,
     backends: BackendRegistry,
+    mcp: McpHub,
     max_context: usize,
 }
 
 impl ChatService {
-    pub fn new(store: Store, backends: BackendRegistry, max_context: usize) -> Self {
+    pub fn new(store: Store, backends: BackendRegistry, mcp: McpHub, max_context: usize) -> Self {
         Self {
             store,
             backends,
+            mcp,
             max_context,
         }
     }
@@ -152,23 +157,20 @@ impl ChatService {
 
     /// Sends `request.content` to one backend of the session with the conversation so far.
     pub async fn send(&self, session_id: &str, request: SendMessage) -> Result<Message, ChatError> {
+        let max_rounds = tools::max_iterations(request.max_tool_iterations)?;
         let mut turn = self.begin_turn(session_id, &request).await?;
+        let tools = self.tools_for(request.use_tools);
         // If the client goes away, axum drops this future mid-call: the guard still marks the
         // message, so the history never shows a question that silently got no answer.
         let guard = UnansweredGuard::new(&self.store, &turn.user_message);
-        let started = Instant::now();
-        let outcome = turn.backend.chat(turn.request.clone()).await;
+        let outcome = if tools.is_empty() {
+            self.answer(&turn).await
+        } else {
+            self.answer_with_tools(&mut turn, &tools, max_rounds).await
+        };
         guard.disarm();
         match outcome {
-            Ok(reply) => {
-                let mut metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
-                if reply.model != turn.request.model {
-                    metadata.insert("requested_model".to_owned(), json!(turn.request.model));
-                }
-                Ok(self
-                    .store_answer(&turn, &reply.content, &reply.model, metadata)
-                    .await?)
-            }
+            Ok(message) => Ok(message),
             Err(err) => {
                 self.mark_failed(&mut turn, &err).await;
                 Err(err.into())
@@ -352,11 +354,14 @@ impl ChatService {
         Ok((user_message, turns))
     }
 
-    /// One backend's part of a broadcast: call it, store its answer.
+    /// One call to the backend, its answer stored.
     async fn answer(&self, turn: &Turn) -> Result<Message, BackendError> {
         let started = Instant::now();
         let reply = turn.backend.chat(turn.request.clone()).await?;
-        let metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
+        let mut metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
+        if reply.model != turn.request.model {
+            metadata.insert("requested_model".to_owned(), json!(turn.request.model));
+        }
         self.store_answer(turn, &reply.content, &reply.model, metadata)
             .await
             .map_err(|err| BackendError::Failed {

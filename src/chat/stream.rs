@@ -16,10 +16,13 @@ use tokio::sync::mpsc;
 
 use futures_util::future::join_all;
 
+use super::tool_call_scanner::{FoundCall, ScanEvent, ToolCallScanner};
 use super::{
     BroadcastMessage, ChatError, ChatService, SendMessage, Turn, UnansweredGuard, reply_metadata,
+    tools,
 };
 use crate::backends::{BackendError, ChatEvent, ChatStream};
+use crate::mcp::hub::CatalogTool;
 use crate::store::Message;
 
 /// Events in flight between a backend and a slow client, per stream.
@@ -32,6 +35,22 @@ const EVENT_BUFFER: usize = 64;
 pub enum ReplyEvent {
     /// More text of the answer.
     Delta { backend: String, text: String },
+    /// The model called a tool (prompt mode); `server` is null when no server has the tool.
+    ToolCall {
+        backend: String,
+        server: Option<String>,
+        tool: String,
+        arguments: Map<String, Value>,
+    },
+    /// The tool's result, as fed back to the model.
+    ToolResult {
+        backend: String,
+        server: Option<String>,
+        tool: String,
+        content: String,
+        is_error: bool,
+        duration_ms: u64,
+    },
     /// The answer is complete and stored: the stored message.
     Done(Message),
     /// The backend failed; `status` is what the HTTP status would have been.
@@ -47,6 +66,8 @@ impl ReplyEvent {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Delta { .. } => "delta",
+            Self::ToolCall { .. } => "tool_call",
+            Self::ToolResult { .. } => "tool_result",
             Self::Done(_) => "done",
             Self::Error { .. } => "error",
         }
@@ -57,6 +78,22 @@ impl ReplyEvent {
             backend: backend.to_owned(),
             detail: err.to_string(),
             status: crate::error::ApiError::from(err.clone()).status().as_u16(),
+        }
+    }
+}
+
+/// The tools a streamed reply may call, and how many rounds.
+pub(crate) struct ToolRounds {
+    pub tools: Vec<CatalogTool>,
+    pub max: u32,
+}
+
+impl ToolRounds {
+    /// No tools (broadcasts).
+    pub fn none() -> Self {
+        Self {
+            tools: Vec::new(),
+            max: 0,
         }
     }
 }
@@ -80,7 +117,16 @@ impl ChatService {
         session_id: &str,
         request: SendMessage,
     ) -> Result<mpsc::Receiver<ReplyEvent>, ChatError> {
+        let max_rounds = tools::max_iterations(request.max_tool_iterations)?;
         let mut turn = self.begin_turn(session_id, &request).await?;
+        let tools = self.tools_for(request.use_tools);
+        if !tools.is_empty() {
+            Self::teach_tools(&mut turn, &tools);
+        }
+        let rounds = ToolRounds {
+            tools,
+            max: max_rounds,
+        };
         let guard = UnansweredGuard::new(&self.store, &turn.user_message);
         let started = Instant::now();
         let opened = turn.backend.chat_stream(turn.request.clone()).await;
@@ -94,7 +140,7 @@ impl ChatService {
         };
         let (events, receiver) = mpsc::channel(EVENT_BUFFER);
         let service = self.clone();
-        tokio::spawn(async move { service.relay(turn, stream, started, events).await });
+        tokio::spawn(async move { service.relay(turn, stream, started, events, &rounds).await });
         Ok(receiver)
     }
 
@@ -119,7 +165,11 @@ impl ChatService {
                         let backend = turn.backend_name.clone();
                         let started = Instant::now();
                         let answered = match turn.backend.chat_stream(turn.request.clone()).await {
-                            Ok(stream) => service.relay(turn, stream, started, events).await,
+                            Ok(stream) => {
+                                service
+                                    .relay(turn, stream, started, events, &ToolRounds::none())
+                                    .await
+                            }
                             Err(err) => {
                                 let _ = events.send(ReplyEvent::error(&backend, &err)).await;
                                 false
@@ -139,16 +189,115 @@ impl ChatService {
         Ok(receiver)
     }
 
-    /// Moves `stream` to `events`, then stores the answer however the stream ended; whether
-    /// the answer was complete.
+    /// Moves `stream` to `events`, then stores the answer however the stream ended; with
+    /// tools, runs the calls the answer holds and streams the model's next answer, round after
+    /// round. Returns whether a final answer was stored.
     pub(crate) async fn relay(
         &self,
         mut turn: Turn,
         mut stream: ChatStream,
-        started: Instant,
+        mut started: Instant,
         events: mpsc::Sender<ReplyEvent>,
+        rounds: &ToolRounds,
     ) -> bool {
+        let mut round = 0;
+        loop {
+            let (text, calls, ending) = self.relay_round(&turn, &mut stream, &events, rounds).await;
+            // Dropping the backend's stream closes its connection: the backend stops generating.
+            drop(stream);
+            match ending {
+                Ending::Complete { model, metadata } if !calls.is_empty() && round < rounds.max => {
+                    round += 1;
+                    if let Err(err) = self
+                        .store_call_answer(&mut turn, &text, &model, metadata, &calls)
+                        .await
+                    {
+                        let _ = events
+                            .send(ReplyEvent::error(&turn.backend_name, &err))
+                            .await;
+                        return false;
+                    }
+                    for call in &calls {
+                        if !self
+                            .streamed_tool_step(&mut turn, call, rounds, &events)
+                            .await
+                        {
+                            return false;
+                        }
+                    }
+                    started = Instant::now();
+                    stream = match turn.backend.chat_stream(turn.request.clone()).await {
+                        Ok(next) => next,
+                        Err(err) => {
+                            let _ = events
+                                .send(ReplyEvent::error(&turn.backend_name, &err))
+                                .await;
+                            return false;
+                        }
+                    };
+                }
+                Ending::Complete {
+                    model,
+                    mut metadata,
+                } => {
+                    if !calls.is_empty() {
+                        metadata.insert("max_tool_iterations_reached".to_owned(), json!(true));
+                    }
+                    if round > 0 {
+                        metadata.insert("tool_iterations".to_owned(), json!(round));
+                    }
+                    let event = match self.store_answer(&turn, &text, &model, metadata).await {
+                        Ok(message) => ReplyEvent::Done(message),
+                        Err(err) => ReplyEvent::Error {
+                            backend: turn.backend_name.clone(),
+                            detail: format!("the answer could not be stored: {err}"),
+                            status: 500,
+                        },
+                    };
+                    let answered = matches!(event, ReplyEvent::Done(_));
+                    let _ = events.send(event).await;
+                    return answered;
+                }
+                Ending::Broken(err) => {
+                    self.keep_partial(&mut turn, &text, &err.to_string(), started)
+                        .await;
+                    if text.is_empty() && round == 0 {
+                        self.mark_failed(&mut turn, &err).await;
+                    }
+                    let _ = events
+                        .send(ReplyEvent::error(&turn.backend_name, &err))
+                        .await;
+                    return false;
+                }
+                Ending::Abandoned => {
+                    let reason = "the client disconnected before the answer was complete";
+                    self.keep_partial(&mut turn, &text, reason, started).await;
+                    if text.is_empty() && round == 0 {
+                        let err = BackendError::Failed {
+                            backend: turn.backend_name.clone(),
+                            message: reason.to_owned(),
+                        };
+                        self.mark_failed(&mut turn, &err).await;
+                    }
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// One answer of the model: its text, sent on as deltas except the tool calls found in it,
+    /// and how it ended.
+    async fn relay_round(
+        &self,
+        turn: &Turn,
+        stream: &mut ChatStream,
+        events: &mpsc::Sender<ReplyEvent>,
+        rounds: &ToolRounds,
+    ) -> (String, Vec<FoundCall>, Ending) {
+        let started = Instant::now();
         let mut text = String::new();
+        let mut calls = Vec::new();
+        let mut scanner = (!rounds.tools.is_empty()).then(ToolCallScanner::new);
         let ending = loop {
             tokio::select! {
                 biased;
@@ -156,15 +305,19 @@ impl ChatService {
                 event = stream.next() => match event {
                     Some(Ok(ChatEvent::Delta(delta))) => {
                         text.push_str(&delta);
-                        let event = ReplyEvent::Delta {
-                            backend: turn.backend_name.clone(),
-                            text: delta,
+                        let found = match &mut scanner {
+                            Some(scanner) => scanner.push(&delta),
+                            None => vec![ScanEvent::Text(delta)],
                         };
-                        if events.send(event).await.is_err() {
+                        if !self.pass_on(turn, found, &mut calls, events).await {
                             break Ending::Abandoned;
                         }
                     }
                     Some(Ok(ChatEvent::Done { model, usage, finish_reason })) => {
+                        let rest = scanner.as_mut().map(ToolCallScanner::finish).unwrap_or_default();
+                        if !self.pass_on(turn, rest, &mut calls, events).await {
+                            break Ending::Abandoned;
+                        }
                         let mut metadata = reply_metadata(started, &usage, &finish_reason);
                         metadata.insert("streamed".to_owned(), json!(true));
                         break Ending::Complete { model, metadata };
@@ -178,44 +331,76 @@ impl ChatService {
                 },
             }
         };
-        // Dropping the backend's stream closes its connection: the backend stops generating.
-        drop(stream);
-        let answered = matches!(ending, Ending::Complete { .. });
-        match ending {
-            Ending::Complete { model, metadata } => {
-                let event = match self.store_answer(&turn, &text, &model, metadata).await {
-                    Ok(message) => ReplyEvent::Done(message),
-                    Err(err) => ReplyEvent::Error {
+        (text, calls, ending)
+    }
+
+    /// Sends scanned text on as deltas and keeps the calls; false when the client is gone.
+    async fn pass_on(
+        &self,
+        turn: &Turn,
+        found: Vec<ScanEvent>,
+        calls: &mut Vec<FoundCall>,
+        events: &mpsc::Sender<ReplyEvent>,
+    ) -> bool {
+        for item in found {
+            match item {
+                ScanEvent::Text(text) if text.is_empty() => {}
+                ScanEvent::Text(text) => {
+                    let event = ReplyEvent::Delta {
                         backend: turn.backend_name.clone(),
-                        detail: format!("the answer could not be stored: {err}"),
-                        status: 500,
-                    },
-                };
-                let _ = events.send(event).await;
-            }
-            Ending::Broken(err) => {
-                self.keep_partial(&mut turn, &text, &err.to_string(), started)
-                    .await;
-                if text.is_empty() {
-                    self.mark_failed(&mut turn, &err).await;
-                }
-                let _ = events
-                    .send(ReplyEvent::error(&turn.backend_name, &err))
-                    .await;
-            }
-            Ending::Abandoned => {
-                let reason = "the client disconnected before the answer was complete";
-                self.keep_partial(&mut turn, &text, reason, started).await;
-                if text.is_empty() {
-                    let err = BackendError::Failed {
-                        backend: turn.backend_name.clone(),
-                        message: reason.to_owned(),
+                        text,
                     };
-                    self.mark_failed(&mut turn, &err).await;
+                    if events.send(event).await.is_err() {
+                        return false;
+                    }
                 }
+                ScanEvent::Call(call) => calls.push(call),
             }
         }
-        answered
+        true
+    }
+
+    /// Runs one call with its `tool_call` and `tool_result` events; a client that leaves
+    /// cancels the running call. False when the relay must stop.
+    async fn streamed_tool_step(
+        &self,
+        turn: &mut Turn,
+        call: &FoundCall,
+        rounds: &ToolRounds,
+        events: &mpsc::Sender<ReplyEvent>,
+    ) -> bool {
+        let announced = ReplyEvent::ToolCall {
+            backend: turn.backend_name.clone(),
+            server: tools::resolve(call, &rounds.tools).ok().map(|c| c.server),
+            tool: call.tool.clone(),
+            arguments: call.arguments.clone(),
+        };
+        if events.send(announced).await.is_err() {
+            return false;
+        }
+        let backend = turn.backend_name.clone();
+        let step = tokio::select! {
+            biased;
+            () = events.closed() => return false,
+            step = self.tool_step(turn, call, &rounds.tools) => step,
+        };
+        match step {
+            Ok(step) => events
+                .send(ReplyEvent::ToolResult {
+                    backend,
+                    server: step.server,
+                    tool: step.tool,
+                    content: step.outcome.text,
+                    is_error: step.outcome.is_error,
+                    duration_ms: step.outcome.duration_ms,
+                })
+                .await
+                .is_ok(),
+            Err(err) => {
+                let _ = events.send(ReplyEvent::error(&backend, &err)).await;
+                false
+            }
+        }
     }
 
     /// Stores the text an interrupted answer got to, marked incomplete (nothing when empty).

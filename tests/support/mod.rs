@@ -8,6 +8,7 @@
 pub mod fake_backends;
 pub mod mcp;
 pub mod processes;
+pub mod sse;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
