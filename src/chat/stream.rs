@@ -208,6 +208,8 @@ impl ChatService {
             match ending {
                 Ending::Complete { model, metadata } if !calls.is_empty() && round < rounds.max => {
                     round += 1;
+                    let mut calls = calls;
+                    let skipped = tools::limit_calls(&mut calls);
                     if let Err(err) = self
                         .store_call_answer(&mut turn, &text, &model, metadata, &calls)
                         .await
@@ -225,6 +227,7 @@ impl ChatService {
                             return false;
                         }
                     }
+                    tools::note_skipped(&mut turn, skipped);
                     started = Instant::now();
                     stream = match turn.backend.chat_stream(turn.request.clone()).await {
                         Ok(next) => next,

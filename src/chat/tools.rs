@@ -109,6 +109,29 @@ pub fn resolve(call: &FoundCall, tools: &[CatalogTool]) -> Result<ResolvedCall, 
     }
 }
 
+/// Most calls run from one answer; a model that writes more gets told.
+pub const MAX_CALLS_PER_ANSWER: usize = 16;
+
+/// Keeps the first [`MAX_CALLS_PER_ANSWER`] calls; returns how many were dropped.
+pub fn limit_calls(calls: &mut Vec<FoundCall>) -> usize {
+    let skipped = calls.len().saturating_sub(MAX_CALLS_PER_ANSWER);
+    calls.truncate(MAX_CALLS_PER_ANSWER);
+    skipped
+}
+
+/// Tells the model, after the results, that some of its calls were not run.
+pub(crate) fn note_skipped(turn: &mut Turn, skipped: usize) {
+    if skipped > 0 {
+        turn.request.messages.push(ChatMessage {
+            role: Role::User,
+            content: format!(
+                "Only the first {MAX_CALLS_PER_ANSWER} tool calls of an answer are run; \
+                 {skipped} more were skipped."
+            ),
+        });
+    }
+}
+
 /// What the model reads back after its call.
 fn result_for_model(name: &str, outcome: &ToolOutcome) -> String {
     let mut text: String = outcome
@@ -177,11 +200,14 @@ impl ChatService {
                     .map_err(|err| stored_error(turn, &err));
             }
             round += 1;
+            let mut calls = calls;
+            let skipped = limit_calls(&mut calls);
             self.store_call_answer(turn, &reply.content, &reply.model, metadata, &calls)
                 .await?;
             for call in &calls {
                 self.tool_step(turn, call, tools).await?;
             }
+            note_skipped(turn, skipped);
         }
     }
 
@@ -339,5 +365,67 @@ pub fn max_iterations(requested: Option<u32>) -> Result<u32, ChatError> {
         Some(n) => Err(ChatError::InvalidValue(format!(
             "max_tool_iterations must be at most {MAX_ITERATIONS_LIMIT}, got {n}"
         ))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn tool(server: &str, name: &str) -> CatalogTool {
+        CatalogTool {
+            name: name.to_owned(),
+            description: String::new(),
+            server: server.to_owned(),
+            parameters: json!({"type": "object"}),
+        }
+    }
+
+    fn call(name: &str) -> FoundCall {
+        FoundCall {
+            tool: name.to_owned(),
+            arguments: Map::new(),
+        }
+    }
+
+    #[test]
+    fn calls_resolve_by_full_name_or_by_a_name_only_one_server_has() {
+        let tools = [
+            tool("fs", "read"),
+            tool("web", "read"),
+            tool("web", "fetch.v2"),
+        ];
+        let full = resolve(&call("web.read"), &tools).unwrap();
+        assert_eq!((full.server.as_str(), full.tool.as_str()), ("web", "read"));
+        // The first dot splits, so tool names may hold dots.
+        let dotted = resolve(&call("web.fetch.v2"), &tools).unwrap();
+        assert_eq!(dotted.tool, "fetch.v2");
+        let bare = resolve(&call("fetch.v2"), &tools).unwrap();
+        assert_eq!(bare.server, "web");
+        let ambiguous = resolve(&call("read"), &tools).unwrap_err();
+        assert!(ambiguous.contains("fs.read") && ambiguous.contains("web.read"));
+        let unknown = resolve(&call("nope.read"), &tools).unwrap_err();
+        assert!(unknown.starts_with("unknown tool"), "{unknown}");
+    }
+
+    #[test]
+    fn one_answer_runs_at_most_the_limit_of_calls() {
+        let mut calls: Vec<FoundCall> = (0..20).map(|i| call(&format!("t{i}"))).collect();
+        assert_eq!(limit_calls(&mut calls), 4);
+        assert_eq!(calls.len(), MAX_CALLS_PER_ANSWER);
+        assert_eq!(calls[0].tool, "t0");
+    }
+
+    #[test]
+    fn long_results_are_cut_for_the_model_only() {
+        let outcome = ToolOutcome {
+            text: "x".repeat(MAX_RESULT_CHARS_TO_MODEL + 10),
+            is_error: false,
+            duration_ms: 1,
+        };
+        let text = result_for_model("a.b", &outcome);
+        assert!(text.ends_with("[result truncated]"));
+        assert!(text.len() < outcome.text.len() + 40);
     }
 }
