@@ -232,3 +232,45 @@ async fn a_streamed_reply_shows_each_tool_call_and_result_then_the_answer() {
     assert!(done["content"].as_str().unwrap().contains("42"), "{done}");
     assert_eq!(done["metadata"]["tool_iterations"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_cancels_the_running_tool_call() {
+    let home = TestHome::new();
+    let server = home.start(&[]);
+    let (status, body) = server
+        .post_json(
+            "/mcp/servers",
+            &support::mcp::fixture_server("fx", "healthy", &[]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = session(&server, "echo").await;
+
+    let response = server
+        .post(&format!("/sessions/{id}/message"))
+        .json(&json!({
+            "content": r#"{"tool": "fx.sleep", "arguments": {"ms": 20000}}"#,
+            "stream": true
+        }))
+        .send()
+        .await
+        .unwrap();
+    let mut events = support::sse::Events::new(response);
+    loop {
+        let (name, _) = events.next().await.expect("a tool_call event");
+        if name == "tool_call" {
+            break;
+        }
+    }
+    drop(events);
+
+    let cancelled = support::processes::eventually(std::time::Duration::from_secs(5), || async {
+        let logs = server.get_json("/mcp/servers/fx/logs").await;
+        logs["logs"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cancelled")
+    })
+    .await;
+    assert!(cancelled, "the tool call was not cancelled");
+}
