@@ -8,8 +8,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,61 +20,9 @@ use rmcp::model::{
 };
 use rmcp::transport::TokioChildProcess;
 use serde_json::json;
+use support::{LitMux, median, micros, percentile};
 
-const LIT_MUX: &str = env!("CARGO_BIN_EXE_lit-mux");
 const FIXTURE: &str = env!("CARGO_BIN_EXE_mcp-fixture");
-
-struct LitMux {
-    child: Child,
-    url: String,
-    _home: tempfile::TempDir,
-}
-
-impl LitMux {
-    fn start() -> Self {
-        let home = tempfile::tempdir().unwrap();
-        let mut child = Command::new(LIT_MUX)
-            .args(["start", "--port", "0"])
-            .env("HOME", home.path())
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("MCP_SERVERS")
-            .env("RUST_LOG", "error")
-            .current_dir(home.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .split_once("listening on ")
-            .unwrap()
-            .1
-            .trim()
-            .to_owned();
-        Self {
-            child,
-            url,
-            _home: home,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-}
-
-impl Drop for LitMux {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid()),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
-}
 
 fn client_config() -> ClientConfig {
     ClientConfig::new(
@@ -90,20 +39,6 @@ async fn direct_client() -> rmcp::service::RunningService<rmcp::RoleClient, Clie
         .serve(TokioChildProcess::new(command).unwrap())
         .await
         .unwrap()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    percentile(&samples, 0.5)
 }
 
 async fn bench_add_latency(lit_mux: &LitMux, http: &reqwest::Client, rounds: usize) {
@@ -379,7 +314,7 @@ async fn bench_churn(lit_mux: &LitMux, cycles: usize) {
 }
 
 async fn bench_idle_rss() {
-    let lit_mux = LitMux::start();
+    let lit_mux = LitMux::start(None);
     let http = reqwest::Client::new();
     for name in ["one", "two", "three"] {
         let body = json!({"name": name, "command": FIXTURE, "args": ["healthy"]});
@@ -404,7 +339,7 @@ async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--calls-only`: just the tool-call section (for profiling lit-mux under that load).
     if std::env::args().any(|a| a == "--calls-only") {
-        let lit_mux = LitMux::start();
+        let lit_mux = LitMux::start(None);
         bench_tool_calls(&lit_mux, 40_000).await;
         return;
     }
@@ -417,7 +352,7 @@ async fn main() {
         "# lit-mux MCP benchmarks{}\n",
         if quick { " (quick)" } else { "" }
     );
-    let lit_mux = LitMux::start();
+    let lit_mux = LitMux::start(None);
     let http = reqwest::Client::new();
     bench_add_latency(&lit_mux, &http, rounds).await;
     drop(http);

@@ -11,73 +11,15 @@
 #[path = "../tests/support/fake_backends.rs"]
 mod fake_backends;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fake_backends::{FakeBackend, Wire};
 use serde_json::{Value, json};
-
-const LIT_MUX: &str = env!("CARGO_BIN_EXE_lit-mux");
-
-struct LitMux {
-    child: Child,
-    url: String,
-    _home: tempfile::TempDir,
-}
-
-impl LitMux {
-    fn start(backend_url: &str) -> Self {
-        let home = tempfile::tempdir().unwrap();
-        let config = home.path().join("config.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "backends:\n  fake: {{type: openai, base_url: '{backend_url}', default_model: fake-model}}\n"
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(LIT_MUX)
-            .args(["start", "--port", "0", "--config"])
-            .arg(&config)
-            .env("HOME", home.path())
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("XDG_DATA_HOME")
-            .env_remove("MCP_SERVERS")
-            .env("RUST_LOG", "error")
-            .current_dir(home.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .split_once("listening on ")
-            .unwrap()
-            .1
-            .trim()
-            .to_owned();
-        Self {
-            child,
-            url,
-            _home: home,
-        }
-    }
-}
-
-impl Drop for LitMux {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
-}
+use support::{LitMux, micros, percentile};
 
 /// CPU time lit-mux has used so far (user + system), from /proc.
 fn cpu_time(pid: u32) -> Duration {
@@ -94,15 +36,6 @@ fn cpu_time(pid: u32) -> Duration {
         .unwrap()
         .unwrap_or(100) as u64;
     Duration::from_micros(ticks * 1_000_000 / per_second)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
 }
 
 /// `concurrency` workers, each with its own state from `setup`, doing `per_worker` calls.
@@ -154,7 +87,10 @@ async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let calls_per_level = if quick { 640 } else { 6400 };
     let fake = FakeBackend::start_blocking(Wire::OpenAi);
-    let lit_mux = LitMux::start(&fake.url());
+    let lit_mux = LitMux::start(Some(&format!(
+        "backends:\n  fake: {{type: openai, base_url: '{}', default_model: fake-model}}\n",
+        fake.url()
+    )));
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
