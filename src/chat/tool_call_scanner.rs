@@ -11,8 +11,16 @@
 //!
 //! Invariants: the concatenation of every `Text` and the raw text of every call is exactly the
 //! input; a candidate is held back at most [`MAX_CANDIDATE_BYTES`], then released as text.
-//! Simplification: a candidate that is not a call is released whole, so a call nested inside some
-//! other JSON object is not found.
+//! Tags need no holding back: text is emitted at once, and the last few characters seen are
+//! kept so that a tag split across chunks (`"<thi"` + `"nk>"`) is still recognised.
+//!
+//! Simplifications, chosen to keep the machine one pass with one candidate at a time:
+//! - a candidate that is not a call is released whole, so a call nested inside some other JSON
+//!   object (`{"x": {"tool": …}}`) is not found;
+//! - a stray `{` in prose that never closes (`I think { maybe {"tool": …}`) swallows what
+//!   follows into its candidate, released as text at [`finish`](ToolCallScanner::finish) or at
+//!   the bound, so a call after it is not found. Re-scanning the tail would find it, but at
+//!   quadratic cost on adversarial input (`{{{{…`).
 
 use serde_json::{Map, Value};
 
@@ -86,10 +94,10 @@ impl ToolCallScanner {
         events
     }
 
-    /// The stream ended: an unfinished candidate is just text.
+    /// The stream ended: an unfinished candidate is just text. The scanner is then as new.
     pub fn finish(&mut self) -> Vec<ScanEvent> {
         let held = std::mem::take(&mut self.candidate);
-        self.reset_candidate();
+        *self = Self::default();
         if held.is_empty() {
             Vec::new()
         } else {
@@ -199,7 +207,8 @@ mod tests {
 
     use super::*;
 
-    /// Feeds `chunks`; returns the joined text and the calls.
+    /// Feeds `chunks`; checks that the events rebuild the input; returns the joined text and
+    /// the calls.
     fn run(chunks: &[&str]) -> (String, Vec<FoundCall>) {
         let mut scanner = ToolCallScanner::new();
         let mut events = Vec::new();
@@ -207,6 +216,7 @@ mod tests {
             events.extend(scanner.push(chunk));
         }
         events.extend(scanner.finish());
+        assert_rebuilds(&chunks.concat(), &events);
         let mut text = String::new();
         let mut calls = Vec::new();
         for event in events {
@@ -216,6 +226,31 @@ mod tests {
             }
         }
         (text, calls)
+    }
+
+    /// The invariant: each `Text` is the input at that point, each call is the shortest `{…}`
+    /// there that parses to it, and together they cover the input exactly once.
+    fn assert_rebuilds(input: &str, events: &[ScanEvent]) {
+        let mut at = 0;
+        for event in events {
+            let rest = &input[at..];
+            at += match event {
+                ScanEvent::Text(text) => {
+                    assert!(
+                        rest.starts_with(text.as_str()),
+                        "{text:?} not at {at} of {input:?}"
+                    );
+                    text.len()
+                }
+                ScanEvent::Call(call) => rest
+                    .char_indices()
+                    .filter(|&(_, c)| c == '}')
+                    .map(|(i, _)| i + 1)
+                    .find(|&end| parse_call(&rest[..end]).as_ref() == Some(call))
+                    .unwrap_or_else(|| panic!("{call:?} not at {at} of {input:?}")),
+            };
+        }
+        assert_eq!(at, input.len(), "events cover only part of {input:?}");
     }
 
     fn call(tool: &str, arguments: Value) -> FoundCall {
@@ -287,6 +322,39 @@ mod tests {
             ),
             ("unclosed { here", "unclosed { here", vec![]),
             (
+                r#"{"tool":"a.b","arguments":{"u":"\u007b\u00e9\ud83d\ude00"}}"#,
+                "",
+                vec![call("a.b", json!({"u": "{é😀"}))],
+            ),
+            // Simplification: a call nested in a rejected object is released with it, as text.
+            (
+                r#"{"x": {"tool": "a.b", "arguments": {}}}"#,
+                r#"{"x": {"tool": "a.b", "arguments": {}}}"#,
+                vec![],
+            ),
+            // Simplification: a stray `{` that never closes holds the rest, a call too, as text.
+            (
+                r#"I think { maybe {"tool":"a.b","arguments":{}}"#,
+                r#"I think { maybe {"tool":"a.b","arguments":{}}"#,
+                vec![],
+            ),
+            // A stray `{` that does close costs nothing: the call after it is found.
+            (
+                r#"a {b} c {"tool":"a.b"}"#,
+                "a {b} c ",
+                vec![call("a.b", json!({}))],
+            ),
+            (
+                r#"<think>never closed {"tool":"a.b"}"#,
+                r#"<think>never closed {"tool":"a.b"}"#,
+                vec![],
+            ),
+            (
+                r#"<thin {"tool":"a.b"} </think> <think/>"#,
+                "<thin  </think> <think/>",
+                vec![call("a.b", json!({}))],
+            ),
+            (
                 "ünïcödé {\"tool\":\"é.ü\"} ✓",
                 "ünïcödé  ✓",
                 vec![call("é.ü", json!({}))],
@@ -322,6 +390,9 @@ mod tests {
         }
         assert!(released > MAX_CANDIDATE_BYTES, "released {released}");
         assert!(scanner.candidate.len() < 2000);
+        // Past the bound the scanner is back outside any candidate: a later call is found.
+        let rest = scanner.push("y\"}} then {\"tool\":\"a.b\"}");
+        assert_eq!(rest.last(), Some(&ScanEvent::Call(call("a.b", json!({})))));
     }
 
     fn text_len(events: &[ScanEvent]) -> usize {
@@ -339,7 +410,7 @@ mod tests {
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(|n| json!(n)),
-            "[a-z{}\"\\\\ é✓<>]{0,12}".prop_map(Value::String),
+            "[a-z{}\"\\\\ é✓<>\u{1}\n\u{1F600}]{0,12}".prop_map(Value::String),
         ];
         leaf.prop_recursive(3, 24, 4, |inner| {
             prop_oneof![
@@ -355,8 +426,8 @@ mod tests {
         fn any_valid_call_split_anywhere_is_found_exactly_once(
             tool in "[a-z]{1,8}\\.[a-z_]{1,8}",
             arguments in prop::collection::btree_map("[a-z{}\"]{1,6}", json_value(), 0..4),
-            prefix in "[a-zA-Z .,!?\n]{0,30}",
-            suffix in "[a-zA-Z .,!?\n]{0,30}",
+            prefix in "[^{<]{0,30}",
+            suffix in "[^{<]{0,30}",
             cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
         ) {
             let arguments: Map<String, Value> = arguments.into_iter().collect();
