@@ -27,13 +27,14 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, Peer, RoleClient, RunningService};
 use rmcp::transport::Transport;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::McpError;
+use super::ordered_writer::{OrderedWriter, PipeClosed};
 
 /// The protocol version lit-mux asks for; older versions a server answers with are accepted.
 pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion::V_2025_11_25;
@@ -228,18 +229,20 @@ impl McpChild {
             stderr_done,
             spec.name.clone(),
         ));
-        let stdin = Arc::new(tokio::sync::Mutex::new(Some(stdin)));
         // Closing stdin (the stop sequence's first step) drops the pipe even while nothing is
-        // being sent; a send stuck on a full pipe gives the lock up when told to close.
+        // being sent; a send stuck on a full pipe gives up when told to close.
+        let stdin_closed = CancellationToken::new();
+        let stdin = OrderedWriter::new(stdin, stdin_closed.clone());
         io_tasks.spawn({
             let (stdin, close_stdin, io_stop) =
-                (Arc::clone(&stdin), close_stdin.clone(), io_stop.clone());
+                (stdin.clone(), close_stdin.clone(), io_stop.clone());
             async move {
                 tokio::select! {
                     () = close_stdin.cancelled() => {}
                     () = io_stop.cancelled() => {}
                 }
-                stdin.lock().await.take();
+                stdin_closed.cancel();
+                stdin.close().await;
             }
         });
         io_tasks.close();
@@ -250,7 +253,6 @@ impl McpChild {
         let transport = ChildTransport {
             stdout: StdoutReader::new(stdout, spec.max_message_bytes, spec.name.clone()),
             stdin,
-            close_stdin: close_stdin.clone(),
             io_stop: io_stop.clone(),
         };
         let (tools_changed_tx, tools_changed) = mpsc::channel(1);
@@ -856,46 +858,27 @@ fn id_after_key(text: &str, last: bool) -> Option<serde_json::Value> {
 /// The rmcp transport over the child's stdin and stdout.
 struct ChildTransport {
     stdout: StdoutReader,
-    /// `None` once closed. Shared with send futures, which rmcp may run concurrently.
-    stdin: Arc<tokio::sync::Mutex<Option<ChildStdin>>>,
-    close_stdin: CancellationToken,
+    /// Shared with send futures, which rmcp runs concurrently; keeps their lines in send order.
+    stdin: OrderedWriter<ChildStdin>,
     io_stop: CancellationToken,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("the MCP server's stdin is closed")]
-struct StdinClosed;
-
 impl Transport<RoleClient> for ChildTransport {
-    type Error = StdinClosed;
+    type Error = PipeClosed;
 
     fn send(
         &mut self,
         item: ClientJsonRpcMessage,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        let stdin = Arc::clone(&self.stdin);
-        let close_stdin = self.close_stdin.clone();
-        let io_stop = self.io_stop.clone();
-        async move {
-            let mut line = serde_json::to_vec(&item).map_err(|_| StdinClosed)?;
+        // Serialised and queued here, synchronously: the order of sends is the order on the pipe.
+        let queued = serde_json::to_vec(&item).map(|mut line| {
             line.push(b'\n');
-            let mut stdin = stdin.lock().await;
-            let pipe = stdin.as_mut().ok_or(StdinClosed)?;
-            // A child that does not read its stdin fills the pipe; closing must not wait for it.
-            let written = tokio::select! {
-                written = async {
-                    pipe.write_all(&line).await?;
-                    pipe.flush().await
-                } => written.is_ok(),
-                () = close_stdin.cancelled() => false,
-                () = io_stop.cancelled() => false,
-            };
-            if written {
-                Ok(())
-            } else {
-                // Dropping the pipe closes it: the child sees EOF.
-                stdin.take();
-                Err(StdinClosed)
+            self.stdin.send(line)
+        });
+        async move {
+            match queued {
+                Ok(written) => written.await,
+                Err(_) => Err(PipeClosed),
             }
         }
     }
@@ -908,7 +891,7 @@ impl Transport<RoleClient> for ChildTransport {
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
-        self.stdin.lock().await.take();
+        self.stdin.close().await;
         Ok(())
     }
 }

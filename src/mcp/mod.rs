@@ -3,6 +3,7 @@
 
 pub mod child;
 pub mod hub;
+mod ordered_writer;
 pub mod orphan_guard;
 mod pdeathsig;
 
