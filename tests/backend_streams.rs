@@ -35,10 +35,8 @@ fn request(text: &str) -> ChatRequest {
     ChatRequest {
         model: "fake-model".to_owned(),
         system: Some("sys".to_owned()),
-        messages: vec![ChatMessage {
-            role: Role::User,
-            content: text.to_owned(),
-        }],
+        messages: vec![ChatMessage::text(Role::User, text)],
+        tools: Vec::new(),
     }
 }
 
@@ -59,6 +57,7 @@ async fn collect(
                 deltas += 1;
                 joined.push_str(&delta);
             }
+            Ok(ChatEvent::ToolCall(call)) => panic!("no tools were offered, got {call:?}"),
             Ok(done @ ChatEvent::Done { .. }) => {
                 assert!(stream.next().await.is_none(), "nothing after Done");
                 return (joined, Ok(done), deltas);

@@ -138,7 +138,7 @@ async fn a_model_gets_the_tools_in_its_system_prompt_and_the_results_back_until_
     });
     let home = TestHome::new();
     home.write_config(&format!(
-        "backends:\n  llm: {{type: ollama, host: '{}'}}\n",
+        "backends:\n  llm: {{type: ollama, host: '{}', tool_mode: prompt}}\n",
         fake.url()
     ));
     let server = home.start(&[]);
@@ -262,14 +262,20 @@ async fn a_client_that_leaves_cancels_the_running_tool_call() {
             break;
         }
     }
+    // Leave once the call is running in the child: leaving earlier rightly runs no call at all.
+    let logs = || async {
+        let logs = server.get_json("/mcp/servers/fx/logs").await;
+        logs["logs"].as_str().unwrap_or_default().to_owned()
+    };
+    let started = support::processes::eventually(std::time::Duration::from_secs(5), || async {
+        logs().await.contains("sleeping 20000 ms")
+    })
+    .await;
+    assert!(started, "the tool call never reached the server");
     drop(events);
 
     let cancelled = support::processes::eventually(std::time::Duration::from_secs(5), || async {
-        let logs = server.get_json("/mcp/servers/fx/logs").await;
-        logs["logs"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("cancelled")
+        logs().await.contains("cancelled")
     })
     .await;
     assert!(cancelled, "the tool call was not cancelled");

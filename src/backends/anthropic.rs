@@ -10,7 +10,7 @@ use super::config::AnthropicSettings;
 use super::upstream::Upstream;
 use super::{
     Backend, BackendConfig, BackendError, ChatEvent, ChatReply, ChatRequest, ChatStream, ModelInfo,
-    Role, Usage,
+    Role, ToolCall, Usage,
 };
 
 pub struct AnthropicBackend {
@@ -43,29 +43,28 @@ impl AnthropicBackend {
         request: &ChatRequest,
         stream: bool,
     ) -> Result<reqwest::Response, BackendError> {
-        // Only user and assistant turns exist here; a system message of the history joins the
-        // system prompt.
-        let mut system: Vec<&str> = request.system.iter().map(String::as_str).collect();
-        let mut messages = Vec::with_capacity(request.messages.len());
-        for message in &request.messages {
-            let role = match message.role {
-                Role::System => {
-                    system.push(&message.content);
-                    continue;
-                }
-                Role::Assistant => "assistant",
-                Role::User | Role::Tool => "user",
-            };
-            messages.push(json!({"role": role, "content": message.content}));
-        }
+        let (system, messages) = wire_messages(request);
         let mut body = json!({
             "model": request.model,
             "max_tokens": self.settings.max_tokens,
             "messages": messages,
             "stream": stream,
         });
-        if !system.is_empty() {
-            body["system"] = json!(system.join("\n\n"));
+        if let Some(system) = system {
+            body["system"] = json!(system);
+        }
+        if !request.tools.is_empty() {
+            body["tools"] = request
+                .tools
+                .iter()
+                .map(|tool| {
+                    json!({
+                        "name": tool.name,
+                        "description": tool.description,
+                        "input_schema": tool.parameters,
+                    })
+                })
+                .collect();
         }
         let url = format!("{}/v1/messages", self.settings.base_url);
         self.upstream
@@ -73,6 +72,67 @@ impl AnthropicBackend {
             .await
     }
 }
+
+/// The system prompt and the messages as the Messages API takes them. Only user and assistant
+/// turns exist there: a system message of the history joins the system prompt; tool results are
+/// `tool_result` blocks of a user turn; consecutive turns of one role become one turn of several
+/// blocks, because a turn's tool results must all be in the very next user turn.
+fn wire_messages(request: &ChatRequest) -> (Option<String>, Vec<Value>) {
+    let mut system: Vec<&str> = request.system.iter().map(String::as_str).collect();
+    let mut turns: Vec<(&str, Vec<Value>)> = Vec::with_capacity(request.messages.len());
+    for message in &request.messages {
+        let (role, blocks) = match (message.role, &message.answers) {
+            (Role::System, _) => {
+                system.push(&message.content);
+                continue;
+            }
+            (_, Some(answer)) => (
+                "user",
+                vec![json!({
+                    "type": "tool_result",
+                    "tool_use_id": answer.call_id,
+                    "content": message.content,
+                    "is_error": answer.is_error,
+                })],
+            ),
+            (Role::Assistant, None) => {
+                let mut blocks = Vec::with_capacity(message.tool_calls.len() + 1);
+                if !message.content.is_empty() || message.tool_calls.is_empty() {
+                    blocks.push(json!({"type": "text", "text": message.content}));
+                }
+                blocks.extend(message.tool_calls.iter().map(|call| {
+                    let input = match &call.arguments {
+                        object @ Value::Object(_) => object.clone(),
+                        _ => json!({}),
+                    };
+                    json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input})
+                }));
+                ("assistant", blocks)
+            }
+            (Role::User | Role::Tool, None) => (
+                "user",
+                vec![json!({"type": "text", "text": message.content})],
+            ),
+        };
+        match turns.last_mut() {
+            Some((last_role, last_blocks)) if *last_role == role => last_blocks.extend(blocks),
+            _ => turns.push((role, blocks)),
+        }
+    }
+    let messages = turns
+        .into_iter()
+        .map(|(role, blocks)| match blocks.as_slice() {
+            // A lone text block is sent as plain content, the common form.
+            [block] if block["type"] == "text" => json!({"role": role, "content": block["text"]}),
+            _ => json!({"role": role, "content": blocks}),
+        })
+        .collect();
+    let system = (!system.is_empty()).then(|| system.join("\n\n"));
+    (system, messages)
+}
+
+/// Most bytes of `input_json_delta` one streamed tool call may assemble.
+const MAX_STREAMED_INPUT: usize = 4 * 1024 * 1024;
 
 /// Anthropic's errors are `{"type": "error", "error": {"type", "message"}}`.
 fn error_message(body: &Value) -> Option<String> {
@@ -98,6 +158,23 @@ struct Block {
     #[serde(rename = "type")]
     kind: String,
     text: Option<String>,
+    id: Option<String>,
+    name: Option<String>,
+    input: Option<Value>,
+}
+
+impl Block {
+    /// A `tool_use` block as a call; `input` is that of the block unless given.
+    fn tool_call(self, input: Option<Value>) -> ToolCall {
+        ToolCall {
+            id: self
+                .id
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(super::new_call_id),
+            name: self.name.unwrap_or_default(),
+            arguments: input.or(self.input).unwrap_or_else(|| json!({})),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +188,8 @@ struct WireUsage {
 struct StreamEvent {
     #[serde(rename = "type")]
     kind: String,
+    index: Option<usize>,
+    content_block: Option<Block>,
     message: Option<Message>,
     delta: Option<Delta>,
     usage: Option<WireUsage>,
@@ -121,6 +200,7 @@ struct Delta {
     #[serde(rename = "type")]
     kind: Option<String>,
     text: Option<String>,
+    partial_json: Option<String>,
     stop_reason: Option<String>,
 }
 
@@ -145,13 +225,17 @@ impl Backend for AnthropicBackend {
     async fn chat(&self, request: ChatRequest) -> Result<ChatReply, BackendError> {
         let response = self.post_messages(&request, false).await?;
         let message: Message = self.upstream.json(response).await?;
-        let content = message
-            .content
-            .iter()
-            .filter(|block| block.kind == "text")
-            .filter_map(|block| block.text.as_deref())
-            .collect::<String>();
+        let mut content = String::new();
+        let mut tool_calls = Vec::new();
+        for block in message.content {
+            match block.kind.as_str() {
+                "text" => content.push_str(block.text.as_deref().unwrap_or_default()),
+                "tool_use" => tool_calls.push(block.tool_call(None)),
+                _ => {}
+            }
+        }
         Ok(ChatReply {
+            tool_calls,
             content,
             model: message.model.unwrap_or(request.model),
             usage: message.usage.map(|usage| Usage {
@@ -168,6 +252,8 @@ impl Backend for AnthropicBackend {
         let mut model = request.model;
         let mut usage = Usage::default();
         let mut finish_reason = None;
+        // The tool_use block being streamed: its start, and its input so far.
+        let mut open_call: Option<(usize, Block, String)> = None;
         let events = self.upstream.sse(response).map(move |event| {
             let event = event?;
             let parsed: StreamEvent = serde_json::from_str(&event.data)
@@ -184,12 +270,54 @@ impl Backend for AnthropicBackend {
                     }
                     Ok(None)
                 }
-                "content_block_delta" => Ok(parsed
-                    .delta
-                    .filter(|delta| delta.kind.as_deref() == Some("text_delta"))
-                    .and_then(|delta| delta.text)
-                    .filter(|text| !text.is_empty())
-                    .map(ChatEvent::Delta)),
+                "content_block_start" => {
+                    if let Some(block) = parsed.content_block
+                        && block.kind == "tool_use"
+                    {
+                        open_call = Some((parsed.index.unwrap_or_default(), block, String::new()));
+                    }
+                    Ok(None)
+                }
+                "content_block_delta" => {
+                    let Some(delta) = parsed.delta else {
+                        return Ok(None);
+                    };
+                    match delta.kind.as_deref() {
+                        Some("text_delta") => Ok(delta
+                            .text
+                            .filter(|text| !text.is_empty())
+                            .map(ChatEvent::Delta)),
+                        Some("input_json_delta") => {
+                            if let (Some((_, _, input)), Some(piece)) =
+                                (open_call.as_mut(), delta.partial_json)
+                            {
+                                input.push_str(&piece);
+                                if input.len() > MAX_STREAMED_INPUT {
+                                    return Err(upstream.invalid(format!(
+                                        "tool input over {MAX_STREAMED_INPUT} bytes"
+                                    )));
+                                }
+                            }
+                            Ok(None)
+                        }
+                        _ => Ok(None),
+                    }
+                }
+                "content_block_stop" => {
+                    let stops_call = matches!(
+                        (&open_call, parsed.index),
+                        (Some((open, _, _)), Some(index)) if *open == index
+                    ) || (open_call.is_some() && parsed.index.is_none());
+                    if !stops_call {
+                        return Ok(None);
+                    }
+                    Ok(open_call.take().map(|(_, block, input)| {
+                        // `input` streams as JSON text; the start block's own `input` is `{}`.
+                        let input =
+                            (!input.trim().is_empty()).then(|| ToolCall::parse_arguments(&input));
+                        ChatEvent::ToolCall(block.tool_call(input))
+                    }))
+                }
                 "message_delta" => {
                     if let Some(reason) = parsed.delta.and_then(|delta| delta.stop_reason) {
                         finish_reason = Some(reason);
@@ -211,7 +339,7 @@ impl Backend for AnthropicBackend {
                         .and_then(|body| error_message(&body))
                         .unwrap_or(event.data),
                 }),
-                // ping, content_block_start/stop, and event types added after this was written.
+                // ping, and event types added after this was written.
                 _ => Ok(None),
             }
         });

@@ -19,9 +19,26 @@ pub struct BackendConfig {
     /// Sent as the system prompt when the session sets none.
     pub system_prompt: Option<String>,
     pub timeouts: Timeouts,
+    /// How the backend's models call MCP tools.
+    pub tool_mode: ToolMode,
+}
+
+/// How a backend's models call tools: the provider's native tool calling, or the JSON-in-text
+/// protocol any model can follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolMode {
+    Native,
+    Prompt,
+    /// Native where the wire format has it; prompt mode for a model the server says cannot use
+    /// tools.
+    Auto,
 }
 
 impl BackendConfig {
+    /// Whether the backend's wire format has native tool calling.
+    pub fn supports_native_tools(&self) -> bool {
+        !matches!(self.kind, BackendKind::Echo)
+    }
     /// The built-in echo backend, present when the config has no `echo` entry.
     pub fn builtin_echo() -> Self {
         Self {
@@ -30,6 +47,7 @@ impl BackendConfig {
             default_model: "echo".to_owned(),
             system_prompt: None,
             timeouts: Timeouts::default(),
+            tool_mode: ToolMode::Auto,
         }
     }
 }
@@ -112,6 +130,7 @@ struct RawEntry {
     /// The predecessor's `chatgpt.model`.
     model: Option<String>,
     system_prompt: Option<String>,
+    tool_mode: Option<String>,
     connect_timeout_secs: Option<u64>,
     first_byte_timeout_secs: Option<u64>,
     timeout_secs: Option<u64>,
@@ -285,8 +304,27 @@ fn parse_entry(name: &str, raw: RawEntry, key: &str) -> Result<BackendConfig, (S
             );
         }
     };
+    let tool_mode = match raw.tool_mode.as_deref() {
+        None | Some("auto") => ToolMode::Auto,
+        Some("prompt") => ToolMode::Prompt,
+        Some("native") if matches!(kind, BackendKind::Echo) => {
+            return fail(
+                "tool_mode",
+                "native is not possible for type echo: it only follows the prompt protocol"
+                    .to_owned(),
+            );
+        }
+        Some("native") => ToolMode::Native,
+        Some(other) => {
+            return fail(
+                "tool_mode",
+                format!("{other:?} is not a tool mode: use native, prompt or auto"),
+            );
+        }
+    };
     Ok(BackendConfig {
         kind,
+        tool_mode,
         enabled: raw.enabled.unwrap_or(true),
         default_model: default_model.unwrap_or_else(|| fallback_model.to_owned()),
         system_prompt: raw.system_prompt.filter(|p| !p.trim().is_empty()),
@@ -421,6 +459,23 @@ mod tests {
         );
         let backends = parse("o: {type: ollama, timeout_secs: 5}").unwrap();
         assert_eq!(backends["o"].timeouts.first_byte, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn tool_mode_defaults_to_auto_and_echo_cannot_be_native() {
+        let backends = parse("o: {type: ollama}\np: {type: openai, tool_mode: prompt}").unwrap();
+        assert_eq!(backends["o"].tool_mode, ToolMode::Auto);
+        assert_eq!(backends["p"].tool_mode, ToolMode::Prompt);
+        assert_eq!(
+            parse("echo: {tool_mode: native}").unwrap_err().0,
+            "backends.echo.tool_mode"
+        );
+        assert!(
+            parse("o: {type: ollama, tool_mode: json}")
+                .unwrap_err()
+                .1
+                .contains("not a tool mode")
+        );
     }
 
     #[test]

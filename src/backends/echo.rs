@@ -43,6 +43,7 @@ impl Backend for EchoBackend {
             model: request.model,
             usage: None,
             finish_reason: Some("stop".to_owned()),
+            tool_calls: Vec::new(),
         })
     }
 

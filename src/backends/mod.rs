@@ -43,10 +43,75 @@ impl Role {
 }
 
 /// One message of the conversation sent to a model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChatMessage {
     pub role: Role,
     pub content: String,
+    /// An assistant message's native tool calls.
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` message: which call it answers.
+    pub answers: Option<ToolAnswer>,
+}
+
+impl ChatMessage {
+    /// A message of plain text.
+    pub fn text(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            answers: None,
+        }
+    }
+}
+
+/// A tool the model may call natively.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    /// The provider-safe name (`server__tool`).
+    pub name: String,
+    pub description: String,
+    /// The tool's JSON Schema for its arguments, passed through.
+    pub parameters: serde_json::Value,
+}
+
+/// A tool call the model made natively.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    /// The provider's id for the call (one is made up when the provider gives none).
+    pub id: String,
+    /// The tool's name as the model wrote it.
+    pub name: String,
+    /// Normally an object. Arguments that are not valid JSON are kept as the string the model
+    /// wrote, so the loop can tell the model what was wrong.
+    pub arguments: serde_json::Value,
+}
+
+impl ToolCall {
+    /// The arguments as the wire formats that want a JSON string carry them.
+    pub fn arguments_text(&self) -> String {
+        match &self.arguments {
+            serde_json::Value::String(raw) => raw.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Parses arguments a provider sent as a JSON string; an empty string means none.
+    pub fn parse_arguments(text: &str) -> serde_json::Value {
+        if text.trim().is_empty() {
+            return serde_json::Value::Object(serde_json::Map::new());
+        }
+        serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+    }
+}
+
+/// What a `tool` message answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolAnswer {
+    pub call_id: String,
+    /// The name the call used.
+    pub name: String,
+    pub is_error: bool,
 }
 
 /// What a model is asked: the whole conversation, oldest first.
@@ -56,6 +121,9 @@ pub struct ChatRequest {
     /// Sent the way the wire format wants it (a first `system` message, or Anthropic's field).
     pub system: Option<String>,
     pub messages: Vec<ChatMessage>,
+    /// Tools offered natively; none when empty. Messages with tool calls or answers are only
+    /// sent along with tools (see `chat::context::flatten_tool_messages`).
+    pub tools: Vec<ToolSpec>,
 }
 
 /// Token counts, when the backend reports them.
@@ -82,6 +150,8 @@ pub struct ChatReply {
     pub usage: Option<Usage>,
     /// Why the model stopped (`stop`, `end_turn`, `length`...), when reported.
     pub finish_reason: Option<String>,
+    /// Native tool calls, in the order the model made them.
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// One step of a streamed answer.
@@ -89,6 +159,8 @@ pub struct ChatReply {
 pub enum ChatEvent {
     /// More text.
     Delta(String),
+    /// A native tool call, complete (streamed arguments already assembled).
+    ToolCall(ToolCall),
     /// The answer is complete.
     Done {
         model: String,
@@ -97,7 +169,8 @@ pub enum ChatEvent {
     },
 }
 
-/// A streamed answer: text deltas, then exactly one `Done` unless an error ends it first.
+/// A streamed answer: text deltas and tool calls, then exactly one `Done` unless an error ends
+/// it first.
 pub type ChatStream = BoxStream<'static, Result<ChatEvent, BackendError>>;
 
 /// A model a backend offers.
@@ -178,6 +251,30 @@ pub(crate) fn until_done(
         }
     })
     .boxed()
+}
+
+/// An id for a call the provider gave none (Ollama before 0.12): unique, provider-safe.
+pub(crate) fn new_call_id() -> String {
+    format!("call_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Tools the way Ollama and OpenAI take them: `{"type": "function", "function": {...}}`.
+pub(crate) fn function_tools(tools: &[ToolSpec]) -> serde_json::Value {
+    serde_json::Value::Array(
+        tools
+            .iter()
+            .map(|tool| {
+                serde_json::json!({
+                    "type": "function",
+                    "function": {
+                        "name": tool.name,
+                        "description": tool.description,
+                        "parameters": tool.parameters,
+                    }
+                })
+            })
+            .collect(),
+    )
 }
 
 /// Bytes as megabytes, to one decimal.

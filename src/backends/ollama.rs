@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use super::config::OllamaSettings;
 use super::upstream::Upstream;
 use super::{
-    Backend, BackendConfig, BackendError, ChatEvent, ChatReply, ChatRequest, ChatStream, ModelInfo,
-    Usage,
+    Backend, BackendConfig, BackendError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
+    ChatStream, ModelInfo, ToolCall, Usage,
 };
 
 pub struct OllamaBackend {
@@ -36,13 +36,12 @@ impl OllamaBackend {
         if let Some(system) = &request.system {
             messages.push(json!({"role": "system", "content": system}));
         }
-        messages.extend(
-            request
-                .messages
-                .iter()
-                .map(|m| json!({"role": m.role.as_str(), "content": m.content})),
-        );
-        json!({"model": request.model, "messages": messages, "stream": stream})
+        messages.extend(request.messages.iter().map(wire_message));
+        let mut body = json!({"model": request.model, "messages": messages, "stream": stream});
+        if !request.tools.is_empty() {
+            body["tools"] = super::function_tools(&request.tools);
+        }
+        body
     }
 
     async fn post_chat(
@@ -60,6 +59,30 @@ impl OllamaBackend {
             )
             .await
     }
+}
+
+/// One message as `/api/chat` takes it: tool calls with object arguments, tool results with
+/// `tool_name`.
+fn wire_message(message: &ChatMessage) -> Value {
+    let mut wire = json!({"role": message.role.as_str(), "content": message.content});
+    if !message.tool_calls.is_empty() {
+        wire["tool_calls"] = message
+            .tool_calls
+            .iter()
+            .map(|call| {
+                let arguments = match &call.arguments {
+                    object @ Value::Object(_) => object.clone(),
+                    _ => json!({}),
+                };
+                json!({"id": call.id, "function": {"name": call.name, "arguments": arguments}})
+            })
+            .collect();
+    }
+    if let Some(answer) = &message.answers {
+        wire["tool_name"] = json!(answer.name);
+        wire["tool_call_id"] = json!(answer.call_id);
+    }
+    wire
 }
 
 /// Ollama's errors are `{"error": "..."}`.
@@ -84,6 +107,40 @@ struct ChatChunk {
 struct ChunkMessage {
     #[serde(default)]
     content: String,
+    #[serde(default)]
+    tool_calls: Vec<WireToolCall>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireToolCall {
+    id: Option<String>,
+    function: WireFunction,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireFunction {
+    name: String,
+    /// An object; some Ollama-compatible servers send a JSON string.
+    #[serde(default)]
+    arguments: Value,
+}
+
+impl From<WireToolCall> for ToolCall {
+    fn from(call: WireToolCall) -> Self {
+        let arguments = match call.function.arguments {
+            Value::String(text) => ToolCall::parse_arguments(&text),
+            Value::Null => json!({}),
+            other => other,
+        };
+        ToolCall {
+            id: call
+                .id
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(super::new_call_id),
+            name: call.function.name,
+            arguments,
+        }
+    }
 }
 
 impl ChatChunk {
@@ -140,6 +197,7 @@ impl Backend for OllamaBackend {
             model: chunk.model.unwrap_or(request.model),
             usage,
             finish_reason: chunk.done_reason,
+            tool_calls: message.tool_calls.into_iter().map(ToolCall::from).collect(),
         })
     }
 
@@ -160,14 +218,22 @@ impl Backend for OllamaBackend {
                     });
                 }
                 let mut events = Vec::with_capacity(2);
-                if let Some(message) = &chunk.message
-                    && !message.content.is_empty()
-                {
-                    events.push(Ok(ChatEvent::Delta(message.content.clone())));
+                let usage = chunk.usage();
+                if let Some(message) = chunk.message {
+                    if !message.content.is_empty() {
+                        events.push(Ok(ChatEvent::Delta(message.content)));
+                    }
+                    // Ollama sends each call whole, in one chunk.
+                    events.extend(
+                        message
+                            .tool_calls
+                            .into_iter()
+                            .map(|call| Ok(ChatEvent::ToolCall(call.into()))),
+                    );
                 }
                 if chunk.done {
                     events.push(Ok(ChatEvent::Done {
-                        usage: chunk.usage(),
+                        usage,
                         model: chunk.model.unwrap_or_else(|| requested_model.clone()),
                         finish_reason: chunk.done_reason,
                     }));

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use super::config::OpenAiSettings;
 use super::upstream::Upstream;
 use super::{
-    Backend, BackendConfig, BackendError, ChatEvent, ChatReply, ChatRequest, ChatStream, ModelInfo,
-    Usage,
+    Backend, BackendConfig, BackendError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
+    ChatStream, ModelInfo, ToolCall, Usage,
 };
 
 pub struct OpenAiBackend {
@@ -50,13 +50,11 @@ impl OpenAiBackend {
         if let Some(system) = &request.system {
             messages.push(json!({"role": "system", "content": system}));
         }
-        messages.extend(
-            request
-                .messages
-                .iter()
-                .map(|m| json!({"role": m.role.as_str(), "content": m.content})),
-        );
+        messages.extend(request.messages.iter().map(wire_message));
         let mut body = json!({"model": request.model, "messages": messages, "stream": stream});
+        if !request.tools.is_empty() {
+            body["tools"] = super::function_tools(&request.tools);
+        }
         if stream {
             body["stream_options"] = json!({"include_usage": true});
         }
@@ -65,6 +63,47 @@ impl OpenAiBackend {
             .send(self.authorized(self.upstream.client().post(url).json(&body)))
             .await
     }
+}
+
+/// One message as `/chat/completions` takes it: tool calls with their arguments as a JSON
+/// string, tool results answering a `tool_call_id`.
+fn wire_message(message: &ChatMessage) -> Value {
+    if let Some(answer) = &message.answers {
+        return json!({"role": "tool", "tool_call_id": answer.call_id, "content": message.content});
+    }
+    if message.tool_calls.is_empty() {
+        return json!({"role": message.role.as_str(), "content": message.content});
+    }
+    let calls: Vec<Value> = message
+        .tool_calls
+        .iter()
+        .map(|call| {
+            json!({
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments_text()},
+            })
+        })
+        .collect();
+    let content = if message.content.is_empty() {
+        Value::Null
+    } else {
+        json!(message.content)
+    };
+    json!({"role": "assistant", "content": content, "tool_calls": calls})
+}
+
+/// Most bytes of arguments one streamed call may assemble, and most calls per answer: a
+/// misbehaving server cannot make us buffer without end.
+const MAX_STREAMED_ARGUMENTS: usize = 4 * 1024 * 1024;
+const MAX_STREAMED_CALLS: usize = 256;
+
+/// A call being assembled from stream chunks.
+#[derive(Debug, Default)]
+struct PartialCall {
+    id: String,
+    name: String,
+    arguments: String,
 }
 
 /// OpenAI's errors are `{"error": {"message": ...}}`; some compatible servers put a string
@@ -97,6 +136,40 @@ struct Choice {
 #[derive(Debug, Deserialize)]
 struct ChoiceMessage {
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<WireToolCall>,
+}
+
+/// A tool call, whole (`message`) or a piece of one (`delta`, placed by `index`).
+#[derive(Debug, Deserialize)]
+struct WireToolCall {
+    #[serde(default)]
+    index: usize,
+    id: Option<String>,
+    function: Option<WireFunction>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireFunction {
+    name: Option<String>,
+    arguments: Option<String>,
+}
+
+impl From<WireToolCall> for ToolCall {
+    fn from(call: WireToolCall) -> Self {
+        let function = call.function.unwrap_or(WireFunction {
+            name: None,
+            arguments: None,
+        });
+        ToolCall {
+            id: call
+                .id
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(super::new_call_id),
+            name: function.name.unwrap_or_default(),
+            arguments: ToolCall::parse_arguments(function.arguments.as_deref().unwrap_or("")),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,11 +198,57 @@ struct WireModel {
     id: String,
 }
 
-/// What a stream has said so far that its `Done` must carry.
+/// What a stream has said so far that its `Done` must carry, and the calls being assembled.
 struct StreamSummary {
     model: String,
     finish_reason: Option<String>,
     usage: Option<Usage>,
+    calls: std::collections::BTreeMap<usize, PartialCall>,
+}
+
+impl StreamSummary {
+    /// Adds a piece of a streamed call.
+    fn add_piece(&mut self, piece: WireToolCall, upstream: &Upstream) -> Result<(), BackendError> {
+        if !self.calls.contains_key(&piece.index) && self.calls.len() >= MAX_STREAMED_CALLS {
+            return Err(upstream.invalid(format!("more than {MAX_STREAMED_CALLS} tool calls")));
+        }
+        let call = self.calls.entry(piece.index).or_default();
+        if let Some(id) = piece.id.filter(|id| !id.is_empty()) {
+            call.id = id;
+        }
+        if let Some(function) = piece.function {
+            if let Some(name) = function.name {
+                call.name.push_str(&name);
+            }
+            if let Some(arguments) = function.arguments {
+                call.arguments.push_str(&arguments);
+            }
+        }
+        if call.arguments.len() > MAX_STREAMED_ARGUMENTS {
+            return Err(upstream.invalid(format!(
+                "tool call arguments over {MAX_STREAMED_ARGUMENTS} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The assembled calls, in index order; none are left.
+    fn take_calls(&mut self) -> Vec<ChatEvent> {
+        std::mem::take(&mut self.calls)
+            .into_values()
+            .map(|call| {
+                ChatEvent::ToolCall(ToolCall {
+                    id: if call.id.is_empty() {
+                        super::new_call_id()
+                    } else {
+                        call.id
+                    },
+                    name: call.name,
+                    arguments: ToolCall::parse_arguments(&call.arguments),
+                })
+            })
+            .collect()
+    }
 }
 
 #[async_trait::async_trait]
@@ -152,14 +271,19 @@ impl Backend for OpenAiBackend {
         let Some(choice) = completion.choices.into_iter().next() else {
             return Err(self.upstream.invalid("no choices in the answer".to_owned()));
         };
+        let (content, tool_calls) = match choice.message {
+            Some(message) => (
+                message.content.unwrap_or_default(),
+                message.tool_calls.into_iter().map(ToolCall::from).collect(),
+            ),
+            None => (String::new(), Vec::new()),
+        };
         Ok(ChatReply {
-            content: choice
-                .message
-                .and_then(|message| message.content)
-                .unwrap_or_default(),
+            content,
             model: completion.model.unwrap_or(request.model),
             usage: completion.usage.map(Usage::from),
             finish_reason: choice.finish_reason,
+            tool_calls,
         })
     }
 
@@ -170,15 +294,18 @@ impl Backend for OpenAiBackend {
             model: request.model,
             finish_reason: None,
             usage: None,
+            calls: std::collections::BTreeMap::new(),
         };
         let events = self.upstream.sse(response).map(move |event| {
             let event = event?;
             if event.data.trim() == "[DONE]" {
-                return Ok(vec![ChatEvent::Done {
+                let mut last = summary.take_calls();
+                last.push(ChatEvent::Done {
                     model: summary.model.clone(),
                     usage: summary.usage,
                     finish_reason: summary.finish_reason.clone(),
-                }]);
+                });
+                return Ok(last);
             }
             let body: Value = serde_json::from_str(&event.data)
                 .map_err(|err| upstream.invalid(format!("bad stream chunk: {err}")))?;
@@ -198,13 +325,21 @@ impl Backend for OpenAiBackend {
             }
             let mut deltas = Vec::new();
             for choice in chunk.choices {
+                if let Some(delta) = choice.delta {
+                    if let Some(text) = delta.content
+                        && !text.is_empty()
+                    {
+                        deltas.push(ChatEvent::Delta(text));
+                    }
+                    for piece in delta.tool_calls {
+                        summary.add_piece(piece, &upstream)?;
+                    }
+                }
+                // The calls are complete when the choice finishes (or at `[DONE]`, for servers
+                // that never say why they stopped).
                 if let Some(reason) = choice.finish_reason {
                     summary.finish_reason = Some(reason);
-                }
-                if let Some(text) = choice.delta.and_then(|delta| delta.content)
-                    && !text.is_empty()
-                {
-                    deltas.push(ChatEvent::Delta(text));
+                    deltas.extend(summary.take_calls());
                 }
             }
             Ok(deltas)

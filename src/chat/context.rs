@@ -4,13 +4,21 @@
 //! answered one message (a broadcast), the backend being asked sees its own answer, or the first
 //! one when it gave none; at most `max_messages` are sent, the new message included, oldest
 //! dropped first; the conversation never starts with an assistant turn (Anthropic refuses that).
+//! Steps of a native tool loop replay as native tool calls and results, but only as complete
+//! pairs (every API refuses a call without its result, or a result without its call); a step
+//! left incomplete, and every step of a prompt-mode loop, replays as text.
 
-use crate::backends::{ChatMessage, Role};
+use serde_json::{Map, Value, json};
+
+use crate::backends::{ChatMessage, Role, ToolAnswer, ToolCall};
 use crate::store::ContextMessage;
 
 /// Metadata key set on a user message whose backend call failed.
 pub const STATUS_KEY: &str = "status";
 pub const STATUS_FAILED: &str = "failed";
+/// Metadata key and value marking the steps of a native tool loop.
+pub const TOOL_MODE_KEY: &str = "tool_mode";
+pub const TOOL_MODE_NATIVE: &str = "native";
 
 /// The conversation to send to `backend`: `history` (oldest first) then `new_message`.
 pub fn conversation(
@@ -25,15 +33,12 @@ pub fn conversation(
         let message = &history[index];
         match message.role.as_str() {
             "user" if message.failed => index += 1,
-            "user" | "system" => {
-                turns.push(ChatMessage {
-                    role: if message.role == "user" {
-                        Role::User
-                    } else {
-                        Role::System
-                    },
-                    content: message.content.clone(),
-                });
+            "user" => {
+                turns.push(ChatMessage::text(Role::User, message.content.clone()));
+                index += 1;
+            }
+            "system" => {
+                turns.push(ChatMessage::text(Role::System, message.content.clone()));
                 index += 1;
             }
             "assistant" => {
@@ -47,27 +52,21 @@ pub fn conversation(
                     .iter()
                     .find(|m| m.backend.as_deref() == Some(backend))
                     .unwrap_or(&run[0]);
-                turns.push(ChatMessage {
-                    role: Role::Assistant,
-                    content: chosen.content.clone(),
-                });
+                let mut answer = ChatMessage::text(Role::Assistant, chosen.content.clone());
+                answer.tool_calls = native_metadata(chosen)
+                    .map(|metadata| stored_calls(&metadata))
+                    .unwrap_or_default();
+                turns.push(answer);
                 index = run_end;
             }
-            // A tool result, replayed as prompt mode fed it to the model.
             "tool" => {
-                turns.push(ChatMessage {
-                    role: Role::User,
-                    content: format!("Tool result:\n{}", message.content),
-                });
+                turns.push(tool_result(message));
                 index += 1;
             }
             _ => index += 1,
         }
     }
-    turns.push(ChatMessage {
-        role: Role::User,
-        content: new_message.to_owned(),
-    });
+    turns.push(ChatMessage::text(Role::User, new_message));
     let keep = max_messages.max(1);
     if turns.len() > keep {
         turns.drain(..turns.len() - keep);
@@ -77,7 +76,123 @@ pub fn conversation(
         .position(|turn| turn.role == Role::User)
         .unwrap_or(0);
     turns.drain(..first_user);
-    turns
+    keep_complete_tool_steps(turns)
+}
+
+/// The metadata of a native tool step, when `message` is one.
+fn native_metadata(message: &ContextMessage) -> Option<Map<String, Value>> {
+    let text = message.native_tool_step.as_deref()?;
+    match serde_json::from_str(text) {
+        Ok(Value::Object(metadata)) => Some(metadata),
+        _ => None,
+    }
+}
+
+/// The calls stored in an answer's metadata (`tool_calls: [{id, tool, arguments}]`).
+fn stored_calls(metadata: &Map<String, Value>) -> Vec<ToolCall> {
+    let Some(Value::Array(calls)) = metadata.get("tool_calls") else {
+        return Vec::new();
+    };
+    calls
+        .iter()
+        .filter_map(|call| {
+            Some(ToolCall {
+                id: call.get("id")?.as_str()?.to_owned(),
+                name: call.get("tool")?.as_str()?.to_owned(),
+                arguments: call.get("arguments").cloned().unwrap_or_else(|| json!({})),
+            })
+        })
+        .collect()
+}
+
+/// A stored tool result: native when it was, else as prompt mode fed it to the model.
+fn tool_result(message: &ContextMessage) -> ChatMessage {
+    let answer = native_metadata(message).and_then(|metadata| {
+        Some(ToolAnswer {
+            call_id: metadata.get("tool_call_id")?.as_str()?.to_owned(),
+            name: metadata.get("tool_name")?.as_str()?.to_owned(),
+            is_error: metadata.get("is_error").and_then(Value::as_bool) == Some(true),
+        })
+    });
+    match answer {
+        Some(answer) => ChatMessage {
+            answers: Some(answer),
+            ..ChatMessage::text(Role::Tool, message.content.clone())
+        },
+        None => ChatMessage::text(Role::User, format!("Tool result:\n{}", message.content)),
+    }
+}
+
+/// Keeps native calls and results only where an answer's calls are each answered by the
+/// results right after it; anything else becomes text.
+fn keep_complete_tool_steps(turns: Vec<ChatMessage>) -> Vec<ChatMessage> {
+    let mut kept = Vec::with_capacity(turns.len());
+    let mut turns = turns.into_iter().peekable();
+    while let Some(turn) = turns.next() {
+        if turn.tool_calls.is_empty() {
+            kept.push(if turn.answers.is_some() {
+                // A result whose call is not right before it.
+                as_text(turn)
+            } else {
+                turn
+            });
+            continue;
+        }
+        let mut results = Vec::new();
+        while let Some(next) = turns.next_if(|next| next.answers.is_some()) {
+            results.push(next);
+        }
+        let answered = |call: &ToolCall| {
+            results
+                .iter()
+                .any(|r| r.answers.as_ref().is_some_and(|a| a.call_id == call.id))
+        };
+        let asked = |result: &ChatMessage| {
+            result
+                .answers
+                .as_ref()
+                .is_some_and(|a| turn.tool_calls.iter().any(|c| c.id == a.call_id))
+        };
+        if turn.tool_calls.iter().all(answered) && results.iter().all(asked) {
+            kept.push(turn);
+            kept.extend(results);
+        } else {
+            kept.push(as_text(turn));
+            kept.extend(results.into_iter().map(as_text));
+        }
+    }
+    kept
+}
+
+/// The conversation with every native call and result written as text, for a request that
+/// offers no native tools (prompt mode, or tools turned off): the APIs refuse tool messages
+/// without tools.
+pub fn flatten_tool_messages(messages: &mut Vec<ChatMessage>) {
+    if messages
+        .iter()
+        .any(|m| !m.tool_calls.is_empty() || m.answers.is_some())
+    {
+        *messages = std::mem::take(messages).into_iter().map(as_text).collect();
+    }
+}
+
+/// One message as plain text: calls as the prompt protocol's JSON, results as prompt mode
+/// feeds them back.
+fn as_text(message: ChatMessage) -> ChatMessage {
+    if message.answers.is_some() {
+        return ChatMessage::text(Role::User, format!("Tool result:\n{}", message.content));
+    }
+    if message.tool_calls.is_empty() {
+        return message;
+    }
+    let mut text = message.content;
+    for call in &message.tool_calls {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&json!({"tool": call.name, "arguments": call.arguments}).to_string());
+    }
+    ChatMessage::text(message.role, text)
 }
 
 #[cfg(test)]
@@ -90,6 +205,7 @@ mod tests {
             role: role.to_owned(),
             backend: backend.map(str::to_owned),
             failed: false,
+            native_tool_step: None,
         }
     }
 

@@ -66,7 +66,7 @@ pub struct SendMessage {
     pub content: String,
     pub backend: Option<String>,
     pub model: Option<String>,
-    /// Taken by the tool loop; accepted now so clients can send it.
+    /// Whether the model may call MCP tools (default: yes, when there are any).
     pub use_tools: Option<bool>,
     pub max_tool_iterations: Option<u32>,
 }
@@ -120,6 +120,8 @@ pub struct ChatService {
     backends: BackendRegistry,
     mcp: McpHub,
     max_context: usize,
+    /// Models that refused native tools (`tool_mode: auto`).
+    prompt_only: tools::PromptOnly,
 }
 
 impl ChatService {
@@ -129,6 +131,7 @@ impl ChatService {
             backends,
             mcp,
             max_context,
+            prompt_only: tools::PromptOnly::default(),
         }
     }
 
@@ -159,14 +162,15 @@ impl ChatService {
     pub async fn send(&self, session_id: &str, request: SendMessage) -> Result<Message, ChatError> {
         let max_rounds = tools::max_iterations(request.max_tool_iterations)?;
         let mut turn = self.begin_turn(session_id, &request).await?;
-        let tools = self.tools_for(request.use_tools);
+        let setup = self.tool_setup(&turn, request.use_tools, max_rounds);
+        Self::prepare_tools(&mut turn, &setup);
         // If the client goes away, axum drops this future mid-call: the guard still marks the
         // message, so the history never shows a question that silently got no answer.
         let guard = UnansweredGuard::new(&self.store, &turn.user_message);
-        let outcome = if tools.is_empty() {
+        let outcome = if setup.is_empty() {
             self.answer(&turn).await
         } else {
-            self.answer_with_tools(&mut turn, &tools, max_rounds).await
+            self.answer_with_tools(&mut turn, setup).await
         };
         guard.disarm();
         match outcome {
@@ -205,6 +209,7 @@ impl ChatService {
             model: model.clone(),
             system: self.system_prompt(&session, &backend_name),
             messages: context::conversation(&history, &backend_name, content, self.max_context),
+            tools: Vec::new(),
         };
         let user_message = self
             .store
@@ -338,12 +343,16 @@ impl ChatService {
         for name in targets {
             let backend = self.client(&name)?;
             let model = choose_model(&session, &name, None, backend.default_model());
+            // A broadcast offers no tools: tool steps of the history go as text.
+            let mut messages = context::conversation(&history, &name, content, self.max_context);
+            context::flatten_tool_messages(&mut messages);
             turns.push(Turn {
                 session_id: session.id.clone(),
                 request: ChatRequest {
                     model,
                     system: self.system_prompt(&session, &name),
-                    messages: context::conversation(&history, &name, content, self.max_context),
+                    messages,
+                    tools: Vec::new(),
                 },
                 backend,
                 backend_name: name,

@@ -16,13 +16,12 @@ use tokio::sync::mpsc;
 
 use futures_util::future::join_all;
 
-use super::tool_call_scanner::{FoundCall, ScanEvent, ToolCallScanner};
+use super::tool_call_scanner::{ScanEvent, ToolCallScanner};
+use super::tools::{self, ToolSetup};
 use super::{
     BroadcastMessage, ChatError, ChatService, SendMessage, Turn, UnansweredGuard, reply_metadata,
-    tools,
 };
-use crate::backends::{BackendError, ChatEvent, ChatStream};
-use crate::mcp::hub::CatalogTool;
+use crate::backends::{BackendError, ChatEvent, ChatStream, ToolCall};
 use crate::store::Message;
 
 /// Events in flight between a backend and a slow client, per stream.
@@ -35,12 +34,13 @@ const EVENT_BUFFER: usize = 64;
 pub enum ReplyEvent {
     /// More text of the answer.
     Delta { backend: String, text: String },
-    /// The model called a tool (prompt mode); `server` is null when no server has the tool.
+    /// The model called a tool; `server` is null when no server has the tool, and `tool` is
+    /// then the name the model wrote.
     ToolCall {
         backend: String,
         server: Option<String>,
         tool: String,
-        arguments: Map<String, Value>,
+        arguments: Value,
     },
     /// The tool's result, as fed back to the model.
     ToolResult {
@@ -82,22 +82,6 @@ impl ReplyEvent {
     }
 }
 
-/// The tools a streamed reply may call, and how many rounds.
-pub(crate) struct ToolRounds {
-    pub tools: Vec<CatalogTool>,
-    pub max: u32,
-}
-
-impl ToolRounds {
-    /// No tools (broadcasts).
-    pub fn none() -> Self {
-        Self {
-            tools: Vec::new(),
-            max: 0,
-        }
-    }
-}
-
 /// How a streamed answer ended.
 enum Ending {
     Complete {
@@ -119,17 +103,16 @@ impl ChatService {
     ) -> Result<mpsc::Receiver<ReplyEvent>, ChatError> {
         let max_rounds = tools::max_iterations(request.max_tool_iterations)?;
         let mut turn = self.begin_turn(session_id, &request).await?;
-        let tools = self.tools_for(request.use_tools);
-        if !tools.is_empty() {
-            Self::teach_tools(&mut turn, &tools);
-        }
-        let rounds = ToolRounds {
-            tools,
-            max: max_rounds,
-        };
+        let mut setup = self.tool_setup(&turn, request.use_tools, max_rounds);
+        Self::prepare_tools(&mut turn, &setup);
         let guard = UnansweredGuard::new(&self.store, &turn.user_message);
         let started = Instant::now();
-        let opened = turn.backend.chat_stream(turn.request.clone()).await;
+        let opened = match turn.backend.chat_stream(turn.request.clone()).await {
+            Err(err) if self.fall_back_to_prompt(&mut turn, &mut setup, &err) => {
+                turn.backend.chat_stream(turn.request.clone()).await
+            }
+            other => other,
+        };
         guard.disarm();
         let stream = match opened {
             Ok(stream) => stream,
@@ -140,7 +123,7 @@ impl ChatService {
         };
         let (events, receiver) = mpsc::channel(EVENT_BUFFER);
         let service = self.clone();
-        tokio::spawn(async move { service.relay(turn, stream, started, events, &rounds).await });
+        tokio::spawn(async move { service.relay(turn, stream, started, events, &setup).await });
         Ok(receiver)
     }
 
@@ -167,7 +150,7 @@ impl ChatService {
                         let answered = match turn.backend.chat_stream(turn.request.clone()).await {
                             Ok(stream) => {
                                 service
-                                    .relay(turn, stream, started, events, &ToolRounds::none())
+                                    .relay(turn, stream, started, events, &ToolSetup::none())
                                     .await
                             }
                             Err(err) => {
@@ -198,20 +181,22 @@ impl ChatService {
         mut stream: ChatStream,
         mut started: Instant,
         events: mpsc::Sender<ReplyEvent>,
-        rounds: &ToolRounds,
+        setup: &ToolSetup,
     ) -> bool {
         let mut round = 0;
         loop {
-            let (text, calls, ending) = self.relay_round(&turn, &mut stream, &events, rounds).await;
+            let (text, calls, ending) = self.relay_round(&turn, &mut stream, &events, setup).await;
             // Dropping the backend's stream closes its connection: the backend stops generating.
             drop(stream);
             match ending {
-                Ending::Complete { model, metadata } if !calls.is_empty() && round < rounds.max => {
+                Ending::Complete { model, metadata }
+                    if !calls.is_empty() && round < setup.max_rounds =>
+                {
                     round += 1;
                     let mut calls = calls;
                     let skipped = tools::limit_calls(&mut calls);
                     if let Err(err) = self
-                        .store_call_answer(&mut turn, &text, &model, metadata, &calls)
+                        .store_call_answer(&mut turn, &text, &model, metadata, &calls, setup)
                         .await
                     {
                         let _ = events
@@ -221,7 +206,7 @@ impl ChatService {
                     }
                     for call in &calls {
                         if !self
-                            .streamed_tool_step(&mut turn, call, rounds, &events)
+                            .streamed_tool_step(&mut turn, call, setup, &events)
                             .await
                         {
                             return false;
@@ -295,12 +280,12 @@ impl ChatService {
         turn: &Turn,
         stream: &mut ChatStream,
         events: &mpsc::Sender<ReplyEvent>,
-        rounds: &ToolRounds,
-    ) -> (String, Vec<FoundCall>, Ending) {
+        setup: &ToolSetup,
+    ) -> (String, Vec<ToolCall>, Ending) {
         let started = Instant::now();
         let mut text = String::new();
         let mut calls = Vec::new();
-        let mut scanner = (!rounds.tools.is_empty()).then(ToolCallScanner::new);
+        let mut scanner = setup.scans_text().then(ToolCallScanner::new);
         let ending = loop {
             tokio::select! {
                 biased;
@@ -316,6 +301,8 @@ impl ChatService {
                             break Ending::Abandoned;
                         }
                     }
+                    // Native calls: announced when they run, after the answer is complete.
+                    Some(Ok(ChatEvent::ToolCall(call))) => calls.push(call),
                     Some(Ok(ChatEvent::Done { model, usage, finish_reason })) => {
                         let rest = scanner.as_mut().map(ToolCallScanner::finish).unwrap_or_default();
                         if !self.pass_on(turn, rest, &mut calls, events).await {
@@ -342,7 +329,7 @@ impl ChatService {
         &self,
         turn: &Turn,
         found: Vec<ScanEvent>,
-        calls: &mut Vec<FoundCall>,
+        calls: &mut Vec<ToolCall>,
         events: &mpsc::Sender<ReplyEvent>,
     ) -> bool {
         for item in found {
@@ -357,7 +344,7 @@ impl ChatService {
                         return false;
                     }
                 }
-                ScanEvent::Call(call) => calls.push(call),
+                ScanEvent::Call(call) => calls.push(tools::from_text(call)),
             }
         }
         true
@@ -368,14 +355,18 @@ impl ChatService {
     async fn streamed_tool_step(
         &self,
         turn: &mut Turn,
-        call: &FoundCall,
-        rounds: &ToolRounds,
+        call: &ToolCall,
+        setup: &ToolSetup,
         events: &mpsc::Sender<ReplyEvent>,
     ) -> bool {
+        let (server, tool) = match tools::resolve(call, setup) {
+            Ok(target) => (Some(target.server), target.tool),
+            Err(_) => (None, call.name.clone()),
+        };
         let announced = ReplyEvent::ToolCall {
             backend: turn.backend_name.clone(),
-            server: tools::resolve(call, &rounds.tools).ok().map(|c| c.server),
-            tool: call.tool.clone(),
+            server,
+            tool,
             arguments: call.arguments.clone(),
         };
         if events.send(announced).await.is_err() {
@@ -385,7 +376,7 @@ impl ChatService {
         let step = tokio::select! {
             biased;
             () = events.closed() => return false,
-            step = self.tool_step(turn, call, &rounds.tools) => step,
+            step = self.tool_step(turn, call, setup) => step,
         };
         match step {
             Ok(step) => events

@@ -1,20 +1,28 @@
-//! The tool loop in prompt mode (works with any model, `echo` included): the system prompt lists
-//! the MCP tools as JSON and asks for `{"tool": "server.tool", "arguments": {...}}`; each answer
-//! is scanned for such calls, the tools run, their results go back to the model, and so on until
-//! the model answers without a call or the round limit is reached.
+//! The tool loop: the model calls MCP tools, their results go back to it, round after round,
+//! until it answers without a call or the round limit is reached. Two protocols:
+//! - **native**: the tools are sent in the provider's own `tools` field as `server__tool` (see
+//!   [`crate::mcp::tool_names`]) and the model answers with the provider's tool calls;
+//! - **prompt** (any model, `echo` included): the system prompt lists the tools as JSON and asks
+//!   for `{"tool": "server.tool", "arguments": {...}}`, which is scanned for in the answer's text.
 //!
-//! Invariants: a tool's failure (unknown tool, error result, timeout, dead server) becomes an error
-//! result fed back to the model and never fails the request; every step is stored in the session
-//! in order — the assistant's answer holding the call(s), then one `tool` message per call.
+//! Invariants: a tool's failure (unknown tool, bad arguments, error result, timeout, dead server)
+//! becomes an error result fed back to the model and never fails the request; every step is
+//! stored in the session in order — the assistant's answer holding the call(s), then one `tool`
+//! message per call — with what a replay needs (native steps are marked `tool_mode: native`).
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
+use super::context::{self, TOOL_MODE_KEY, TOOL_MODE_NATIVE};
 use super::tool_call_scanner::{FoundCall, ScanEvent, scan};
 use super::{ChatError, ChatService, Turn, reply_metadata};
-use crate::backends::{BackendError, ChatMessage, Role};
+use crate::backends::config::ToolMode;
+use crate::backends::{BackendError, ChatMessage, ChatReply, Role, ToolAnswer, ToolCall, ToolSpec};
 use crate::mcp::hub::CatalogTool;
+use crate::mcp::tool_names::ToolNames;
 use crate::store::{Message, NewMessage};
 
 /// Rounds of tool calls allowed when the request does not say.
@@ -24,7 +32,67 @@ pub const MAX_ITERATIONS_LIMIT: u32 = 100;
 /// Most text of one tool result sent back to the model (the whole result is stored).
 const MAX_RESULT_CHARS_TO_MODEL: usize = 32 * 1024;
 
-/// One tool call found and resolved to a server.
+/// How a turn's model calls tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Native,
+    Prompt,
+}
+
+/// The tools a turn may call, how, and for how many rounds.
+#[derive(Debug, Clone)]
+pub struct ToolSetup {
+    pub tools: Vec<CatalogTool>,
+    pub names: ToolNames,
+    pub protocol: Protocol,
+    pub max_rounds: u32,
+    /// `tool_mode: auto`: a native request the model refuses may fall back to prompt mode.
+    pub may_fall_back: bool,
+}
+
+impl ToolSetup {
+    /// No tools (broadcasts, `use_tools: false`, an empty catalog).
+    pub fn none() -> Self {
+        Self {
+            tools: Vec::new(),
+            names: ToolNames::default(),
+            protocol: Protocol::Prompt,
+            max_rounds: 0,
+            may_fall_back: false,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+
+    /// Whether answers must be scanned for prompt-protocol calls.
+    pub fn scans_text(&self) -> bool {
+        !self.is_empty() && self.protocol == Protocol::Prompt
+    }
+}
+
+/// (backend, model) pairs whose server refused native tools: prompt mode from then on.
+#[derive(Debug, Clone, Default)]
+pub struct PromptOnly(Arc<Mutex<HashSet<(String, String)>>>);
+
+impl PromptOnly {
+    fn contains(&self, backend: &str, model: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(backend.to_owned(), model.to_owned()))
+    }
+
+    fn insert(&self, backend: &str, model: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((backend.to_owned(), model.to_owned()));
+    }
+}
+
+/// One tool call resolved to a server.
 #[derive(Debug, Clone)]
 pub struct ResolvedCall {
     pub server: String,
@@ -38,7 +106,7 @@ pub struct ToolStep {
     /// `None` when the call named no known tool.
     pub server: Option<String>,
     pub tool: String,
-    pub arguments: Map<String, Value>,
+    pub arguments: Value,
     pub outcome: ToolOutcome,
 }
 
@@ -72,68 +140,156 @@ pub fn tools_prompt(tools: &[CatalogTool]) -> String {
     )
 }
 
-/// Finds which server a call means: `server.tool`, or a bare `tool` that exactly one server has.
-pub fn resolve(call: &FoundCall, tools: &[CatalogTool]) -> Result<ResolvedCall, String> {
-    let resolved = |server: &str, tool: &str| ResolvedCall {
-        server: server.to_owned(),
-        tool: tool.to_owned(),
-        arguments: call.arguments.clone(),
-    };
-    // Server names never hold a dot: the first one separates server from tool.
-    if let Some((server, tool)) = call.tool.split_once('.')
-        && tools.iter().any(|t| t.server == server && t.name == tool)
+/// The tools as sent natively: exposed names, descriptions, schemas passed through.
+pub fn tool_specs(setup: &ToolSetup) -> Vec<ToolSpec> {
+    setup
+        .tools
+        .iter()
+        .enumerate()
+        .map(|(position, tool)| ToolSpec {
+            name: setup.names.name(position).unwrap_or_default().to_owned(),
+            description: tool.description.clone(),
+            parameters: tool.parameters.clone(),
+        })
+        .collect()
+}
+
+/// Finds which tool a call means: its exposed name (`server__tool`), `server.tool`, or a bare
+/// `tool` that exactly one server has; and checks its arguments are an object.
+pub fn resolve(call: &ToolCall, setup: &ToolSetup) -> Result<ResolvedCall, String> {
+    let tools = &setup.tools;
+    let target = if let Some(position) = setup.names.find(&call.name) {
+        &tools[position]
+    } else if let Some((server, tool)) = call.name.split_once('.')
+        // Server names never hold a dot: the first one separates server from tool.
+        && let Some(found) = tools.iter().find(|t| t.server == server && t.name == tool)
     {
-        return Ok(resolved(server, tool));
+        found
+    } else {
+        let candidates: Vec<&CatalogTool> = tools.iter().filter(|t| t.name == call.name).collect();
+        match candidates.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(format!(
+                    "unknown tool {:?}; available: {}",
+                    call.name,
+                    listing(setup, tools.iter())
+                ));
+            }
+            several => {
+                return Err(format!(
+                    "tool {:?} exists on several servers; name one of: {}",
+                    call.name,
+                    listing(setup, several.iter().copied())
+                ));
+            }
+        }
+    };
+    let arguments = match &call.arguments {
+        Value::Object(arguments) => arguments.clone(),
+        Value::Null => Map::new(),
+        Value::String(raw) => {
+            return Err(format!(
+                "the arguments of {} are not valid JSON: {raw}",
+                call.name
+            ));
+        }
+        other => {
+            return Err(format!(
+                "the arguments of {} must be a JSON object, not {other}",
+                call.name
+            ));
+        }
+    };
+    Ok(ResolvedCall {
+        server: target.server.clone(),
+        tool: target.name.clone(),
+        arguments,
+    })
+}
+
+/// Tool names the way the model was taught them.
+fn listing<'a>(setup: &ToolSetup, tools: impl Iterator<Item = &'a CatalogTool>) -> String {
+    tools
+        .map(|tool| match setup.protocol {
+            Protocol::Native => {
+                let position = setup
+                    .tools
+                    .iter()
+                    .position(|t| t.server == tool.server && t.name == tool.name);
+                position
+                    .and_then(|p| setup.names.name(p))
+                    .unwrap_or_default()
+                    .to_owned()
+            }
+            Protocol::Prompt => format!("{}.{}", tool.server, tool.name),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A prompt-protocol call found in text, as a call with an id of its own.
+pub fn from_text(found: FoundCall) -> ToolCall {
+    ToolCall {
+        id: crate::backends::new_call_id(),
+        name: found.tool,
+        arguments: Value::Object(found.arguments),
     }
-    let candidates: Vec<&CatalogTool> = tools.iter().filter(|t| t.name == call.tool).collect();
-    match candidates.as_slice() {
-        [one] => Ok(resolved(&one.server, &one.name)),
-        [] => Err(format!(
-            "unknown tool {:?}; available: {}",
-            call.tool,
-            tools
-                .iter()
-                .map(|t| format!("{}.{}", t.server, t.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-        several => Err(format!(
-            "tool {:?} exists on several servers; name one of: {}",
-            call.tool,
-            several
-                .iter()
-                .map(|t| format!("{}.{}", t.server, t.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+}
+
+/// The calls of a complete answer, by the turn's protocol.
+fn calls_of(reply: &ChatReply, setup: &ToolSetup) -> Vec<ToolCall> {
+    let mut calls = reply.tool_calls.clone();
+    if setup.scans_text() {
+        calls.extend(
+            scan(&reply.content)
+                .into_iter()
+                .filter_map(|event| match event {
+                    ScanEvent::Call(call) => Some(from_text(call)),
+                    ScanEvent::Text(_) => None,
+                }),
+        );
     }
+    calls
+}
+
+/// Whether a server's refusal of a native request means the model cannot use tools: Ollama
+/// ("does not support tools"), vLLM ("auto tool choice requires --enable-auto-tool-choice"),
+/// llama.cpp ("tools param requires --jinja flag").
+pub fn refuses_tools(err: &BackendError) -> bool {
+    matches!(
+        err,
+        BackendError::Upstream { status: 400 | 422 | 501, message, .. }
+            if message.to_lowercase().contains("tool")
+    )
 }
 
 /// Most calls run from one answer; a model that writes more gets told.
 pub const MAX_CALLS_PER_ANSWER: usize = 16;
 
 /// Keeps the first [`MAX_CALLS_PER_ANSWER`] calls; returns how many were dropped.
-pub fn limit_calls(calls: &mut Vec<FoundCall>) -> usize {
+pub fn limit_calls(calls: &mut Vec<ToolCall>) -> usize {
     let skipped = calls.len().saturating_sub(MAX_CALLS_PER_ANSWER);
     calls.truncate(MAX_CALLS_PER_ANSWER);
     skipped
 }
 
-/// Tells the model, after the results, that some of its calls were not run.
+/// Tells the model, after the results, that some of its calls were not run (in native mode the
+/// stored answer holds only the calls that ran, so every call there has its result).
 pub(crate) fn note_skipped(turn: &mut Turn, skipped: usize) {
     if skipped > 0 {
-        turn.request.messages.push(ChatMessage {
-            role: Role::User,
-            content: format!(
+        turn.request.messages.push(ChatMessage::text(
+            Role::User,
+            format!(
                 "Only the first {MAX_CALLS_PER_ANSWER} tool calls of an answer are run; \
                  {skipped} more were skipped."
             ),
-        });
+        ));
     }
 }
 
-/// What the model reads back after its call.
-fn result_for_model(name: &str, outcome: &ToolOutcome) -> String {
+/// A result as the model reads it: cut to [`MAX_RESULT_CHARS_TO_MODEL`].
+fn result_text(outcome: &ToolOutcome) -> String {
     let mut text: String = outcome
         .text
         .chars()
@@ -142,6 +298,12 @@ fn result_for_model(name: &str, outcome: &ToolOutcome) -> String {
     if text.len() < outcome.text.len() {
         text.push_str("\n[result truncated]");
     }
+    text
+}
+
+/// What the model reads back after a prompt-protocol call.
+fn result_for_model(name: &str, outcome: &ToolOutcome) -> String {
+    let text = result_text(outcome);
     if outcome.is_error {
         format!("Tool {name} failed:\n{text}")
     } else {
@@ -150,44 +312,123 @@ fn result_for_model(name: &str, outcome: &ToolOutcome) -> String {
 }
 
 impl ChatService {
-    /// Whether a message to `turn` runs the tool loop, and with which tools.
-    pub(crate) fn tools_for(&self, use_tools: Option<bool>) -> Vec<CatalogTool> {
+    /// The tools `turn` may call and how, as the backend's `tool_mode` and the request say.
+    pub(crate) fn tool_setup(
+        &self,
+        turn: &Turn,
+        use_tools: Option<bool>,
+        max_rounds: u32,
+    ) -> ToolSetup {
         if use_tools == Some(false) {
-            return Vec::new();
+            return ToolSetup::none();
         }
-        self.mcp.catalog()
+        let tools = self.mcp.catalog();
+        if tools.is_empty() {
+            return ToolSetup::none();
+        }
+        let (native_possible, mode) = match self.backends.get(&turn.backend_name) {
+            Some(entry) => (entry.config.supports_native_tools(), entry.config.tool_mode),
+            None => (false, ToolMode::Prompt),
+        };
+        let protocol = match mode {
+            ToolMode::Native if native_possible => Protocol::Native,
+            ToolMode::Auto
+                if native_possible
+                    && !self
+                        .prompt_only
+                        .contains(&turn.backend_name, &turn.request.model) =>
+            {
+                Protocol::Native
+            }
+            _ => Protocol::Prompt,
+        };
+        ToolSetup {
+            names: ToolNames::new(&tools),
+            tools,
+            protocol,
+            max_rounds,
+            may_fall_back: mode == ToolMode::Auto,
+        }
     }
 
-    /// Adds the calling protocol and the tool list to `turn`'s system prompt.
-    pub(crate) fn teach_tools(turn: &mut Turn, tools: &[CatalogTool]) {
-        let prompt = tools_prompt(tools);
-        turn.request.system = Some(match turn.request.system.take() {
-            Some(system) => format!("{system}\n\n{prompt}"),
-            None => prompt,
-        });
+    /// Shapes `turn`'s request for `setup`: native tools in the request, or the prompt
+    /// protocol in the system prompt; the history's tool steps as the protocol can carry them.
+    pub(crate) fn prepare_tools(turn: &mut Turn, setup: &ToolSetup) {
+        turn.request.tools.clear();
+        if setup.is_empty() || setup.protocol == Protocol::Prompt {
+            context::flatten_tool_messages(&mut turn.request.messages);
+        }
+        if setup.is_empty() {
+            return;
+        }
+        match setup.protocol {
+            Protocol::Native => turn.request.tools = tool_specs(setup),
+            Protocol::Prompt => {
+                let prompt = tools_prompt(&setup.tools);
+                turn.request.system = Some(match turn.request.system.take() {
+                    Some(system) => format!("{system}\n\n{prompt}"),
+                    None => prompt,
+                });
+            }
+        }
     }
 
-    /// Runs the prompt-mode loop for `turn` and returns the final answer, stored.
+    /// After `err` on `turn`'s first native request: whether to retry in prompt mode (and
+    /// `setup` and the request are switched over). The backend and model are remembered.
+    pub(crate) fn fall_back_to_prompt(
+        &self,
+        turn: &mut Turn,
+        setup: &mut ToolSetup,
+        err: &BackendError,
+    ) -> bool {
+        if !(setup.may_fall_back && setup.protocol == Protocol::Native && refuses_tools(err)) {
+            return false;
+        }
+        tracing::warn!(
+            backend = %turn.backend_name,
+            model = %turn.request.model,
+            %err,
+            "the model refused native tools; using the prompt protocol from now on"
+        );
+        self.prompt_only
+            .insert(&turn.backend_name, &turn.request.model);
+        setup.protocol = Protocol::Prompt;
+        Self::prepare_tools(turn, setup);
+        true
+    }
+
+    /// The first answer of a non-streamed turn, falling back to prompt mode when the model
+    /// refuses native tools.
+    async fn first_reply(
+        &self,
+        turn: &mut Turn,
+        setup: &mut ToolSetup,
+    ) -> Result<ChatReply, BackendError> {
+        match turn.backend.chat(turn.request.clone()).await {
+            Err(err) if self.fall_back_to_prompt(turn, setup, &err) => {
+                turn.backend.chat(turn.request.clone()).await
+            }
+            other => other,
+        }
+    }
+
+    /// Runs the tool loop for `turn` and returns the final answer, stored.
     pub(crate) async fn answer_with_tools(
         &self,
         turn: &mut Turn,
-        tools: &[CatalogTool],
-        max_iterations: u32,
+        mut setup: ToolSetup,
     ) -> Result<Message, BackendError> {
-        Self::teach_tools(turn, tools);
         let mut round = 0;
         loop {
             let started = Instant::now();
-            let reply = turn.backend.chat(turn.request.clone()).await?;
-            let calls: Vec<FoundCall> = scan(&reply.content)
-                .into_iter()
-                .filter_map(|event| match event {
-                    ScanEvent::Call(call) => Some(call),
-                    ScanEvent::Text(_) => None,
-                })
-                .collect();
+            let reply = if round == 0 {
+                self.first_reply(turn, &mut setup).await?
+            } else {
+                turn.backend.chat(turn.request.clone()).await?
+            };
+            let calls = calls_of(&reply, &setup);
             let mut metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
-            if calls.is_empty() || round >= max_iterations {
+            if calls.is_empty() || round >= setup.max_rounds {
                 if !calls.is_empty() {
                     metadata.insert("max_tool_iterations_reached".to_owned(), json!(true));
                 }
@@ -202,10 +443,10 @@ impl ChatService {
             round += 1;
             let mut calls = calls;
             let skipped = limit_calls(&mut calls);
-            self.store_call_answer(turn, &reply.content, &reply.model, metadata, &calls)
+            self.store_call_answer(turn, &reply.content, &reply.model, metadata, &calls, &setup)
                 .await?;
             for call in &calls {
-                self.tool_step(turn, call, tools).await?;
+                self.tool_step(turn, call, &setup).await?;
             }
             note_skipped(turn, skipped);
         }
@@ -218,24 +459,30 @@ impl ChatService {
         content: &str,
         model: &str,
         mut metadata: Map<String, Value>,
-        calls: &[FoundCall],
+        calls: &[ToolCall],
+        setup: &ToolSetup,
     ) -> Result<(), BackendError> {
         metadata.insert(
             "tool_calls".to_owned(),
             json!(
                 calls
                     .iter()
-                    .map(|c| json!({"tool": c.tool, "arguments": c.arguments}))
+                    .map(|c| json!({"id": c.id, "tool": c.name, "arguments": c.arguments}))
                     .collect::<Vec<_>>()
             ),
         );
+        let native = setup.protocol == Protocol::Native;
+        if native {
+            metadata.insert(TOOL_MODE_KEY.to_owned(), json!(TOOL_MODE_NATIVE));
+        }
         self.store_answer(turn, content, model, metadata)
             .await
             .map_err(|err| stored_error(turn, &err))?;
-        turn.request.messages.push(ChatMessage {
-            role: Role::Assistant,
-            content: content.to_owned(),
-        });
+        let mut answer = ChatMessage::text(Role::Assistant, content);
+        if native {
+            answer.tool_calls = calls.to_vec();
+        }
+        turn.request.messages.push(answer);
         Ok(())
     }
 
@@ -244,32 +491,43 @@ impl ChatService {
     pub(crate) async fn tool_step(
         &self,
         turn: &mut Turn,
-        call: &FoundCall,
-        tools: &[CatalogTool],
+        call: &ToolCall,
+        setup: &ToolSetup,
     ) -> Result<ToolStep, BackendError> {
-        let (name, outcome, server, tool) = match resolve(call, tools) {
+        let (outcome, server, tool) = match resolve(call, setup) {
             Ok(target) => {
                 let outcome = self.run_tool(&target).await;
-                let name = format!("{}.{}", target.server, target.tool);
-                (name, outcome, Some(target.server), target.tool)
+                (outcome, Some(target.server), target.tool)
             }
             Err(problem) => (
-                call.tool.clone(),
                 ToolOutcome {
                     text: problem,
                     is_error: true,
                     duration_ms: 0,
                 },
                 None,
-                call.tool.clone(),
+                call.name.clone(),
             ),
         };
-        self.store_tool_result(turn, call, server.clone(), &tool, &outcome)
+        let native = setup.protocol == Protocol::Native;
+        self.store_tool_result(turn, call, server.clone(), &tool, &outcome, native)
             .await
             .map_err(|err| stored_error(turn, &err))?;
-        turn.request.messages.push(ChatMessage {
-            role: Role::User,
-            content: result_for_model(&name, &outcome),
+        turn.request.messages.push(if native {
+            ChatMessage {
+                answers: Some(ToolAnswer {
+                    call_id: call.id.clone(),
+                    name: call.name.clone(),
+                    is_error: outcome.is_error,
+                }),
+                ..ChatMessage::text(Role::Tool, result_text(&outcome))
+            }
+        } else {
+            let name = match &server {
+                Some(server) => format!("{server}.{tool}"),
+                None => call.name.clone(),
+            };
+            ChatMessage::text(Role::User, result_for_model(&name, &outcome))
         });
         Ok(ToolStep {
             server,
@@ -278,7 +536,6 @@ impl ChatService {
             outcome,
         })
     }
-
     /// Calls the tool; every failure is an error result.
     pub(crate) async fn run_tool(&self, call: &ResolvedCall) -> ToolOutcome {
         let started = Instant::now();
@@ -320,21 +577,24 @@ impl ChatService {
     async fn store_tool_result(
         &self,
         turn: &Turn,
-        call: &FoundCall,
+        call: &ToolCall,
         server: Option<String>,
         tool: &str,
         outcome: &ToolOutcome,
+        native: bool,
     ) -> Result<Message, crate::store::StoreError> {
-        let metadata = Map::from_iter([
+        let mut metadata = Map::from_iter([
             ("server".to_owned(), json!(server)),
             ("tool".to_owned(), json!(tool)),
-            (
-                "arguments".to_owned(),
-                Value::Object(call.arguments.clone()),
-            ),
+            ("arguments".to_owned(), call.arguments.clone()),
             ("duration_ms".to_owned(), json!(outcome.duration_ms)),
             ("is_error".to_owned(), json!(outcome.is_error)),
+            ("tool_call_id".to_owned(), json!(call.id)),
         ]);
+        if native {
+            metadata.insert(TOOL_MODE_KEY.to_owned(), json!(TOOL_MODE_NATIVE));
+            metadata.insert("tool_name".to_owned(), json!(call.name));
+        }
         self.store
             .append_message(
                 &turn.session_id,
@@ -382,25 +642,49 @@ mod tests {
         }
     }
 
-    fn call(name: &str) -> FoundCall {
-        FoundCall {
-            tool: name.to_owned(),
-            arguments: Map::new(),
+    fn setup(tools: Vec<CatalogTool>, protocol: Protocol) -> ToolSetup {
+        ToolSetup {
+            names: ToolNames::new(&tools),
+            tools,
+            protocol,
+            max_rounds: 20,
+            may_fall_back: false,
+        }
+    }
+
+    fn call(name: &str) -> ToolCall {
+        ToolCall {
+            id: "call_1".to_owned(),
+            name: name.to_owned(),
+            arguments: json!({}),
         }
     }
 
     #[test]
-    fn calls_resolve_by_full_name_or_by_a_name_only_one_server_has() {
-        let tools = [
-            tool("fs", "read"),
-            tool("web", "read"),
-            tool("web", "fetch.v2"),
-        ];
+    fn calls_resolve_by_exposed_name_full_name_or_a_name_only_one_server_has() {
+        let tools = setup(
+            vec![
+                tool("fs", "read"),
+                tool("web", "read"),
+                tool("web", "fetch.v2"),
+            ],
+            Protocol::Prompt,
+        );
         let full = resolve(&call("web.read"), &tools).unwrap();
         assert_eq!((full.server.as_str(), full.tool.as_str()), ("web", "read"));
+        let exposed = resolve(&call("fs__read"), &tools).unwrap();
+        assert_eq!(
+            (exposed.server.as_str(), exposed.tool.as_str()),
+            ("fs", "read")
+        );
         // The first dot splits, so tool names may hold dots.
         let dotted = resolve(&call("web.fetch.v2"), &tools).unwrap();
         assert_eq!(dotted.tool, "fetch.v2");
+        let exposed_dotted = tools.names.name(2).unwrap().to_owned();
+        assert_eq!(
+            resolve(&call(&exposed_dotted), &tools).unwrap().tool,
+            "fetch.v2"
+        );
         let bare = resolve(&call("fetch.v2"), &tools).unwrap();
         assert_eq!(bare.server, "web");
         let ambiguous = resolve(&call("read"), &tools).unwrap_err();
@@ -410,11 +694,56 @@ mod tests {
     }
 
     #[test]
+    fn a_native_model_is_told_the_names_it_was_given() {
+        let tools = setup(
+            vec![tool("fs", "read"), tool("web", "read")],
+            Protocol::Native,
+        );
+        let ambiguous = resolve(&call("read"), &tools).unwrap_err();
+        assert!(ambiguous.contains("fs__read, web__read"), "{ambiguous}");
+    }
+
+    #[test]
+    fn arguments_must_be_an_object() {
+        let tools = setup(vec![tool("fs", "read")], Protocol::Native);
+        let mut bad = call("fs__read");
+        bad.arguments = json!("{\"path\": ");
+        assert!(
+            resolve(&bad, &tools)
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+        bad.arguments = json!([1]);
+        assert!(resolve(&bad, &tools).unwrap_err().contains("JSON object"));
+        bad.arguments = Value::Null;
+        assert!(resolve(&bad, &tools).unwrap().arguments.is_empty());
+    }
+
+    #[test]
+    fn only_a_refusal_that_talks_about_tools_falls_back() {
+        let upstream = |status, message: &str| BackendError::Upstream {
+            backend: "o".to_owned(),
+            status,
+            message: message.to_owned(),
+        };
+        assert!(refuses_tools(&upstream(
+            400,
+            "llama2 does not support tools"
+        )));
+        assert!(refuses_tools(&upstream(
+            400,
+            "\"auto\" tool choice requires --enable-auto-tool-choice"
+        )));
+        assert!(!refuses_tools(&upstream(400, "context length exceeded")));
+        assert!(!refuses_tools(&upstream(500, "tool parser crashed")));
+    }
+
+    #[test]
     fn one_answer_runs_at_most_the_limit_of_calls() {
-        let mut calls: Vec<FoundCall> = (0..20).map(|i| call(&format!("t{i}"))).collect();
+        let mut calls: Vec<ToolCall> = (0..20).map(|i| call(&format!("t{i}"))).collect();
         assert_eq!(limit_calls(&mut calls), 4);
         assert_eq!(calls.len(), MAX_CALLS_PER_ANSWER);
-        assert_eq!(calls[0].tool, "t0");
+        assert_eq!(calls[0].name, "t0");
     }
 
     #[test]

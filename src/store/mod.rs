@@ -94,6 +94,9 @@ pub struct ContextMessage {
     pub backend: Option<String>,
     /// The user's call failed (metadata `status` is `failed`).
     pub failed: bool,
+    /// For a step of a native tool loop (metadata `tool_mode` is `native`), its metadata as JSON
+    /// text: the calls, or which call a result answers.
+    pub native_tool_step: Option<String>,
 }
 
 /// Where the database is: `storage.url` (`sqlite://PATH`, `sqlite:PATH` or a plain path), else
@@ -283,9 +286,12 @@ impl Store {
         count: i64,
     ) -> Result<Vec<ContextMessage>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT role, content, backend, failed FROM \
+            "SELECT role, content, backend, failed, native_tool_step FROM \
              (SELECT seq, role, content, backend, \
-                     coalesce(json_extract(metadata, '$.status') = 'failed', 0) AS failed \
+                     coalesce(json_extract(metadata, '$.status') = 'failed', 0) AS failed, \
+                     CASE WHEN role IN ('assistant', 'tool') \
+                           AND json_extract(metadata, '$.tool_mode') = 'native' \
+                          THEN metadata END AS native_tool_step \
               FROM messages WHERE session_id = ? ORDER BY seq DESC LIMIT ?) \
              ORDER BY seq",
         )
