@@ -643,7 +643,24 @@ async fn send(
                     data["detail"].as_str().unwrap_or("the backend failed"),
                 ));
             }
-            // Events this version does not show (tool steps, later) are skipped.
+            // Tool steps go to stderr, so that stdout holds the answer alone.
+            Some((name, data)) if name == "tool_call" => {
+                let _ = stdout.flush();
+                let tool = match data["server"].as_str() {
+                    Some(server) => format!("{server}.{}", data["tool"].as_str().unwrap_or("?")),
+                    None => data["tool"].as_str().unwrap_or("?").to_owned(),
+                };
+                eprintln!("\n→ {tool} {}", data["arguments"]);
+            }
+            Some((name, data)) if name == "tool_result" => {
+                let outcome = if data["is_error"] == json!(true) {
+                    "failed"
+                } else {
+                    "done"
+                };
+                eprintln!("← {outcome} in {} ms", data["duration_ms"]);
+            }
+            // Events this version does not know are skipped.
             Some(_) => {}
             None => {
                 println!();

@@ -269,4 +269,87 @@ mod tests {
         );
         assert_eq!(texts(&conversation(&history, "x", "q3", 1)), ["user:q3"]);
     }
+
+    fn native(role: &str, content: &str, metadata: serde_json::Value) -> ContextMessage {
+        let mut m = message(role, content, Some("x"));
+        let mut metadata = metadata;
+        metadata[TOOL_MODE_KEY] = json!(TOOL_MODE_NATIVE);
+        m.native_tool_step = Some(metadata.to_string());
+        m
+    }
+
+    fn call_answer(id: &str) -> ContextMessage {
+        native(
+            "assistant",
+            "",
+            json!({"tool_calls": [{"id": id, "tool": "fs__read", "arguments": {"path": "/a"}}]}),
+        )
+    }
+
+    fn result_for(id: &str) -> ContextMessage {
+        native(
+            "tool",
+            "contents",
+            json!({"tool_call_id": id, "tool_name": "fs__read", "is_error": false}),
+        )
+    }
+
+    #[test]
+    fn native_steps_replay_as_calls_and_results() {
+        let history = vec![
+            message("user", "read /a", None),
+            call_answer("c1"),
+            result_for("c1"),
+            message("assistant", "it says contents", Some("x")),
+        ];
+        let turns = conversation(&history, "x", "thanks", 50);
+        assert_eq!(turns.len(), 5);
+        assert_eq!(turns[1].tool_calls.len(), 1);
+        assert_eq!(turns[1].tool_calls[0].id, "c1");
+        assert_eq!(turns[1].tool_calls[0].arguments, json!({"path": "/a"}));
+        let answer = turns[2].answers.as_ref().unwrap();
+        assert_eq!((answer.call_id.as_str(), answer.name.as_str()), ("c1", "fs__read"));
+        assert_eq!(turns[2].role, Role::Tool);
+
+        let mut flat = turns.clone();
+        flatten_tool_messages(&mut flat);
+        assert!(flat.iter().all(|t| t.tool_calls.is_empty() && t.answers.is_none()));
+        assert!(flat[1].content.contains(r#""tool":"fs__read""#), "{:?}", flat[1]);
+        assert_eq!(flat[2].role, Role::User);
+        assert_eq!(flat[2].content, "Tool result:\ncontents");
+    }
+
+    #[test]
+    fn an_incomplete_step_or_a_result_cut_from_its_call_goes_as_text() {
+        // The client left before the result was stored.
+        let history = vec![
+            message("user", "read /a", None),
+            call_answer("c1"),
+            message("user", "and now?", None),
+            message("assistant", "done", Some("x")),
+        ];
+        let turns = conversation(&history, "x", "next", 50);
+        assert!(turns.iter().all(|t| t.tool_calls.is_empty()));
+        assert!(turns[1].content.contains("fs__read"));
+
+        // A result answering another call.
+        let history = vec![
+            message("user", "q", None),
+            call_answer("c1"),
+            result_for("c2"),
+        ];
+        let turns = conversation(&history, "x", "next", 50);
+        assert!(turns.iter().all(|t| t.tool_calls.is_empty() && t.answers.is_none()));
+
+        // Trimmed so that the call is gone: the result may not lead, nor stand alone.
+        let history = vec![
+            message("user", "q", None),
+            call_answer("c1"),
+            result_for("c1"),
+            message("assistant", "a", Some("x")),
+        ];
+        let turns = conversation(&history, "x", "next", 3);
+        assert_eq!(turns[0].role, Role::User);
+        assert!(turns.iter().all(|t| t.answers.is_none()), "{turns:?}");
+    }
 }
