@@ -196,6 +196,7 @@ fn as_text(message: ChatMessage) -> ChatMessage {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
