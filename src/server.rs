@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::tools::router())
         .merge(routes::sessions::router())
         .merge(routes::backends::router())
+        .merge(routes::openai::router())
         .with_state(state);
     with_layers(routes, &server)
 }

@@ -5,6 +5,7 @@
 //! loses it (it is marked failed instead); every answer is stored before it is returned; in a
 //! broadcast, every backend is called concurrently and one failing never fails the others.
 
+pub mod completions;
 pub mod context;
 pub mod stream;
 pub mod tool_call_scanner;

@@ -4,5 +4,6 @@
 pub mod backends;
 pub mod health;
 pub mod mcp;
+pub mod openai;
 pub mod sessions;
 pub mod tools;

@@ -1,0 +1,159 @@
+//! The OpenAI-compatible front door: `POST /v1/chat/completions` and `GET /v1/models`. Its
+//! errors use OpenAI's shape, `{"error": {"message", "type", "code"}}`, so OpenAI clients
+//! understand them; the status codes are lit-mux's usual ones.
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+use crate::chat::completions::{CompletionError, CompletionRequest};
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::server::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(list_models))
+}
+
+/// An error in OpenAI's shape.
+#[derive(Debug)]
+pub struct OpenAiError {
+    status: StatusCode,
+    message: String,
+    kind: &'static str,
+    code: Option<&'static str>,
+    retry_after: Option<String>,
+}
+
+impl From<ApiError> for OpenAiError {
+    fn from(err: ApiError) -> Self {
+        let status = err.status();
+        let retry_after = match &err {
+            ApiError::TooManyRequests { retry_after, .. } => retry_after.clone(),
+            _ => None,
+        };
+        let (kind, code) = match status.as_u16() {
+            401 => ("authentication_error", Some("invalid_api_key")),
+            403 => ("permission_error", None),
+            404 => ("invalid_request_error", None),
+            429 => ("rate_limit_error", Some("rate_limit_exceeded")),
+            400..=499 => ("invalid_request_error", None),
+            _ => ("api_error", None),
+        };
+        let message = match &err {
+            ApiError::Internal(_) => "Internal server error".to_owned(),
+            other => other.to_string(),
+        };
+        Self {
+            status,
+            message,
+            kind,
+            code,
+            retry_after,
+        }
+    }
+}
+
+impl From<CompletionError> for OpenAiError {
+    fn from(err: CompletionError) -> Self {
+        match err {
+            CompletionError::NotFound { message, code } => Self {
+                status: StatusCode::NOT_FOUND,
+                message,
+                kind: "invalid_request_error",
+                code: Some(code),
+                retry_after: None,
+            },
+            CompletionError::Invalid(message) => ApiError::BadRequest(message).into(),
+            CompletionError::Backend(err) => ApiError::from(err).into(),
+            CompletionError::Store(err) => ApiError::from(err).into(),
+        }
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() && self.status != StatusCode::BAD_GATEWAY {
+            tracing::warn!(status = %self.status, message = %self.message, "completion failed");
+        }
+        let body = json!({"error": {"message": self.message, "type": self.kind, "code": self.code}});
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(value) = self
+            .retry_after
+            .and_then(|retry| HeaderValue::from_str(&retry).ok())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+/// JSON, or `chat.completion.chunk` events ending with `data: [DONE]` when `stream` is set.
+/// `X-Session-Id` does what the body's `session_id` does.
+async fn chat_completions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<ApiJson<CompletionRequest>, ApiError>,
+) -> Result<Response, OpenAiError> {
+    let ApiJson(mut request) = body?;
+    if request.session_id.is_none()
+        && let Some(id) = headers.get("x-session-id").and_then(|v| v.to_str().ok())
+    {
+        request.session_id = Some(id.to_owned());
+    }
+    let streamed = request.stream;
+    let completion = state.chat.begin_completion(request).await?;
+    if !streamed {
+        return Ok(Json(completion.run().await?).into_response());
+    }
+    let chunks = completion.run_streaming().await?;
+    let events = chunks
+        .map(|chunk| Ok::<_, Infallible>(Event::default().data(chunk.to_string())))
+        .chain(futures_util::stream::once(async {
+            Ok(Event::default().data("[DONE]"))
+        }));
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Every enabled backend's models as `backend/model`, listed concurrently; a backend that
+/// cannot list them still offers its default model.
+async fn list_models(State(state): State<AppState>) -> Json<Value> {
+    let lists = state.backends.entries().map(|entry| async move {
+        let listed = entry.models().await?;
+        let mut ids: Vec<String> = listed
+            .map(|models| models.into_iter().map(|m| m.name).collect())
+            .unwrap_or_default();
+        if !ids.contains(&entry.config.default_model) {
+            ids.insert(0, entry.config.default_model.clone());
+        }
+        Some((entry.name.clone(), ids))
+    });
+    let data: Vec<Value> = join_all(lists)
+        .await
+        .into_iter()
+        .flatten()
+        .flat_map(|(backend, models)| {
+            models.into_iter().map(move |model| {
+                json!({
+                    "id": format!("{backend}/{model}"),
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": backend,
+                })
+            })
+        })
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
