@@ -14,7 +14,7 @@ use futures_util::stream::BoxStream;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{ChatService, context, reply_metadata};
+use super::{ChatService, UnansweredGuard, context, reply_metadata};
 use crate::backends::{
     Backend, BackendError, BackendLookupError, ChatEvent, ChatMessage, ChatRequest, Role,
     ToolAnswer, ToolCall, ToolSpec, Usage,
@@ -382,7 +382,11 @@ impl Completion {
     /// The complete answer as a `chat.completion`.
     pub async fn run(mut self) -> Result<Value, CompletionError> {
         let started = std::time::Instant::now();
-        let reply = match self.backend.chat(self.request.clone()).await {
+        // A client that leaves drops this future: the guard marks the stored question.
+        let guard = self.unanswered_guard();
+        let outcome = self.backend.chat(self.request.clone()).await;
+        disarm(guard);
+        let reply = match outcome {
             Ok(reply) => reply,
             Err(err) => {
                 self.record_failure(&err).await;
@@ -424,14 +428,18 @@ impl Completion {
     /// client gets a plain HTTP error.
     pub async fn run_streaming(mut self) -> Result<ChunkStream, CompletionError> {
         let started = std::time::Instant::now();
+        let guard = self.unanswered_guard();
         let events = match self.backend.chat_stream(self.request.clone()).await {
             Ok(events) => events,
             Err(err) => {
+                disarm(guard);
                 self.record_failure(&err).await;
                 return Err(err.into());
             }
         };
         let state = StreamState {
+            // Until the stream ends one way or another: a client that leaves drops it.
+            unanswered: guard,
             completion: self,
             events,
             started,
@@ -456,6 +464,12 @@ impl Completion {
             "model": format!("{}/{model}", self.backend_name),
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
         })
+    }
+
+    /// Marks the session's question failed if dropped armed (the client left).
+    fn unanswered_guard(&self) -> Option<UnansweredGuard> {
+        let message = self.record.as_ref()?.user_message.as_ref()?;
+        Some(UnansweredGuard::new(&self.service.store, message))
     }
 
     /// Appends the answer to the session, when there is one.
@@ -526,6 +540,7 @@ impl Completion {
 
 /// A streamed completion in progress.
 struct StreamState {
+    unanswered: Option<UnansweredGuard>,
     completion: Completion,
     events: crate::backends::ChatStream,
     started: std::time::Instant,
@@ -554,14 +569,20 @@ impl StreamState {
         match self.events.next().await {
             Some(Ok(ChatEvent::Delta(text))) => {
                 self.text.push_str(&text);
-                chunks.push(self.completion.chunk(&model, json!({"content": text}), None));
+                chunks.push(
+                    self.completion
+                        .chunk(&model, json!({"content": text}), None),
+                );
             }
             Some(Ok(ChatEvent::ToolCall(call))) => {
                 let index = self.calls.len();
                 let mut wire = tool_calls_json(std::slice::from_ref(&call), true);
                 wire[0]["index"] = json!(index);
                 self.calls.push(call);
-                chunks.push(self.completion.chunk(&model, json!({"tool_calls": wire}), None));
+                chunks.push(
+                    self.completion
+                        .chunk(&model, json!({"tool_calls": wire}), None),
+                );
             }
             Some(Ok(ChatEvent::Done {
                 model,
@@ -569,6 +590,7 @@ impl StreamState {
                 finish_reason: reason,
             })) => {
                 self.finished = true;
+                disarm(self.unanswered.take());
                 let finish = finish_reason(reason.as_deref(), !self.calls.is_empty());
                 chunks.push(self.completion.chunk(&model, json!({}), Some(finish)));
                 if self.completion.include_usage
@@ -592,6 +614,7 @@ impl StreamState {
             }
             Some(Err(err)) => {
                 self.finished = true;
+                disarm(self.unanswered.take());
                 self.completion.record_failure(&err).await;
                 chunks.push(error_chunk(&err.to_string(), "api_error"));
             }
@@ -600,6 +623,12 @@ impl StreamState {
             }
         }
         Some(chunks)
+    }
+}
+
+fn disarm(guard: Option<UnansweredGuard>) {
+    if let Some(guard) = guard {
+        guard.disarm();
     }
 }
 
@@ -633,13 +662,22 @@ mod tests {
         assert_eq!(turns[0].content, "what is 2+2?");
         assert_eq!(turns[1].tool_calls[0].arguments, json!({"a": 2, "b": 2}));
         let answer = turns[2].answers.as_ref().unwrap();
-        assert_eq!((answer.call_id.as_str(), answer.name.as_str()), ("c1", "add"));
+        assert_eq!(
+            (answer.call_id.as_str(), answer.name.as_str()),
+            ("c1", "add")
+        );
     }
 
     #[test]
     fn images_roles_and_empty_conversations_are_refused() {
-        let image = message("user", json!([{"type": "image_url", "image_url": {"url": "x"}}]));
-        assert!(matches!(conversation(vec![image]), Err(CompletionError::Invalid(_))));
+        let image = message(
+            "user",
+            json!([{"type": "image_url", "image_url": {"url": "x"}}]),
+        );
+        assert!(matches!(
+            conversation(vec![image]),
+            Err(CompletionError::Invalid(_))
+        ));
         assert!(matches!(
             conversation(vec![message("wizard", json!("hi"))]),
             Err(CompletionError::Invalid(_))

@@ -309,13 +309,23 @@ mod tests {
         assert_eq!(turns[1].tool_calls[0].id, "c1");
         assert_eq!(turns[1].tool_calls[0].arguments, json!({"path": "/a"}));
         let answer = turns[2].answers.as_ref().unwrap();
-        assert_eq!((answer.call_id.as_str(), answer.name.as_str()), ("c1", "fs__read"));
+        assert_eq!(
+            (answer.call_id.as_str(), answer.name.as_str()),
+            ("c1", "fs__read")
+        );
         assert_eq!(turns[2].role, Role::Tool);
 
         let mut flat = turns.clone();
         flatten_tool_messages(&mut flat);
-        assert!(flat.iter().all(|t| t.tool_calls.is_empty() && t.answers.is_none()));
-        assert!(flat[1].content.contains(r#""tool":"fs__read""#), "{:?}", flat[1]);
+        assert!(
+            flat.iter()
+                .all(|t| t.tool_calls.is_empty() && t.answers.is_none())
+        );
+        assert!(
+            flat[1].content.contains(r#""tool":"fs__read""#),
+            "{:?}",
+            flat[1]
+        );
         assert_eq!(flat[2].role, Role::User);
         assert_eq!(flat[2].content, "Tool result:\ncontents");
     }
@@ -340,7 +350,11 @@ mod tests {
             result_for("c2"),
         ];
         let turns = conversation(&history, "x", "next", 50);
-        assert!(turns.iter().all(|t| t.tool_calls.is_empty() && t.answers.is_none()));
+        assert!(
+            turns
+                .iter()
+                .all(|t| t.tool_calls.is_empty() && t.answers.is_none())
+        );
 
         // Trimmed so that the call is gone: the result may not lead, nor stand alone.
         let history = vec![

@@ -86,7 +86,8 @@ impl IntoResponse for OpenAiError {
         if self.status.is_server_error() && self.status != StatusCode::BAD_GATEWAY {
             tracing::warn!(status = %self.status, message = %self.message, "completion failed");
         }
-        let body = json!({"error": {"message": self.message, "type": self.kind, "code": self.code}});
+        let body =
+            json!({"error": {"message": self.message, "type": self.kind, "code": self.code}});
         let mut response = (self.status, Json(body)).into_response();
         if let Some(value) = self
             .retry_after
