@@ -228,6 +228,8 @@ struct HubInner {
     stats: Statistics,
     tasks: TaskTracker,
     shutting_down: CancellationToken,
+    /// Bumped whenever the catalog (the ready servers' tools) may have changed.
+    catalog_version: tokio::sync::watch::Sender<u64>,
 }
 
 /// The MCP servers of this lit-mux. Cheap to clone.
@@ -253,8 +255,21 @@ impl McpHub {
                 stats: Statistics::default(),
                 tasks: TaskTracker::new(),
                 shutting_down: CancellationToken::new(),
+                catalog_version: tokio::sync::watch::Sender::new(0),
             }),
         }
+    }
+
+    /// Changes whenever the catalog may have: a server became ready, changed its tools, exited,
+    /// or is being stopped.
+    pub fn catalog_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.catalog_version.subscribe()
+    }
+
+    fn catalog_changed(&self) {
+        self.inner
+            .catalog_version
+            .send_modify(|version| *version = version.wrapping_add(1));
     }
 
     pub fn statistics(&self) -> StatisticsView {
@@ -393,6 +408,7 @@ impl McpHub {
                     slot.last_error = None;
                     slot.view()
                 };
+                self.catalog_changed();
                 let hub = self.clone();
                 let slot = Arc::clone(slot);
                 self.inner.tasks.spawn(async move {
@@ -440,6 +456,7 @@ impl McpHub {
                             if slot.generation == generation && slot.state == ServerState::Ready {
                                 tracing::info!(server = %child.name(), tools = tools.len(), "MCP tool list changed");
                                 slot.tools = tools;
+                                self.catalog_changed();
                             }
                         }
                         Err(err) => tracing::warn!(server = %child.name(), error = %err, "cannot refresh the tool list"),
@@ -459,6 +476,7 @@ impl McpHub {
             slot.last_error = Some(format!("process {}", exit.description));
             slot.config.clone()
         };
+        self.catalog_changed();
         tracing::warn!(server = %config.name, exit = %exit.description, "MCP server exited");
         // Close the protocol side and make sure nothing of the group lingers.
         child.stop().await;
@@ -534,6 +552,7 @@ impl McpHub {
             slot.removed.cancel();
             slot.child.clone()
         };
+        self.catalog_changed();
         if let Some(child) = child {
             child.stop().await;
         }
@@ -561,6 +580,7 @@ impl McpHub {
                 slot.tools.clear();
                 (slot.child.take(), slot.config.clone())
             };
+            self.catalog_changed();
             if let Some(child) = child {
                 child.stop().await;
             }
