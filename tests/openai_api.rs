@@ -431,3 +431,99 @@ async fn a_session_id_appends_the_exchange_and_a_failure_keeps_the_question() {
         .collect();
     assert_eq!(models[0], "qwen3");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_tools_pass_through_and_calls_come_back_as_openai_tool_calls() {
+    let fake = FakeBackend::start(Wire::Anthropic).await;
+    let home = TestHome::new();
+    home.write_config(&format!(
+        "backends:\n  claude: {{type: anthropic, base_url: '{}', api_key: k}}\n",
+        fake.url()
+    ));
+    let server = home.start(&[]);
+    let tools = json!([{"type": "function", "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    }}]);
+    let question = json!({"role": "user", "content": "weather in Oslo?"});
+
+    for stream in [false, true] {
+        fake.queue(vec![Behaviour::tool_call(
+            "get_weather",
+            json!({"city": "Oslo"}),
+        )]);
+        let request =
+            json!({"model": "claude", "messages": [question], "tools": tools, "stream": stream});
+        let response = server
+            .post("/v1/chat/completions")
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let (calls, finish) = if stream {
+            let lines = data_lines(&response.text().await.unwrap());
+            let chunks: Vec<Value> = lines
+                .iter()
+                .filter(|l| *l != "[DONE]")
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let calls: Vec<Value> = chunks
+                .iter()
+                .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array())
+                .flatten()
+                .cloned()
+                .collect();
+            let finish = chunks
+                .iter()
+                .find_map(|c| c["choices"][0]["finish_reason"].as_str().map(str::to_owned));
+            assert_eq!(calls[0]["index"], 0);
+            (calls, finish)
+        } else {
+            let body: Value = response.json().await.unwrap();
+            let message = &body["choices"][0]["message"];
+            assert_eq!(message["content"], Value::Null, "{body}");
+            (
+                message["tool_calls"].as_array().unwrap().clone(),
+                body["choices"][0]["finish_reason"]
+                    .as_str()
+                    .map(str::to_owned),
+            )
+        };
+        assert_eq!(finish.as_deref(), Some("tool_calls"), "stream={stream}");
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(calls[0]["id"], "call_1");
+        assert_eq!(calls[0]["type"], "function");
+        assert_eq!(calls[0]["function"]["name"], "get_weather");
+        let arguments: Value =
+            serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(arguments, json!({"city": "Oslo"}));
+        let sent = fake.last_chat().body;
+        assert_eq!(sent["tools"][0]["name"], "get_weather");
+        assert_eq!(
+            sent["tools"][0]["input_schema"]["required"],
+            json!(["city"])
+        );
+    }
+
+    // The client runs the tool and sends the result back: it reaches Anthropic as tool_result.
+    let (status, body) = completion(
+        &server,
+        json!({"model": "claude", "tools": tools, "messages": [
+            question,
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 °C"}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let sent = fake.last_chat().body;
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(messages[1]["content"][0]["type"], "tool_use");
+    assert_eq!(messages[1]["content"][0]["input"], json!({"city": "Oslo"}));
+    assert_eq!(messages[2]["content"][0]["type"], "tool_result");
+    assert_eq!(messages[2]["content"][0]["tool_use_id"], "call_1");
+    assert_eq!(messages[2]["content"][0]["content"], "sunny, 21 °C");
+}

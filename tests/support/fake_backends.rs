@@ -93,6 +93,37 @@ pub enum Behaviour {
     /// Streaming: status 200 and the first chunk, then the connection is cut (no terminating
     /// chunk, `[DONE]` or `message_stop`). Non-streaming: the connection closes with no response.
     DropMidStream,
+    /// Answer with native tool calls (after `text`, if any), in the wire's own shape: Ollama
+    /// `message.tool_calls` (streamed whole in one chunk), OpenAI `tool_calls` (streamed as an
+    /// opening piece and the arguments string in several pieces), Anthropic `tool_use` blocks
+    /// (streamed as `input_json_delta` pieces).
+    ToolCalls {
+        text: Option<String>,
+        calls: Vec<FakeToolCall>,
+    },
+}
+
+/// A tool call a fake answers with.
+#[derive(Clone, Debug)]
+pub struct FakeToolCall {
+    pub id: String,
+    pub name: String,
+    /// An object.
+    pub arguments: Value,
+}
+
+impl Behaviour {
+    /// One call, id `call_1`, no text.
+    pub fn tool_call(name: &str, arguments: Value) -> Behaviour {
+        Behaviour::ToolCalls {
+            text: None,
+            calls: vec![FakeToolCall {
+                id: "call_1".to_owned(),
+                name: name.to_owned(),
+                arguments,
+            }],
+        }
+    }
 }
 
 impl Default for Behaviour {
@@ -121,6 +152,8 @@ struct Shared {
 
 struct FakeState {
     behaviour: Behaviour,
+    /// One-shot behaviours, used before `behaviour`, one per chat request.
+    queued: VecDeque<Behaviour>,
     models: Vec<String>,
     models_failing: bool,
     requests: Vec<Recorded>,
@@ -198,6 +231,11 @@ impl FakeBackend {
 
     pub fn port(&self) -> u16 {
         self.address.port()
+    }
+
+    /// How the next chat requests are answered, one behaviour each, before the standing one.
+    pub fn queue(&self, behaviours: Vec<Behaviour>) {
+        self.shared.state().queued.extend(behaviours);
     }
 
     /// How chat requests are answered from now on.
@@ -287,6 +325,7 @@ fn server(
         wire,
         state: Mutex::new(FakeState {
             behaviour: Behaviour::default(),
+            queued: VecDeque::new(),
             models: vec!["fake-model".to_owned()],
             models_failing: false,
             requests: Vec::new(),
@@ -347,23 +386,32 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         headers,
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     };
+    let wire = shared.wire;
+    let is_chat = parts.method == Method::POST && recorded.path == wire.chat_path();
     let (behaviour, models, models_failing) = {
         let mut state = shared.state();
         state.requests.push(recorded.clone());
+        let queued = if is_chat {
+            state.queued.pop_front()
+        } else {
+            None
+        };
         (
-            state.behaviour.clone(),
+            queued.unwrap_or_else(|| state.behaviour.clone()),
             state.models.clone(),
             state.models_failing,
         )
     };
 
-    let wire = shared.wire;
     if wire == Wire::Anthropic && !recorded.headers.contains_key("x-api-key") {
         return error(wire, 401, "x-api-key header is required");
     }
     let method = &parts.method;
     let path = recorded.path.as_str();
-    if *method == Method::POST && path == wire.chat_path() {
+    if is_chat {
+        if let Err(problem) = validate_chat(wire, &recorded.body) {
+            return error(wire, 400, &problem);
+        }
         let guard = AbortGuard {
             shared: shared.clone(),
             finished: false,
@@ -423,6 +471,10 @@ async fn chat(wire: Wire, body: &Value, behaviour: Behaviour, mut guard: AbortGu
         Behaviour::Hang => {
             // The guard counts the abort when hyper drops this future as the client goes away.
             return std::future::pending().await;
+        }
+        Behaviour::ToolCalls { text, calls } => {
+            guard.finish();
+            return tool_call_answer(wire, body, text.as_deref(), &calls, stream);
         }
     };
     tokio::time::sleep(delay).await;
@@ -814,4 +866,301 @@ fn now_rfc3339() -> String {
     chrono::Utc::now()
         .format("%Y-%m-%dT%H:%M:%S%.6fZ")
         .to_string()
+}
+
+/// An answer holding tool calls, streamed or not, in `wire`'s shape.
+fn tool_call_answer(
+    wire: Wire,
+    body: &Value,
+    text: Option<&str>,
+    calls: &[FakeToolCall],
+    stream: bool,
+) -> Response {
+    let model = body["model"].as_str().unwrap_or("fake-model");
+    let text = text.unwrap_or("");
+    let (prompt, completion) = (count_words(&all_message_text(body)).max(1), 7);
+    let (content_type, frames): (&str, Vec<String>) = match (wire, stream) {
+        (Wire::Ollama, false) => {
+            return json_response(200, ollama_tool_message(model, text, calls, true));
+        }
+        (Wire::Ollama, true) => {
+            let mut frames = Vec::new();
+            if !text.is_empty() {
+                frames.push(json!({"model": model, "created_at": now_rfc3339(),
+                    "message": {"role": "assistant", "content": text}, "done": false}));
+            }
+            frames.push(ollama_tool_message(model, "", calls, false));
+            frames.push(json!({"model": model, "created_at": now_rfc3339(),
+                "message": {"role": "assistant", "content": ""}, "done": true,
+                "done_reason": "stop", "prompt_eval_count": prompt, "eval_count": completion}));
+            (
+                "application/x-ndjson",
+                frames.iter().map(|f| format!("{f}\n")).collect(),
+            )
+        }
+        (Wire::OpenAi, false) => {
+            let tool_calls: Vec<Value> = calls
+                .iter()
+                .map(|c| {
+                    json!({"id": c.id, "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments.to_string()}})
+                })
+                .collect();
+            return json_response(
+                200,
+                json!({
+                    "id": "chatcmpl-fake", "object": "chat.completion", "created": unix_now(),
+                    "model": model,
+                    "choices": [{"index": 0, "logprobs": null, "finish_reason": "tool_calls",
+                        "message": {"role": "assistant",
+                            "content": if text.is_empty() { Value::Null } else { json!(text) },
+                            "tool_calls": tool_calls, "refusal": null}}],
+                    "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                              "total_tokens": prompt + completion},
+                }),
+            );
+        }
+        (Wire::OpenAi, true) => {
+            let include_usage = body["stream_options"]["include_usage"] == true;
+            let created = unix_now();
+            let chunk = |delta: Value, finish: Value| {
+                let mut chunk = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk",
+                    "created": created, "model": model, "system_fingerprint": "fp_fake",
+                    "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+                if include_usage {
+                    chunk["usage"] = Value::Null;
+                }
+                format!("data: {chunk}\n\n")
+            };
+            let mut frames = vec![chunk(
+                json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }}),
+                Value::Null,
+            )];
+            for (index, call) in calls.iter().enumerate() {
+                frames.push(chunk(
+                    json!({"tool_calls": [{"index": index, "id": call.id, "type": "function",
+                    "function": {"name": call.name, "arguments": ""}}]}),
+                    Value::Null,
+                ));
+                for piece in pieces(&call.arguments.to_string(), 5) {
+                    frames.push(chunk(
+                        json!({"tool_calls": [{"index": index,
+                        "function": {"arguments": piece}}]}),
+                        Value::Null,
+                    ));
+                }
+            }
+            let mut ending = chunk(json!({}), json!("tool_calls"));
+            if include_usage {
+                let usage = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk",
+                    "created": created, "model": model, "choices": [],
+                    "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                              "total_tokens": prompt + completion}});
+                ending += &format!("data: {usage}\n\n");
+            }
+            ending += "data: [DONE]\n\n";
+            frames.push(ending);
+            ("text/event-stream", frames)
+        }
+        (Wire::Anthropic, false) => {
+            let mut content = Vec::new();
+            if !text.is_empty() {
+                content.push(json!({"type": "text", "text": text}));
+            }
+            content.extend(calls.iter().map(
+                |c| json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}),
+            ));
+            return json_response(
+                200,
+                json!({
+                    "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+                    "content": content, "stop_reason": "tool_use", "stop_sequence": null,
+                    "usage": {"input_tokens": prompt, "output_tokens": completion},
+                }),
+            );
+        }
+        (Wire::Anthropic, true) => {
+            let event = |value: Value| {
+                let name = value["type"].as_str().unwrap_or_default().to_owned();
+                format!("event: {name}\ndata: {value}\n\n")
+            };
+            let mut frames = vec![event(json!({"type": "message_start", "message": {
+                "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": prompt, "output_tokens": 1}}}))];
+            let mut index = 0;
+            if !text.is_empty() {
+                frames.push(event(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+                frames.push(event(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})));
+                frames.push(event(json!({"type": "content_block_stop", "index": 0})));
+                index = 1;
+            }
+            for call in calls {
+                frames.push(event(json!({"type": "content_block_start", "index": index,
+                    "content_block": {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}})));
+                for piece in pieces(&call.arguments.to_string(), 5) {
+                    frames.push(event(json!({"type": "content_block_delta", "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": piece}})));
+                }
+                frames.push(event(json!({"type": "content_block_stop", "index": index})));
+                index += 1;
+            }
+            frames.push(event(json!({"type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+                "usage": {"output_tokens": completion}})));
+            frames.push(event(json!({"type": "message_stop"})));
+            ("text/event-stream", frames)
+        }
+    };
+    let mut response = Response::new(Body::from_stream(futures_util::stream::iter(
+        frames.into_iter().map(Ok::<_, io::Error>),
+    )));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn ollama_tool_message(model: &str, text: &str, calls: &[FakeToolCall], done: bool) -> Value {
+    let tool_calls: Vec<Value> = calls
+        .iter()
+        .enumerate()
+        .map(|(index, c)| json!({"id": c.id, "function": {"index": index, "name": c.name, "arguments": c.arguments}}))
+        .collect();
+    let mut message = json!({"model": model, "created_at": now_rfc3339(),
+        "message": {"role": "assistant", "content": text, "tool_calls": tool_calls}, "done": done});
+    if done {
+        message["done_reason"] = json!("stop");
+        message["prompt_eval_count"] = json!(1);
+        message["eval_count"] = json!(7);
+    }
+    message
+}
+
+/// `text` cut every `size` characters, as providers stream arguments.
+fn pieces(text: &str, size: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars
+        .chunks(size)
+        .map(|piece| piece.iter().collect())
+        .collect()
+}
+
+/// Refuses what the real API refuses about tools, with its 400.
+fn validate_chat(wire: Wire, body: &Value) -> Result<(), String> {
+    let empty = Vec::new();
+    let messages = body["messages"].as_array().unwrap_or(&empty);
+    let tools = body["tools"].as_array().unwrap_or(&empty);
+    let name_ok = |name: &str, max: usize| {
+        !name.is_empty()
+            && name.len() <= max
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    match wire {
+        Wire::OpenAi => {
+            for tool in tools {
+                let name = tool["function"]["name"].as_str().unwrap_or("");
+                if !name_ok(name, 64) {
+                    return Err(format!(
+                        "Invalid 'tools[].function.name': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'. Got {name:?}"
+                    ));
+                }
+            }
+            let mut open: Vec<String> = Vec::new();
+            for (at, message) in messages.iter().enumerate() {
+                if message["role"] == "tool" {
+                    let id = message["tool_call_id"].as_str().unwrap_or("");
+                    let Some(position) = open.iter().position(|o| o == id) else {
+                        return Err(format!(
+                            "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'. (messages[{at}], tool_call_id {id:?})"
+                        ));
+                    };
+                    open.remove(position);
+                    continue;
+                }
+                if !open.is_empty() {
+                    return Err(format!(
+                        "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. The following tool_call_ids did not have response messages: {}",
+                        open.join(", ")
+                    ));
+                }
+                if let Some(calls) = message["tool_calls"].as_array() {
+                    for call in calls {
+                        if !call["function"]["arguments"].is_string() {
+                            return Err(format!(
+                                "messages[{at}].tool_calls[].function.arguments must be a string"
+                            ));
+                        }
+                        open.push(call["id"].as_str().unwrap_or("").to_owned());
+                    }
+                }
+            }
+            if !open.is_empty() {
+                return Err(format!(
+                    "The following tool_call_ids did not have response messages: {}",
+                    open.join(", ")
+                ));
+            }
+        }
+        Wire::Anthropic => {
+            for tool in tools {
+                let name = tool["name"].as_str().unwrap_or("");
+                if !name_ok(name, 128) {
+                    return Err(format!(
+                        "tools.0.custom.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$' (got {name:?})"
+                    ));
+                }
+            }
+            let mut expected_role = "user";
+            let mut pending: Vec<String> = Vec::new();
+            for (at, message) in messages.iter().enumerate() {
+                let role = message["role"].as_str().unwrap_or("");
+                if role != expected_role {
+                    return Err(format!(
+                        "messages: roles must alternate between \"user\" and \"assistant\", starting with \"user\" (messages.{at} is {role:?})"
+                    ));
+                }
+                let blocks = message["content"].as_array().cloned().unwrap_or_default();
+                let results: Vec<String> = blocks
+                    .iter()
+                    .filter(|b| b["type"] == "tool_result")
+                    .map(|b| b["tool_use_id"].as_str().unwrap_or("").to_owned())
+                    .collect();
+                let uses: Vec<String> = blocks
+                    .iter()
+                    .filter(|b| b["type"] == "tool_use")
+                    .map(|b| b["id"].as_str().unwrap_or("").to_owned())
+                    .collect();
+                if (!results.is_empty() || !uses.is_empty()) && tools.is_empty() {
+                    return Err("Requests which include `tool_use` or `tool_result` blocks must define tools.".to_owned());
+                }
+                for id in &results {
+                    if !pending.contains(id) {
+                        return Err(format!(
+                            "messages.{at}.content: unexpected `tool_use_id` found in `tool_result` blocks: {id}. Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
+                        ));
+                    }
+                }
+                if let Some(missing) = pending.iter().find(|id| !results.contains(id)) {
+                    return Err(format!(
+                        "messages.{at}: `tool_use` ids were found without `tool_result` blocks immediately after: {missing}"
+                    ));
+                }
+                pending = uses;
+                expected_role = if role == "user" { "assistant" } else { "user" };
+            }
+        }
+        Wire::Ollama => {
+            for message in messages {
+                for call in message["tool_calls"].as_array().unwrap_or(&empty) {
+                    if !call["function"]["arguments"].is_object() {
+                        return Err("json: cannot unmarshal string into Go struct field .messages.tool_calls.function.arguments of type api.ToolCallFunctionArguments".to_owned());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
