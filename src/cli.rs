@@ -491,11 +491,13 @@ async fn serve(loaded: LoadedConfig, log_format: LogFormat) -> Result<(), Failur
         mcp.clone(),
         config.context.max_messages,
     );
+    let metrics = crate::metrics::Metrics::new(&mcp, &backends);
     let app = server::router(AppState {
         config: Arc::clone(&config),
         mcp: mcp.clone(),
         backends,
         chat,
+        metrics,
     });
     server::serve(listener, app, signals, timeouts, mcp.shutdown()).await;
     store.close().await;

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod mcp;
+pub mod metrics;
 pub mod resources;
 pub mod routes;
 pub mod server;

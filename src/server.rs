@@ -34,11 +34,13 @@ pub struct AppState {
     pub mcp: McpHub,
     pub backends: BackendRegistry,
     pub chat: ChatService,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The whole API with its layers, ready to serve.
 pub fn router(state: AppState) -> Router {
     let server = state.config.server.clone();
+    let metrics = state.metrics.clone();
     let routes = Router::new()
         .merge(routes::health::router())
         .merge(routes::mcp::router())
@@ -46,8 +48,14 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::sessions::router())
         .merge(routes::backends::router())
         .merge(routes::openai::router())
+        .merge(routes::health::metrics_router())
+        .route_layer(middleware::from_fn(crate::metrics::tag_route))
         .with_state(state);
-    with_layers(routes, &server)
+    // Outermost: every request is counted, those refused by the layers too.
+    with_layers(routes, &server).layer(middleware::from_fn_with_state(
+        metrics,
+        crate::metrics::record_http,
+    ))
 }
 
 /// Wraps `routes` in everything every endpoint shares: JSON errors for unknown routes and

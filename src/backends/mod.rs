@@ -277,6 +277,163 @@ pub(crate) fn function_tools(tools: &[ToolSpec]) -> serde_json::Value {
     )
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct CallLabels {
+    backend: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct BackendLabel {
+    backend: String,
+}
+
+/// Chat calls per backend and outcome, and how long they took. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BackendMetrics {
+    calls: prometheus_client::metrics::family::Family<
+        CallLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    latency: crate::metrics::LatencyFamily<BackendLabel>,
+}
+
+impl Default for BackendMetrics {
+    fn default() -> Self {
+        Self {
+            calls: Default::default(),
+            latency: crate::metrics::latency_family(),
+        }
+    }
+}
+
+impl BackendMetrics {
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "backend_calls",
+            "Chat calls to model backends, by backend and outcome (ok, or the kind of error)",
+            self.calls.clone(),
+        );
+        registry.register(
+            "backend_call_duration_seconds",
+            "Time a chat call took, to its last byte, by backend",
+            self.latency.clone(),
+        );
+    }
+
+    fn record(&self, backend: &str, outcome: &'static str, started: Instant) {
+        self.latency
+            .get_or_create(&BackendLabel {
+                backend: backend.to_owned(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        self.calls
+            .get_or_create(&CallLabels {
+                backend: backend.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+}
+
+impl BackendError {
+    /// The error's kind, as a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unreachable { .. } => "unreachable",
+            Self::Timeout { .. } => "timeout",
+            Self::Upstream { .. } => "upstream_error",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Failed { .. } => "failed",
+            Self::InvalidResponse { .. } => "invalid_response",
+        }
+    }
+}
+
+/// A backend whose chat calls are counted; listing models and health checks are not.
+struct Metered {
+    name: String,
+    inner: Arc<dyn Backend>,
+    metrics: BackendMetrics,
+}
+
+/// Records a streamed call once: at its end, or as `cancelled` when dropped before.
+struct StreamMeter {
+    name: String,
+    metrics: BackendMetrics,
+    started: Instant,
+    recorded: bool,
+}
+
+impl StreamMeter {
+    fn finish(&mut self, outcome: &'static str) {
+        if !self.recorded {
+            self.recorded = true;
+            self.metrics.record(&self.name, outcome, self.started);
+        }
+    }
+}
+
+impl Drop for StreamMeter {
+    fn drop(&mut self) {
+        self.finish("cancelled");
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Metered {
+    fn default_model(&self) -> &str {
+        self.inner.default_model()
+    }
+
+    async fn chat(&self, request: ChatRequest) -> Result<ChatReply, BackendError> {
+        let mut meter = StreamMeter {
+            name: self.name.clone(),
+            metrics: self.metrics.clone(),
+            started: Instant::now(),
+            recorded: false,
+        };
+        let reply = self.inner.chat(request).await;
+        meter.finish(reply.as_ref().map_or_else(BackendError::kind, |_| "ok"));
+        reply
+    }
+
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream, BackendError> {
+        use futures_util::StreamExt;
+        let mut meter = StreamMeter {
+            name: self.name.clone(),
+            metrics: self.metrics.clone(),
+            started: Instant::now(),
+            recorded: false,
+        };
+        let stream = match self.inner.chat_stream(request).await {
+            Ok(stream) => stream,
+            Err(err) => {
+                meter.finish(err.kind());
+                return Err(err);
+            }
+        };
+        Ok(stream
+            .map(move |event| {
+                match &event {
+                    Ok(ChatEvent::Done { .. }) => meter.finish("ok"),
+                    Err(err) => meter.finish(err.kind()),
+                    Ok(_) => {}
+                }
+                event
+            })
+            .boxed())
+    }
+
+    async fn models(&self) -> Result<Vec<ModelInfo>, BackendError> {
+        self.inner.models().await
+    }
+
+    async fn health(&self) -> Result<(), BackendError> {
+        self.inner.health().await
+    }
+}
+
 /// Bytes as megabytes, to one decimal.
 pub(crate) fn megabytes(bytes: u64) -> f64 {
     (bytes as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0
@@ -351,12 +508,14 @@ pub enum BackendLookupError {
 #[derive(Clone)]
 pub struct BackendRegistry {
     entries: Arc<BTreeMap<String, BackendEntry>>,
+    metrics: BackendMetrics,
 }
 
 impl BackendRegistry {
     /// Builds a client for every enabled backend of `configs` (already validated).
     pub fn new(configs: &BTreeMap<String, BackendConfig>) -> Result<Self, BackendError> {
         let mut entries = BTreeMap::new();
+        let metrics = BackendMetrics::default();
         for (name, config) in configs {
             let client: Option<Arc<dyn Backend>> = if config.enabled {
                 Some(match &config.kind {
@@ -374,6 +533,13 @@ impl BackendRegistry {
             } else {
                 None
             };
+            let client = client.map(|inner| -> Arc<dyn Backend> {
+                Arc::new(Metered {
+                    name: name.clone(),
+                    inner,
+                    metrics: metrics.clone(),
+                })
+            });
             entries.insert(
                 name.clone(),
                 BackendEntry {
@@ -386,7 +552,13 @@ impl BackendRegistry {
         }
         Ok(Self {
             entries: Arc::new(entries),
+            metrics,
         })
+    }
+
+    /// The counters of every backend's calls.
+    pub fn metrics(&self) -> &BackendMetrics {
+        &self.metrics
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &BackendEntry> {

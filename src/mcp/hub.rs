@@ -9,10 +9,12 @@
 //! - No lock of the registry is held across an `.await`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use rmcp::model::{CallToolResult, Tool};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use super::McpError;
 use super::child::{ChildSpec, ExitInfo, McpChild, Started};
 use crate::config::{McpConfig, McpServerConfig, RestartPolicy, is_valid_server_name};
+use crate::metrics::LatencyFamily;
 
 /// Restart policy `on-failure`: first delay, its ceiling, and the budget.
 const RESTART_FIRST_DELAY: Duration = Duration::from_secs(1);
@@ -41,6 +44,16 @@ pub enum ServerState {
     Stopping,
 }
 
+impl ServerState {
+    pub const ALL: [ServerState; 5] = [
+        Self::Starting,
+        Self::Ready,
+        Self::Exited,
+        Self::Failed,
+        Self::Stopping,
+    ];
+}
+
 impl std::fmt::Display for ServerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let text = match self {
@@ -54,14 +67,47 @@ impl std::fmt::Display for ServerState {
     }
 }
 
-/// Counters behind `/mcp/health` and the metrics.
-#[derive(Debug, Default)]
+/// Counters behind `/mcp/health` and the metrics: the same counters, registered in the metrics
+/// registry by [`register`](Self::register). Cheap to clone (each is an `Arc`).
+#[derive(Debug, Clone)]
 pub struct Statistics {
-    pub servers_created: AtomicU64,
-    pub servers_failed: AtomicU64,
-    pub servers_removed: AtomicU64,
-    pub total_requests: AtomicU64,
-    pub failed_requests: AtomicU64,
+    pub servers_created: Counter,
+    pub servers_failed: Counter,
+    pub servers_removed: Counter,
+    pub restarts: Counter,
+    pub total_requests: Counter,
+    pub failed_requests: Counter,
+    /// Tool calls by server, tool and outcome.
+    tool_calls: Family<ToolLabels, Counter>,
+    tool_latency: LatencyFamily<ToolTimeLabels>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabels {
+    server: String,
+    tool: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolTimeLabels {
+    server: String,
+    tool: String,
+}
+
+impl Default for Statistics {
+    fn default() -> Self {
+        Self {
+            servers_created: Counter::default(),
+            servers_failed: Counter::default(),
+            servers_removed: Counter::default(),
+            restarts: Counter::default(),
+            total_requests: Counter::default(),
+            failed_requests: Counter::default(),
+            tool_calls: Family::default(),
+            tool_latency: crate::metrics::latency_family(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -76,12 +122,98 @@ pub struct StatisticsView {
 impl Statistics {
     fn view(&self) -> StatisticsView {
         StatisticsView {
-            servers_created: self.servers_created.load(Ordering::Relaxed),
-            servers_failed: self.servers_failed.load(Ordering::Relaxed),
-            servers_removed: self.servers_removed.load(Ordering::Relaxed),
-            total_requests: self.total_requests.load(Ordering::Relaxed),
-            failed_requests: self.failed_requests.load(Ordering::Relaxed),
+            servers_created: self.servers_created.get(),
+            servers_failed: self.servers_failed.get(),
+            servers_removed: self.servers_removed.get(),
+            total_requests: self.total_requests.get(),
+            failed_requests: self.failed_requests.get(),
         }
+    }
+
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        let counters = [
+            (
+                "mcp_server_starts",
+                "MCP servers started successfully",
+                &self.servers_created,
+            ),
+            (
+                "mcp_server_start_failures",
+                "MCP server starts that failed",
+                &self.servers_failed,
+            ),
+            (
+                "mcp_server_removals",
+                "MCP servers removed",
+                &self.servers_removed,
+            ),
+            (
+                "mcp_restarts",
+                "MCP server restarts, by the API or after a failure",
+                &self.restarts,
+            ),
+            (
+                "mcp_tool_requests",
+                "Tool calls (/mcp/health total_requests)",
+                &self.total_requests,
+            ),
+            (
+                "mcp_tool_request_failures",
+                "Tool calls that failed or returned an error result",
+                &self.failed_requests,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "tool_calls",
+            "Tool calls by server, tool and outcome",
+            self.tool_calls.clone(),
+        );
+        registry.register(
+            "tool_call_duration_seconds",
+            "Time a tool call took, by server and tool",
+            self.tool_latency.clone(),
+        );
+    }
+
+    /// Counts one call. Calls that reached no tool are counted under `_unknown`, so that
+    /// made-up names cannot create label values.
+    fn record_call(
+        &self,
+        server: &str,
+        tool: &str,
+        result: &Result<CallToolResult, McpError>,
+        elapsed: Duration,
+    ) {
+        let outcome = match result {
+            Ok(result) if result.is_error == Some(true) => "tool_error",
+            Ok(_) => "ok",
+            Err(McpError::UnknownServer(_) | McpError::UnknownTool { .. }) => "unknown",
+            Err(McpError::Timeout { .. }) => "timeout",
+            Err(McpError::Died { .. }) => "died",
+            Err(McpError::NotReady { .. } | McpError::Disabled) => "not_ready",
+            Err(_) => "protocol_error",
+        };
+        let (server, tool) = if outcome == "unknown" {
+            ("_unknown".to_owned(), "_unknown".to_owned())
+        } else {
+            (server.to_owned(), tool.to_owned())
+        };
+        self.tool_latency
+            .get_or_create(&ToolTimeLabels {
+                server: server.clone(),
+                tool: tool.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.tool_calls
+            .get_or_create(&ToolLabels {
+                server,
+                tool,
+                outcome,
+            })
+            .inc();
     }
 }
 
@@ -276,6 +408,11 @@ impl McpHub {
         self.inner.stats.view()
     }
 
+    /// The counters themselves, for the metrics registry.
+    pub fn statistics_handles(&self) -> Statistics {
+        self.inner.stats.clone()
+    }
+
     /// Starts the configured servers concurrently, in the background: the API does not wait for
     /// them, and one that fails shows as `failed`.
     pub fn start_configured(&self, servers: &[McpServerConfig]) {
@@ -393,10 +530,7 @@ impl McpHub {
                 tools,
                 tools_changed,
             }) => {
-                self.inner
-                    .stats
-                    .servers_created
-                    .fetch_add(1, Ordering::Relaxed);
+                self.inner.stats.servers_created.inc();
                 let child = Arc::new(child);
                 tracing::info!(server = %config.name, pid = child.pid(), tools = tools.len(), "MCP server ready");
                 let view = {
@@ -417,10 +551,7 @@ impl McpHub {
                 Ok(view)
             }
             Err(failure) => {
-                self.inner
-                    .stats
-                    .servers_failed
-                    .fetch_add(1, Ordering::Relaxed);
+                self.inner.stats.servers_failed.inc();
                 tracing::warn!(server = %config.name, "MCP server {failure}");
                 let mut slot = lock(slot);
                 slot.state = ServerState::Failed;
@@ -516,6 +647,7 @@ impl McpHub {
                     return;
                 }
                 slot.restarts += 1;
+                self.inner.stats.restarts.inc();
                 slot.recent_restarts.push_back(Instant::now());
             }
             tracing::info!(server = %config.name, "restarting MCP server after failure");
@@ -557,10 +689,7 @@ impl McpHub {
             child.stop().await;
         }
         lock(&self.inner.slots).remove(name);
-        self.inner
-            .stats
-            .servers_removed
-            .fetch_add(1, Ordering::Relaxed);
+        self.inner.stats.servers_removed.inc();
         tracing::info!(server = %name, "MCP server removed");
         Ok(())
     }
@@ -585,6 +714,7 @@ impl McpHub {
                 child.stop().await;
             }
             lock(&slot).restarts += 1;
+            self.inner.stats.restarts.inc();
             self.launch(&slot, &config).await
         }
         .await;
@@ -640,17 +770,15 @@ impl McpHub {
         tool: &str,
         arguments: Option<serde_json::Map<String, serde_json::Value>>,
     ) -> Result<CallToolResult, McpError> {
-        self.inner
-            .stats
-            .total_requests
-            .fetch_add(1, Ordering::Relaxed);
+        self.inner.stats.total_requests.inc();
+        let started = Instant::now();
         let result = self.call_tool_inner(server, tool, arguments).await;
         if result.as_ref().map_or(true, |r| r.is_error == Some(true)) {
-            self.inner
-                .stats
-                .failed_requests
-                .fetch_add(1, Ordering::Relaxed);
+            self.inner.stats.failed_requests.inc();
         }
+        self.inner
+            .stats
+            .record_call(server, tool, &result, started.elapsed());
         result
     }
 
