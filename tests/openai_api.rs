@@ -527,3 +527,112 @@ async fn client_tools_pass_through_and_calls_come_back_as_openai_tool_calls() {
     assert_eq!(messages[2]["content"][0]["tool_use_id"], "call_1");
     assert_eq!(messages[2]["content"][0]["content"], "sunny, 21 °C");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lit_mux_can_run_its_own_mcp_tools_behind_the_front_door() {
+    let fake = FakeBackend::start(Wire::OpenAi).await;
+    let home = TestHome::new();
+    home.write_config(&format!(
+        "backends:\n  gpt: {{type: openai, base_url: '{}', api_key: k}}\n",
+        fake.url()
+    ));
+    let server = home.start(&[]);
+    let (status, body) = server
+        .post_json(
+            "/mcp/servers",
+            &json!({"name": "everything", "command": support::mcp::everything(), "args": ["stdio"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Stateless, with echo and the prompt protocol: nothing is stored.
+    let (status, body) = completion(
+        &server,
+        json!({"model": "echo", "lit_mux": {"use_tools": true}, "messages": [
+            {"role": "user", "content": r#"{"tool": "everything.echo", "arguments": {"message": "hi"}}"#}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Result of tool everything.echo:\nEcho: hi"
+    );
+    assert_eq!(body["lit_mux"]["tool_iterations"], 1);
+    assert_eq!(server.get_json("/sessions").await, json!([]));
+
+    // Native, streamed, asked for by header, into a session: the client sees the final text,
+    // the model saw the tool's result, the session holds every step.
+    let id = session(&server, "gpt").await;
+    fake.queue(vec![Behaviour::tool_call(
+        "everything__echo",
+        json!({"message": "from the model"}),
+    )]);
+    fake.set_behaviour(Behaviour::Reply {
+        text: Some("It echoed.".to_owned()),
+        delay: Duration::ZERO,
+        chunk_delay: Duration::ZERO,
+    });
+    let response = server
+        .post("/v1/chat/completions")
+        .header("x-lit-mux-use-tools", "true")
+        .json(&json!({"model": "gpt", "stream": true, "session_id": id,
+            "messages": [{"role": "user", "content": "echo something"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let lines = data_lines(&response.text().await.unwrap());
+    assert_eq!(lines.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "It echoed.");
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["choices"][0]["delta"].get("tool_calls").is_none()),
+        "lit-mux's own calls are not the client's"
+    );
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    assert_eq!(last["lit_mux"]["tool_iterations"], 1);
+    let fed_back = fake.last_chat().body;
+    let tool_message = fed_back["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap_or_else(|| panic!("no tool result in {fed_back}"))
+        .clone();
+    assert_eq!(tool_message["content"], "Echo: from the model");
+    let stored = server.get_json(&format!("/sessions/{id}/messages")).await;
+    let roles: Vec<&str> = stored
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "tool", "assistant"]);
+
+    // Client tools and lit-mux's tools at once: which would run them is unclear.
+    let (status, body) = completion(
+        &server,
+        json!({"model": "gpt", "lit_mux": {"use_tools": true},
+            "tools": [{"type": "function", "function": {"name": "x"}}],
+            "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not both")
+    );
+}

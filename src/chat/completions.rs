@@ -14,7 +14,9 @@ use futures_util::stream::BoxStream;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{ChatService, UnansweredGuard, context, reply_metadata};
+use super::stream::ReplyEvent;
+use super::tools::ToolSetup;
+use super::{ChatService, Turn, UnansweredGuard, context, reply_metadata};
 use crate::backends::{
     Backend, BackendError, BackendLookupError, ChatEvent, ChatMessage, ChatRequest, Role,
     ToolAnswer, ToolCall, ToolSpec, Usage,
@@ -60,6 +62,16 @@ pub struct CompletionRequest {
     pub tools: Option<Vec<InTool>>,
     /// lit-mux's extension: append the exchange to this session.
     pub session_id: Option<String>,
+    /// lit-mux's extensions: `{"use_tools": true}` runs lit-mux's own MCP tool loop.
+    #[serde(default)]
+    pub lit_mux: LitMuxOptions,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LitMuxOptions {
+    #[serde(default)]
+    pub use_tools: bool,
+    pub max_tool_iterations: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +140,8 @@ pub struct Completion {
     include_usage: bool,
     record: Option<Recorded>,
     service: ChatService,
+    /// Rounds of lit-mux's own tool loop, when the client asked for it.
+    mcp_tool_rounds: Option<u32>,
 }
 
 /// The session the exchange is appended to, and its user message once stored.
@@ -170,6 +184,25 @@ impl ChatService {
             }
         })?;
         let model = model.unwrap_or(backend.default_model()).to_owned();
+        let mcp_tool_rounds = if request.lit_mux.use_tools {
+            if request
+                .tools
+                .as_ref()
+                .is_some_and(|tools| !tools.is_empty())
+            {
+                return Err(CompletionError::Invalid(
+                    "send either tools (the client runs them) or lit_mux.use_tools (lit-mux runs \
+                     its MCP tools), not both"
+                        .to_owned(),
+                ));
+            }
+            Some(
+                super::tools::max_iterations(request.lit_mux.max_tool_iterations)
+                    .map_err(|err| CompletionError::Invalid(err.to_string()))?,
+            )
+        } else {
+            None
+        };
         let (system, messages) = conversation(request.messages)?;
         let tools = request
             .tools
@@ -245,6 +278,7 @@ impl ChatService {
                 .is_some_and(|options| options.include_usage),
             record,
             service: self.clone(),
+            mcp_tool_rounds,
         })
     }
 }
@@ -381,6 +415,9 @@ fn tool_calls_json(calls: &[ToolCall], streamed: bool) -> Value {
 impl Completion {
     /// The complete answer as a `chat.completion`.
     pub async fn run(mut self) -> Result<Value, CompletionError> {
+        if let Some(rounds) = self.mcp_tool_rounds {
+            return self.run_tool_loop(rounds).await;
+        }
         let started = std::time::Instant::now();
         // A client that leaves drops this future: the guard marks the stored question.
         let guard = self.unanswered_guard();
@@ -427,6 +464,9 @@ impl Completion {
     /// Opens the backend's stream; errors before its first byte are returned here, so that the
     /// client gets a plain HTTP error.
     pub async fn run_streaming(mut self) -> Result<ChunkStream, CompletionError> {
+        if let Some(rounds) = self.mcp_tool_rounds {
+            return self.stream_tool_loop(rounds).await;
+        }
         let started = std::time::Instant::now();
         let guard = self.unanswered_guard();
         let events = match self.backend.chat_stream(self.request.clone()).await {
@@ -456,14 +496,166 @@ impl Completion {
         .boxed())
     }
 
+    /// The exchange as a turn of lit-mux's own tool loop, with its tools set up.
+    fn into_turn(self, rounds: u32) -> (Turn, ToolSetup, ChatService, CompletionHead) {
+        let user_message = self
+            .record
+            .as_ref()
+            .and_then(|record| record.user_message.clone())
+            .unwrap_or_else(|| {
+                let content = self
+                    .request
+                    .messages
+                    .last()
+                    .map(|m| m.content.clone())
+                    .unwrap_or_default();
+                Message::unsaved(NewMessage {
+                    role: "user",
+                    content: &content,
+                    backend: Some(&self.backend_name),
+                    model: Some(&self.request.model),
+                    metadata: Map::new(),
+                })
+            });
+        let requested_model = self.request.model.clone();
+        let mut turn = Turn {
+            session_id: self.record.map(|record| record.session_id),
+            backend_name: self.backend_name.clone(),
+            backend: self.backend,
+            request: self.request,
+            user_message,
+            shares_user_message: false,
+        };
+        let setup = self.service.tool_setup(&turn, Some(true), rounds);
+        ChatService::prepare_tools(&mut turn, &setup);
+        let head = CompletionHead {
+            id: self.id,
+            created: self.created,
+            backend_name: self.backend_name,
+            requested_model,
+            include_usage: self.include_usage,
+        };
+        (turn, setup, self.service, head)
+    }
+
+    /// lit-mux runs the tool calls; the client gets the final answer.
+    async fn run_tool_loop(self, rounds: u32) -> Result<Value, CompletionError> {
+        let (mut turn, setup, service, head) = self.into_turn(rounds);
+        let guard = (turn.session_id.is_some())
+            .then(|| UnansweredGuard::new(&service.store, &turn.user_message));
+        let outcome = service.answer_with_tools(&mut turn, setup).await;
+        disarm(guard);
+        let answer = match outcome {
+            Ok(answer) => answer,
+            Err(err) => {
+                service.mark_failed(&mut turn, &err).await;
+                return Err(err.into());
+            }
+        };
+        let usage = stored_usage(&answer);
+        let model = answer.model.clone().unwrap_or_default();
+        let mut body = json!({
+            "id": head.id,
+            "object": "chat.completion",
+            "created": head.created,
+            "model": format!("{}/{model}", head.backend_name),
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.content},
+                "finish_reason": finish_reason(
+                    answer.metadata.get("finish_reason").and_then(Value::as_str),
+                    false,
+                ),
+                "logprobs": null,
+            }],
+            "lit_mux": lit_mux_summary(&answer),
+        });
+        if let Some(usage) = usage {
+            body["usage"] = usage_json(&usage);
+        }
+        Ok(body)
+    }
+
+    /// lit-mux runs the tool calls; the client gets the text of every round as it comes.
+    async fn stream_tool_loop(self, rounds: u32) -> Result<ChunkStream, CompletionError> {
+        let (mut turn, mut setup, service, head) = self.into_turn(rounds);
+        let started = std::time::Instant::now();
+        let opened = match turn.backend.chat_stream(turn.request.clone()).await {
+            Err(err) if service.fall_back_to_prompt(&mut turn, &mut setup, &err) => {
+                turn.backend.chat_stream(turn.request.clone()).await
+            }
+            other => other,
+        };
+        let stream = match opened {
+            Ok(stream) => stream,
+            Err(err) => {
+                service.mark_failed(&mut turn, &err).await;
+                return Err(err.into());
+            }
+        };
+        let (events, mut receiver) = tokio::sync::mpsc::channel(64);
+        let relay_service = service.clone();
+        tokio::spawn(async move {
+            relay_service
+                .relay(turn, stream, started, events, &setup)
+                .await
+        });
+        let mut sent_role = false;
+        Ok(
+            futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+                .flat_map(move |event| {
+                    let mut chunks = Vec::new();
+                    if !sent_role {
+                        sent_role = true;
+                        chunks.push(head.chunk(
+                            "",
+                            json!({"role": "assistant", "content": ""}),
+                            None,
+                        ));
+                    }
+                    match event {
+                        ReplyEvent::Delta { text, .. } => {
+                            chunks.push(head.chunk("", json!({"content": text}), None));
+                        }
+                        ReplyEvent::Done(answer) => {
+                            let model = answer.model.clone().unwrap_or_default();
+                            let finish = finish_reason(
+                                answer.metadata.get("finish_reason").and_then(Value::as_str),
+                                false,
+                            );
+                            let mut last = head.chunk(&model, json!({}), Some(finish));
+                            last["lit_mux"] = lit_mux_summary(&answer);
+                            chunks.push(last);
+                            if head.include_usage
+                                && let Some(usage) = stored_usage(&answer)
+                            {
+                                let mut usage_chunk = head.chunk(&model, json!({}), None);
+                                usage_chunk["choices"] = json!([]);
+                                usage_chunk["usage"] = usage_json(&usage);
+                                chunks.push(usage_chunk);
+                            }
+                        }
+                        ReplyEvent::Error { detail, .. } => {
+                            chunks.push(error_chunk(&detail, "api_error"));
+                        }
+                        // The tool steps are lit-mux's business: the client sees the answers.
+                        ReplyEvent::ToolCall { .. } | ReplyEvent::ToolResult { .. } => {}
+                    }
+                    futures_util::stream::iter(chunks)
+                })
+                .boxed(),
+        )
+    }
+
     fn chunk(&self, model: &str, delta: Value, finish: Option<&str>) -> Value {
-        json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": format!("{}/{model}", self.backend_name),
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
-        })
+        chunk_json(
+            &self.id,
+            self.created,
+            &self.backend_name,
+            model,
+            delta,
+            finish,
+        )
     }
 
     /// Marks the session's question failed if dropped armed (the client left).
@@ -536,6 +728,69 @@ impl Completion {
             tracing::error!(%store_err, "cannot mark a message as failed");
         }
     }
+}
+
+/// What every chunk of a completion names.
+struct CompletionHead {
+    id: String,
+    created: u64,
+    backend_name: String,
+    requested_model: String,
+    include_usage: bool,
+}
+
+impl CompletionHead {
+    /// A chunk; `model` empty means the model asked for (the answer names the one used).
+    fn chunk(&self, model: &str, delta: Value, finish: Option<&str>) -> Value {
+        let model = if model.is_empty() {
+            &self.requested_model
+        } else {
+            model
+        };
+        chunk_json(
+            &self.id,
+            self.created,
+            &self.backend_name,
+            model,
+            delta,
+            finish,
+        )
+    }
+}
+
+fn chunk_json(
+    id: &str,
+    created: u64,
+    backend: &str,
+    model: &str,
+    delta: Value,
+    finish: Option<&str>,
+) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": format!("{backend}/{model}"),
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
+    })
+}
+
+/// The usage recorded in an answer's metadata.
+fn stored_usage(answer: &Message) -> Option<Usage> {
+    serde_json::from_value(answer.metadata.get("usage")?.clone()).ok()
+}
+
+/// What lit-mux's loop did, for clients that care (`tool_iterations`, and whether the limit
+/// was reached).
+fn lit_mux_summary(answer: &Message) -> Value {
+    json!({
+        "tool_iterations": answer.metadata.get("tool_iterations").cloned().unwrap_or(json!(0)),
+        "max_tool_iterations_reached": answer
+            .metadata
+            .get("max_tool_iterations_reached")
+            .cloned()
+            .unwrap_or(json!(false)),
+    })
 }
 
 /// A streamed completion in progress.

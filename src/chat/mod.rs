@@ -105,7 +105,9 @@ pub struct BroadcastResponse {
 
 /// One message to one backend, its user part stored, its answer still to come.
 pub(crate) struct Turn {
-    pub session_id: String,
+    /// `None` for a stateless exchange (the OpenAI front door without a session): its steps are
+    /// built but not stored.
+    pub session_id: Option<String>,
     pub backend_name: String,
     pub backend: std::sync::Arc<dyn crate::backends::Backend>,
     pub request: ChatRequest,
@@ -226,7 +228,7 @@ impl ChatService {
             )
             .await?;
         Ok(Turn {
-            session_id: session.id,
+            session_id: Some(session.id),
             backend_name,
             backend,
             request: chat,
@@ -243,24 +245,35 @@ impl ChatService {
         model: &str,
         metadata: Map<String, Value>,
     ) -> Result<Message, StoreError> {
-        self.store
-            .append_message(
-                &turn.session_id,
-                NewMessage {
-                    role: "assistant",
-                    content,
-                    backend: Some(&turn.backend_name),
-                    model: Some(model),
-                    metadata,
-                },
-            )
-            .await
+        self.record(
+            turn,
+            NewMessage {
+                role: "assistant",
+                content,
+                backend: Some(&turn.backend_name),
+                model: Some(model),
+                metadata,
+            },
+        )
+        .await
+    }
+
+    /// Appends a step of `turn` to its session; builds it unsaved for a stateless turn.
+    pub(crate) async fn record(
+        &self,
+        turn: &Turn,
+        message: NewMessage<'_>,
+    ) -> Result<Message, StoreError> {
+        match &turn.session_id {
+            Some(session_id) => self.store.append_message(session_id, message).await,
+            None => Ok(Message::unsaved(message)),
+        }
     }
 
     /// Marks the user's message failed; the message stays. A store error here is only logged:
     /// the backend's error is what the client must see.
     pub(crate) async fn mark_failed(&self, turn: &mut Turn, err: &BackendError) {
-        if turn.shares_user_message {
+        if turn.shares_user_message || turn.session_id.is_none() {
             return;
         }
         let user_message = &mut turn.user_message;
@@ -348,7 +361,7 @@ impl ChatService {
             let mut messages = context::conversation(&history, &name, content, self.max_context);
             context::flatten_tool_messages(&mut messages);
             turns.push(Turn {
-                session_id: session.id.clone(),
+                session_id: Some(session.id.clone()),
                 request: ChatRequest {
                     model,
                     system: self.system_prompt(&session, &name),

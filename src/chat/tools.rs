@@ -595,18 +595,17 @@ impl ChatService {
             metadata.insert(TOOL_MODE_KEY.to_owned(), json!(TOOL_MODE_NATIVE));
             metadata.insert("tool_name".to_owned(), json!(call.name));
         }
-        self.store
-            .append_message(
-                &turn.session_id,
-                NewMessage {
-                    role: "tool",
-                    content: &outcome.text,
-                    backend: Some(&turn.backend_name),
-                    model: None,
-                    metadata,
-                },
-            )
-            .await
+        self.record(
+            turn,
+            NewMessage {
+                role: "tool",
+                content: &outcome.text,
+                backend: Some(&turn.backend_name),
+                model: None,
+                metadata,
+            },
+        )
+        .await
     }
 }
 

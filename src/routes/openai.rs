@@ -100,7 +100,8 @@ impl IntoResponse for OpenAiError {
 }
 
 /// JSON, or `chat.completion.chunk` events ending with `data: [DONE]` when `stream` is set.
-/// `X-Session-Id` does what the body's `session_id` does.
+/// `X-Session-Id` does what the body's `session_id` does; `X-Lit-Mux-Use-Tools: true` what
+/// `lit_mux.use_tools` does.
 async fn chat_completions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -111,6 +112,13 @@ async fn chat_completions(
         && let Some(id) = headers.get("x-session-id").and_then(|v| v.to_str().ok())
     {
         request.session_id = Some(id.to_owned());
+    }
+    if headers
+        .get("x-lit-mux-use-tools")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+    {
+        request.lit_mux.use_tools = true;
     }
     let streamed = request.stream;
     let completion = state.chat.begin_completion(request).await?;

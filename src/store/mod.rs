@@ -52,6 +52,22 @@ pub struct Message {
     pub metadata: Map<String, Value>,
 }
 
+impl Message {
+    /// The message as it would be stored (fresh id, timestamp now), without storing it: the
+    /// steps of a stateless exchange.
+    pub fn unsaved(message: NewMessage<'_>) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            content: message.content.to_owned(),
+            role: message.role.to_owned(),
+            backend: message.backend.map(str::to_owned),
+            model: message.model.map(str::to_owned),
+            timestamp: now(),
+            metadata: message.metadata,
+        }
+    }
+}
+
 /// A message to append.
 #[derive(Debug, Clone)]
 pub struct NewMessage<'a> {
@@ -307,15 +323,7 @@ impl Store {
         session_id: &str,
         message: NewMessage<'_>,
     ) -> Result<Message, StoreError> {
-        let stored = Message {
-            id: uuid::Uuid::new_v4().to_string(),
-            content: message.content.to_owned(),
-            role: message.role.to_owned(),
-            backend: message.backend.map(str::to_owned),
-            model: message.model.map(str::to_owned),
-            timestamp: now(),
-            metadata: message.metadata,
-        };
+        let stored = Message::unsaved(message);
         // The trigger of migration 0002 updates the session; the foreign key refuses a message
         // for a session that does not exist (or was just deleted).
         self.appends.append(session_id, stored.clone()).await?;
