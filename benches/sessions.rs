@@ -15,72 +15,10 @@ mod fake_backends;
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use fake_backends::{FakeBackend, Wire};
 use serde_json::{Value, json};
-use support::{LitMux, micros, percentile};
-
-/// CPU time lit-mux has used so far (user + system), from /proc.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .unwrap()
-        .unwrap_or(100) as u64;
-    Duration::from_micros(ticks * 1_000_000 / per_second)
-}
-
-/// `concurrency` workers, each with its own state from `setup`, doing `per_worker` calls.
-async fn run_load<S, Setup, SetupFut, Call, CallFut>(
-    concurrency: usize,
-    per_worker: usize,
-    setup: Setup,
-    call: Call,
-) -> (Vec<Duration>, f64)
-where
-    S: Send + Sync + 'static,
-    Setup: Fn() -> SetupFut,
-    SetupFut: std::future::Future<Output = S>,
-    Call: Fn(Arc<S>) -> CallFut + Send + Sync + 'static,
-    CallFut: std::future::Future<Output = ()> + Send,
-{
-    let mut states = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
-        states.push(Arc::new(setup().await));
-    }
-    let call = Arc::new(call);
-    let started = Instant::now();
-    let workers: Vec<_> = states
-        .into_iter()
-        .map(|state| {
-            let call = Arc::clone(&call);
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_worker);
-                for _ in 0..per_worker {
-                    let t = Instant::now();
-                    call(Arc::clone(&state)).await;
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for worker in workers {
-        all.extend(worker.await.unwrap());
-    }
-    let throughput = all.len() as f64 / started.elapsed().as_secs_f64();
-    all.sort();
-    (all, throughput)
-}
+use support::{LitMux, cpu_time, micros, percentile, run_load};
 
 #[tokio::main]
 async fn main() {

@@ -1,0 +1,120 @@
+//! OpenAI front-door benchmark behind BENCHMARKS.md: `cargo bench --bench completions`
+//! (`-- --quick` for a short run).
+//!
+//! Overhead of `POST /v1/chat/completions` (release lit-mux, stateless: no session) over calling
+//! the same fake OpenAI-compatible backend directly with the same request, at 1, 16 and 64
+//! concurrent clients, each sending a 10-message conversation.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+#[path = "../tests/support/fake_backends.rs"]
+mod fake_backends;
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+
+use fake_backends::{FakeBackend, Wire};
+use serde_json::{Value, json};
+use support::{LitMux, cpu_time, micros, percentile, run_load};
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let calls_per_level = if quick { 640 } else { 6400 };
+    let fake = FakeBackend::start_blocking(Wire::OpenAi);
+    let lit_mux = LitMux::start(Some(&format!(
+        "backends:\n  fake: {{type: openai, base_url: '{}', default_model: fake-model}}\n",
+        fake.url()
+    )));
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    let messages: Vec<Value> = (0..10)
+        .map(|i| {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            json!({"role": role, "content": format!("message {i} of a benchmark conversation")})
+        })
+        .chain(std::iter::once(
+            json!({"role": "user", "content": "benchmark question"}),
+        ))
+        .collect();
+    let ours_body = json!({"model": "fake/fake-model", "messages": messages});
+    let ours_url = format!("{}/v1/chat/completions", lit_mux.url);
+    let direct_url = format!("{}/chat/completions", fake.url());
+
+    println!(
+        "# lit-mux OpenAI front-door benchmark{}\n",
+        if quick { " (quick)" } else { "" }
+    );
+    println!("## `POST /v1/chat/completions` vs the fake backend called directly\n");
+    println!(
+        "| clients | lit-mux p50 | lit-mux p99 | direct p50 | direct p99 | p50 overhead | p99 overhead | lit-mux req/s | direct req/s | lit-mux CPU per request |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for concurrency in [1usize, 16, 64] {
+        let per_worker = (calls_per_level / concurrency).max(50);
+        let setup = || {
+            let (http, url, body) = (http.clone(), ours_url.clone(), ours_body.clone());
+            async move { (http, url, body) }
+        };
+        let cpu_before = cpu_time(lit_mux.child.id());
+        let (ours, ours_rate) = run_load(
+            concurrency,
+            per_worker,
+            setup,
+            |state: Arc<(reqwest::Client, String, Value)>| async move {
+                let (http, url, body) = &*state;
+                let response = http.post(url).json(body).send().await.unwrap();
+                assert!(response.status().is_success(), "{}", response.status());
+                response.bytes().await.unwrap();
+            },
+        )
+        .await;
+        let cpu_per_request =
+            (cpu_time(lit_mux.child.id()) - cpu_before) / (concurrency * per_worker) as u32;
+
+        // The direct baseline sends what lit-mux sent last.
+        let sent = fake.last_chat().body;
+        let direct_setup = || {
+            let (http, url, body) = (http.clone(), direct_url.clone(), sent.clone());
+            async move { (http, url, body) }
+        };
+        let (theirs, theirs_rate) = run_load(
+            concurrency,
+            per_worker,
+            direct_setup,
+            |state: Arc<(reqwest::Client, String, Value)>| async move {
+                let (http, url, body) = &*state;
+                let response = http
+                    .post(url)
+                    .bearer_auth("none")
+                    .json(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success());
+                response.bytes().await.unwrap();
+            },
+        )
+        .await;
+        let (p50, p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
+        let (d50, d99) = (percentile(&theirs, 0.5), percentile(&theirs, 0.99));
+        println!(
+            "| {concurrency} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | **{:.0} µs** | {:.0} | {:.0} | {:.0} µs |",
+            micros(p50),
+            micros(p99),
+            micros(d50),
+            micros(d99),
+            micros(p50) - micros(d50),
+            micros(p99) - micros(d99),
+            ours_rate,
+            theirs_rate,
+            micros(cpu_per_request)
+        );
+        fake.clear_requests();
+    }
+    println!("\n(goal: p99 overhead ≤ 1 ms at 64 clients)\n");
+}
