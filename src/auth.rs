@@ -1,8 +1,9 @@
 //! Who may talk to lit-mux: the API key, and the browser guards that keep a web page from
 //! driving an unauthenticated local server (cross-site requests and DNS rebinding).
 //!
-//! Invariant: with `server.api_key` set, no request but `GET /health` (and CORS preflights,
-//! which carry no credentials and change nothing) reaches a handler without the key.
+//! Invariant: with `server.api_key` set, no request but `GET /health`, the API description
+//! (`/openapi.json`, `/docs`: route shapes, no data) and CORS preflights (which carry no
+//! credentials and change nothing) reaches a handler without the key.
 
 use std::sync::Arc;
 
@@ -16,7 +17,12 @@ use crate::config::{ServerConfig, host_is_loopback};
 use crate::error::ApiError;
 
 /// Paths anyone may call without a key.
-const OPEN_PATHS: &[&str] = &["/health"];
+const OPEN_PATHS: &[&str] = &["/health", "/openapi.json", "/docs"];
+
+/// Whether anyone may call `path`: the open paths, and the docs page's assets.
+fn is_open_path(path: &str) -> bool {
+    OPEN_PATHS.contains(&path) || path.starts_with("/docs/")
+}
 
 /// What the access checks need, fixed at startup.
 #[derive(Debug, Clone)]
@@ -45,7 +51,7 @@ impl AccessPolicy {
         if !is_safe_method(method) {
             self.check_origin(headers)?;
         }
-        if *method == Method::OPTIONS || OPEN_PATHS.contains(&path) {
+        if *method == Method::OPTIONS || is_open_path(path) {
             return Ok(());
         }
         match &self.api_key {

@@ -145,7 +145,7 @@ impl From<crate::chat::ChatError> for ApiError {
 }
 
 /// The body of every error response.
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub detail: String,
 }

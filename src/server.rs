@@ -41,14 +41,16 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let server = state.config.server.clone();
     let metrics = state.metrics.clone();
-    let routes = Router::new()
+    let (routes, api) = utoipa_axum::router::OpenApiRouter::with_openapi(api_description())
         .merge(routes::health::router())
         .merge(routes::mcp::router())
         .merge(routes::tools::router())
         .merge(routes::sessions::router())
         .merge(routes::backends::router())
         .merge(routes::openai::router())
-        .merge(routes::health::metrics_router())
+        .split_for_parts();
+    let routes = routes
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", api))
         .route_layer(middleware::from_fn(crate::metrics::tag_route))
         .with_state(state);
     // Outermost: every request is counted, those refused by the layers too.
@@ -56,6 +58,34 @@ pub fn router(state: AppState) -> Router {
         metrics,
         crate::metrics::record_http,
     ))
+}
+
+/// The API's description; the paths come from the handlers' annotations, merged with the routes
+/// themselves so that no route can be missing from `/openapi.json`.
+fn api_description() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+    let mut api = utoipa::openapi::OpenApiBuilder::new()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title("lit-mux")
+                .version(crate::VERSION)
+                .description(Some(
+                    "One HTTP endpoint in front of AI model backends and MCP tools. Errors are \
+                     {\"detail\": \"...\"} except under /v1, which uses OpenAI's shape.",
+                ))
+                .build(),
+        )
+        .build();
+    let components = api.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "api_key",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
+    api.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+        "api_key",
+        Vec::<String>::new(),
+    )]);
+    api
 }
 
 /// Wraps `routes` in everything every endpoint shares: JSON errors for unknown routes and

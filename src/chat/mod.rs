@@ -51,15 +51,16 @@ impl From<StoreError> for ChatError {
 }
 
 /// `POST /sessions`. Unknown fields are ignored, as the predecessor did.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateSession {
     pub backends: Vec<String>,
     pub name: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
 }
 
 /// `POST /sessions/{id}/message`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SendMessage {
     /// Answer with Server-Sent Events as the reply is produced.
     #[serde(default)]
@@ -73,7 +74,7 @@ pub struct SendMessage {
 }
 
 /// `POST /sessions/{id}/broadcast`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct BroadcastMessage {
     #[serde(default)]
     pub stream: bool,

@@ -2,22 +2,23 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use futures_util::future::join_all;
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::backends::ModelInfo;
 use crate::server::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/backends", get(list_backends))
-        .route("/models", get(list_models))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_backends))
+        .routes(routes!(list_models))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BackendView {
     pub name: String,
     #[serde(rename = "type")]
@@ -27,8 +28,9 @@ pub struct BackendView {
     pub default_model: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelsView {
+    #[schema(value_type = Object)]
     pub models: BTreeMap<String, Vec<ModelInfo>>,
     pub total: usize,
     /// Backends whose models could not be listed, with why.
@@ -37,6 +39,7 @@ pub struct ModelsView {
 }
 
 /// Health is checked concurrently and cached a few seconds per backend.
+#[utoipa::path(get, path = "/backends", tag = "backends", responses((status = 200, description = "Success", body = Vec<BackendView>)))]
 async fn list_backends(State(state): State<AppState>) -> Json<Vec<BackendView>> {
     let views = state.backends.entries().map(|entry| async move {
         BackendView {
@@ -51,6 +54,7 @@ async fn list_backends(State(state): State<AppState>) -> Json<Vec<BackendView>> 
 }
 
 /// Every enabled backend's models, asked concurrently; one failing does not hide the others.
+#[utoipa::path(get, path = "/models", tag = "backends", responses((status = 200, description = "Success", body = ModelsView)))]
 async fn list_models(State(state): State<AppState>) -> Json<ModelsView> {
     let lists = state
         .backends

@@ -1,17 +1,18 @@
 //! `GET /health`: liveness, open to everyone (no API key), cheap enough to poll; `GET /metrics`:
 //! the Prometheus exposition (behind the key like the rest).
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::server::AppState;
 
 /// The predecessor's health shape.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     pub status: String,
     /// RFC 3339, UTC.
@@ -19,14 +20,15 @@ pub struct Health {
     pub version: String,
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(metrics))
 }
 
-pub fn metrics_router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
-}
-
+/// Prometheus / OpenMetrics text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "The metrics", content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(
@@ -37,6 +39,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// Liveness; needs no API key.
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "Success", body = Health)))]
 async fn health() -> Json<Health> {
     Json(Health {
         status: "healthy".to_owned(),

@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::{McpServerConfig, RestartPolicy};
 use crate::error::ApiError;
@@ -14,17 +15,17 @@ use crate::mcp::hub::{ServerView, StatisticsView};
 use crate::resources::{self, Resources};
 use crate::server::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/mcp/servers", get(list_servers).post(add_server))
-        .route("/mcp/servers/{name}", get(get_server).delete(remove_server))
-        .route("/mcp/servers/{name}/logs", get(server_logs))
-        .route("/mcp/servers/{name}/restart", post(restart_server))
-        .route("/mcp/health", get(health))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_servers, add_server))
+        .routes(routes!(get_server, remove_server))
+        .routes(routes!(server_logs))
+        .routes(routes!(restart_server))
+        .routes(routes!(health))
 }
 
 /// `POST /mcp/servers`. Unknown fields are ignored, as the predecessor did.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AddServer {
     pub name: String,
     pub command: String,
@@ -34,33 +35,46 @@ pub struct AddServer {
     pub env: BTreeMap<String, String>,
     /// Seconds; default 30.
     pub timeout: Option<u64>,
+    /// `never` (default) or `on-failure`.
     #[serde(default)]
+    #[schema(value_type = String)]
     pub restart: RestartPolicy,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServerChanged {
     pub message: String,
+    #[schema(value_type = Object)]
     pub server: ServerView,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = McpMessage)]
 pub struct Message {
     pub message: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServerList {
+    #[schema(value_type = Vec<Object>)]
     pub servers: Vec<ServerView>,
     pub total: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServerLogs {
     pub name: String,
     pub logs: String,
 }
 
+/// Starts an MCP server (stdio child process) and discovers its tools.
+#[utoipa::path(post, path = "/mcp/servers", tag = "mcp", request_body = AddServer,
+    responses((status = 200, description = "Success", body = ServerChanged), (status = 400, description = "A value that cannot work", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::error::ErrorBody),
+        (status = 422, description = "Malformed JSON or a wrong field type", body = crate::error::ErrorBody),
+        (status = 403, description = "Command not in mcp.allowed_commands", body = crate::error::ErrorBody),
+        (status = 409, description = "The name exists", body = crate::error::ErrorBody),
+        (status = 502, description = "Start or handshake failed", body = crate::error::ErrorBody)))]
 async fn add_server(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<AddServer>,
@@ -80,6 +94,8 @@ async fn add_server(
     }))
 }
 
+/// Every MCP server and its state.
+#[utoipa::path(get, path = "/mcp/servers", tag = "mcp", responses((status = 200, description = "Success", body = ServerList)))]
 async fn list_servers(State(state): State<AppState>) -> Json<ServerList> {
     let servers = state.mcp.list();
     Json(ServerList {
@@ -88,6 +104,9 @@ async fn list_servers(State(state): State<AppState>) -> Json<ServerList> {
     })
 }
 
+/// One server: state, pid, uptime, restarts, exit status, tools, server info, last error.
+#[utoipa::path(get, path = "/mcp/servers/{name}", tag = "mcp", params(("name" = String, Path)),
+    responses((status = 200, description = "Success", body = Object), (status = 404, description = "Not found", body = crate::error::ErrorBody)))]
 async fn get_server(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -95,6 +114,9 @@ async fn get_server(
     Ok(Json(state.mcp.get(&name)?))
 }
 
+/// Stops the server (its whole process group) and removes it.
+#[utoipa::path(delete, path = "/mcp/servers/{name}", tag = "mcp", params(("name" = String, Path)),
+    responses((status = 200, description = "Success", body = Message), (status = 404, description = "Not found", body = crate::error::ErrorBody)))]
 async fn remove_server(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -105,6 +127,10 @@ async fn remove_server(
     }))
 }
 
+/// Stops the server's process and starts a new one.
+#[utoipa::path(post, path = "/mcp/servers/{name}/restart", tag = "mcp", params(("name" = String, Path)),
+    responses((status = 200, description = "Success", body = ServerChanged), (status = 404, description = "Not found", body = crate::error::ErrorBody),
+        (status = 502, description = "A peer failed", body = crate::error::ErrorBody)))]
 async fn restart_server(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -116,6 +142,9 @@ async fn restart_server(
     }))
 }
 
+/// The tail of the server's stderr.
+#[utoipa::path(get, path = "/mcp/servers/{name}/logs", tag = "mcp", params(("name" = String, Path)),
+    responses((status = 200, description = "Success", body = ServerLogs), (status = 404, description = "Not found", body = crate::error::ErrorBody)))]
 async fn server_logs(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -125,7 +154,7 @@ async fn server_logs(
 }
 
 /// One server in `/mcp/health`, in the predecessor's shape.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServerHealth {
     pub running: bool,
     pub process_alive: bool,
@@ -134,17 +163,20 @@ pub struct ServerHealth {
     pub state: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct McpHealth {
     pub servers: BTreeMap<String, ServerHealth>,
     pub total_tools: usize,
+    #[schema(value_type = Object)]
     pub statistics: StatisticsView,
+    #[schema(value_type = Object)]
     pub resources: Resources,
     pub cleaned_up: Vec<String>,
 }
 
 /// Reports every server, then removes the dead ones (listed in `cleaned_up`), as the
 /// predecessor's health check did.
+#[utoipa::path(get, path = "/mcp/health", tag = "mcp", operation_id = "mcp_health", responses((status = 200, description = "Success", body = McpHealth)))]
 async fn health(State(state): State<AppState>) -> Json<McpHealth> {
     let servers: BTreeMap<String, ServerHealth> = state
         .mcp

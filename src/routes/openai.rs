@@ -4,25 +4,35 @@
 
 use std::convert::Infallible;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::chat::completions::{CompletionError, CompletionRequest};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::server::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/models", get(list_models))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(chat_completions))
+        .routes(routes!(list_models))
+}
+
+/// OpenAI's error shape.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct OpenAiErrorBody {
+    /// `{"message", "type", "code"}`
+    #[schema(value_type = Object)]
+    error: (),
 }
 
 /// An error in OpenAI's shape.
@@ -102,6 +112,15 @@ impl IntoResponse for OpenAiError {
 /// JSON, or `chat.completion.chunk` events ending with `data: [DONE]` when `stream` is set.
 /// `X-Session-Id` does what the body's `session_id` does; `X-Lit-Mux-Use-Tools: true` what
 /// `lit_mux.use_tools` does.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
+    params(("X-Session-Id" = Option<String>, Header, description = "Append the exchange to this session"),
+        ("X-Lit-Mux-Use-Tools" = Option<bool>, Header, description = "Run lit-mux's MCP tool loop")),
+    request_body(content = Object, description = "OpenAI's chat completion request; model is backend/model"),
+    responses((status = 200, description = "chat.completion, or chat.completion.chunk events then [DONE]", content((Object = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "A value that cannot work", body = OpenAiErrorBody), (status = 401, description = "Missing or wrong API key", body = OpenAiErrorBody),
+        (status = 404, description = "Unknown model or session", body = OpenAiErrorBody),
+        (status = 422, description = "Malformed JSON or a wrong field type", body = OpenAiErrorBody), (status = 429, description = "Rate limited upstream", body = OpenAiErrorBody),
+        (status = 502, description = "A peer failed", body = OpenAiErrorBody), (status = 504, description = "Timed out", body = OpenAiErrorBody)))]
 async fn chat_completions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -138,6 +157,8 @@ async fn chat_completions(
 
 /// Every enabled backend's models as `backend/model`, listed concurrently; a backend that
 /// cannot list them still offers its default model.
+#[utoipa::path(get, path = "/v1/models", tag = "openai", operation_id = "openai_list_models",
+    responses((status = 200, description = "{object: list, data: [{id: backend/model, ...}]}", body = Object)))]
 async fn list_models(State(state): State<AppState>) -> Json<Value> {
     let lists = state.backends.entries().map(|entry| async move {
         let listed = entry.models().await?;

@@ -1,12 +1,13 @@
 //! `/sessions/…`: create, list, inspect and delete sessions; send and broadcast messages.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::chat::stream::ReplyEvent;
 use crate::chat::{BroadcastMessage, CreateSession, MAX_PAGE, SendMessage};
@@ -15,19 +16,23 @@ use crate::extract::ApiJson;
 use crate::server::AppState;
 use crate::store::{Message, Session};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/sessions", get(list_sessions).post(create_session))
-        .route("/sessions/{id}", get(get_session).delete(delete_session))
-        .route("/sessions/{id}/messages", get(list_messages))
-        .route("/sessions/{id}/message", post(send_message))
-        .route("/sessions/{id}/broadcast", post(broadcast))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_sessions, create_session))
+        .routes(routes!(get_session, delete_session))
+        .routes(routes!(list_messages))
+        .routes(routes!(send_message))
+        .routes(routes!(broadcast))
 }
 
 /// `?limit=&offset=`, as text so that a bad value gets our 422 rather than axum's plain 400.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// At most 1000.
+    #[param(value_type = Option<u32>)]
     limit: Option<String>,
+    #[param(value_type = Option<u64>)]
     offset: Option<String>,
 }
 
@@ -49,11 +54,16 @@ impl PageQuery {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Deleted {
     pub message: String,
 }
 
+/// Creates a session with its backends.
+#[utoipa::path(post, path = "/sessions", tag = "sessions", request_body = CreateSession,
+    responses((status = 200, description = "Success", body = Session), (status = 400, description = "A value that cannot work", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::error::ErrorBody),
+        (status = 422, description = "Malformed JSON or a wrong field type", body = crate::error::ErrorBody)))]
 async fn create_session(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateSession>,
@@ -61,6 +71,9 @@ async fn create_session(
     Ok(Json(state.chat.create_session(body).await?))
 }
 
+/// Sessions, newest first.
+#[utoipa::path(get, path = "/sessions", tag = "sessions", params(PageQuery),
+    responses((status = 200, description = "Success", body = Vec<Session>), (status = 422, description = "Malformed JSON or a wrong field type", body = crate::error::ErrorBody)))]
 async fn list_sessions(
     State(state): State<AppState>,
     Query(page): Query<PageQuery>,
@@ -69,6 +82,8 @@ async fn list_sessions(
     Ok(Json(state.chat.store().list_sessions(limit, offset).await?))
 }
 
+#[utoipa::path(get, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
+    responses((status = 200, description = "Success", body = Session), (status = 404, description = "Not found", body = crate::error::ErrorBody)))]
 async fn get_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -76,6 +91,8 @@ async fn get_session(
     Ok(Json(state.chat.store().session(&id).await?))
 }
 
+#[utoipa::path(delete, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
+    responses((status = 200, description = "Success", body = Deleted), (status = 404, description = "Not found", body = crate::error::ErrorBody)))]
 async fn delete_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -86,6 +103,9 @@ async fn delete_session(
     }))
 }
 
+/// The session's messages, oldest first.
+#[utoipa::path(get, path = "/sessions/{id}/messages", tag = "sessions", params(("id" = String, Path), PageQuery),
+    responses((status = 200, description = "Success", body = Vec<Message>), (status = 404, description = "Not found", body = crate::error::ErrorBody)))]
 async fn list_messages(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -100,6 +120,16 @@ async fn list_messages(
 
 /// Answers JSON, or Server-Sent Events when the body says `"stream": true` or the client
 /// accepts only `text/event-stream`.
+#[utoipa::path(post, path = "/sessions/{id}/message", tag = "sessions", params(("id" = String, Path)),
+    request_body = SendMessage,
+    responses((status = 200, description = "The stored answer; with stream, the events delta, tool_call, tool_result, done, error", content((Message = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "A value that cannot work", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::error::ErrorBody),
+        (status = 422, description = "Malformed JSON or a wrong field type", body = crate::error::ErrorBody),
+        (status = 404, description = "Unknown session", body = crate::error::ErrorBody),
+        (status = 429, description = "The backend is rate limited (Retry-After passed on)", body = crate::error::ErrorBody),
+        (status = 502, description = "The backend failed", body = crate::error::ErrorBody),
+        (status = 504, description = "The backend timed out", body = crate::error::ErrorBody)))]
 async fn send_message(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -137,6 +167,13 @@ fn event_stream(events: tokio::sync::mpsc::Receiver<ReplyEvent>) -> Response {
         .into_response()
 }
 
+/// Sends one message to several backends at once; every answer is stored.
+#[utoipa::path(post, path = "/sessions/{id}/broadcast", tag = "sessions", params(("id" = String, Path)),
+    request_body = BroadcastMessage,
+    responses((status = 200, description = "Every backend's answer or error; with stream, their events interleaved", content((Object = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "A value that cannot work", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::error::ErrorBody),
+        (status = 422, description = "Malformed JSON or a wrong field type", body = crate::error::ErrorBody), (status = 404, description = "Not found", body = crate::error::ErrorBody)))]
 async fn broadcast(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -1,35 +1,42 @@
 //! `/tools`: the catalog of every ready server's tools, and calling one directly.
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::extract::{JsonBytes, parse_json};
 use crate::mcp::hub::CatalogTool;
 use crate::server::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/tools", get(list_tools))
-        .route("/tools/{server}/{tool}", post(call_tool))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tools))
+        .routes(routes!(call_tool))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ToolList {
+    /// `[{name, description, server, parameters}]`
+    #[schema(value_type = Vec<Object>)]
     pub tools: Vec<CatalogTool>,
     pub total: usize,
 }
 
 /// A tool's result, in the predecessor's snake_case shape.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ToolResult {
+    #[schema(value_type = Vec<Object>)]
     pub content: serde_json::Value,
     pub is_error: bool,
+    #[schema(value_type = Option<Object>)]
     pub structured_content: Option<serde_json::Value>,
 }
 
+/// Every tool of every ready MCP server.
+#[utoipa::path(get, path = "/tools", tag = "tools", responses((status = 200, description = "Success", body = ToolList)))]
 async fn list_tools(State(state): State<AppState>) -> Json<ToolList> {
     let tools = state.mcp.catalog();
     Json(ToolList {
@@ -39,6 +46,14 @@ async fn list_tools(State(state): State<AppState>) -> Json<ToolList> {
 }
 
 /// The body is the arguments object; an empty body means no arguments.
+#[utoipa::path(post, path = "/tools/{server}/{tool}", tag = "tools",
+    params(("server" = String, Path), ("tool" = String, Path)),
+    request_body(content = Object, description = "The tool's arguments"),
+    responses((status = 200, description = "Success", body = ToolResult),
+        (status = 404, description = "Unknown server or tool", body = crate::error::ErrorBody),
+        (status = 502, description = "The server died", body = crate::error::ErrorBody),
+        (status = 503, description = "The server is not ready", body = crate::error::ErrorBody),
+        (status = 504, description = "The call timed out", body = crate::error::ErrorBody)))]
 async fn call_tool(
     State(state): State<AppState>,
     Path((server, tool)): Path<(String, String)>,

@@ -29,19 +29,20 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const READERS: u32 = 4;
 
 /// A session as the API shows it (the predecessor's `SessionResponse`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Session {
     pub id: String,
     pub name: Option<String>,
     pub backends: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
+    #[schema(value_type = Object)]
     pub metadata: Map<String, Value>,
     pub message_count: i64,
 }
 
 /// A message as the API shows it (the predecessor's `MessageResponse`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: String,
     pub content: String,
@@ -49,6 +50,7 @@ pub struct Message {
     pub backend: Option<String>,
     pub model: Option<String>,
     pub timestamp: String,
+    #[schema(value_type = Object)]
     pub metadata: Map<String, Value>,
 }
 

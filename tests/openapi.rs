@@ -1,0 +1,132 @@
+//! `/openapi.json` and `/docs` through the real binary: the document validates as OpenAPI 3
+//! (openapi-spec-validator, pinned in tests/clients), and its routes are exactly the routes the
+//! README's endpoint table lists, each of which the server answers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use serde_json::Value;
+use support::TestHome;
+use tokio::io::AsyncWriteExt;
+
+/// `(METHOD, /path)` pairs in the README's endpoint table (`` `GET /a`, `DELETE /a` `` cells).
+fn readme_routes() -> BTreeSet<(String, String)> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = readme
+        .split("### Endpoints")
+        .nth(1)
+        .unwrap()
+        .split("\n### ")
+        .next()
+        .unwrap();
+    let mut routes = BTreeSet::new();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let first_cell = row.split(" | ").next().unwrap();
+        for code in first_cell.split('`').skip(1).step_by(2) {
+            if let Some((method, path)) = code.split_once(' ') {
+                let path = path.split('?').next().unwrap();
+                routes.insert((method.to_owned(), path.to_owned()));
+            }
+        }
+    }
+    routes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_description_validates_and_covers_every_route() {
+    let home = TestHome::new();
+    home.write_config("server:\n  api_key: docs-key-1\n");
+    let server = home.start(&[]);
+
+    // Open without the key, like /health.
+    let response = server.get("/openapi.json").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let spec: Value = serde_json::from_str(&text).unwrap();
+
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "run ./scripts/test, which installs the pinned validator"
+    );
+    let mut validator = tokio::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/validate_openapi.py"
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    validator
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .await
+        .unwrap();
+    let output = validator.wait_with_output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "not valid OpenAPI: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("3."));
+
+    let mut described = BTreeSet::new();
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            described.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let documented: BTreeSet<_> = readme_routes()
+        .into_iter()
+        // The description does not describe itself.
+        .filter(|(_, path)| path != "/openapi.json" && path != "/docs")
+        .collect();
+    assert!(documented.len() >= 18, "{documented:?}");
+    assert_eq!(
+        described, documented,
+        "openapi.json vs the README's endpoint table"
+    );
+
+    // Every described route exists: no 404 or 405 from the router (with the key, dummy ids).
+    for (method, path) in &described {
+        let concrete = path
+            .replace("{id}", "no-such-session")
+            .replace("{name}", "no-such-server")
+            .replace("{server}", "no-such-server")
+            .replace("{tool}", "t");
+        let response = server
+            .http
+            .request(method.parse().unwrap(), server.url(&concrete))
+            .bearer_auth("docs-key-1")
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert_ne!(status, 405, "{method} {path}");
+        assert!(
+            status != 404 || !body.contains("\"Not Found\""),
+            "{method} {path}: the router does not know it"
+        );
+    }
+
+    // The interactive page.
+    let page = server.get("/docs/").send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger"), "{html}");
+    // Everything else still needs the key.
+    assert_eq!(server.get("/sessions").send().await.unwrap().status(), 401);
+}
