@@ -447,3 +447,73 @@ async fn without_tools_offered_the_native_history_goes_as_text() {
     assert_eq!(status, 200, "{body}");
     assert!(body["responses"][0]["message"].is_object(), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broadcast_runs_each_backends_own_tool_loop_and_each_replays_its_own_steps() {
+    let fake = FakeBackend::start(Wire::Ollama).await;
+    fake.queue(vec![Behaviour::tool_call(
+        "everything__echo",
+        json!({"message": "from llm"}),
+    )]);
+    fake.set_behaviour(final_reply("llm done"));
+    let home = TestHome::new();
+    let server = lit_mux_with(&home, &fake, Wire::Ollama).await;
+    let (status, body) = server
+        .post_json("/sessions", &json!({"backends": ["echo", "llm"]}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+
+    let response = server
+        .post(&format!("/sessions/{id}/broadcast"))
+        .json(&json!({
+            "content": r#"{"tool": "everything.echo", "arguments": {"message": "from echo"}}"#,
+            "stream": true
+        }))
+        .send()
+        .await
+        .unwrap();
+    let events = support::sse::Events::new(response).all().await;
+    for backend in ["echo", "llm"] {
+        let of = |name: &str| {
+            events
+                .iter()
+                .filter(|(n, data)| n == name && data["backend"] == backend)
+                .count()
+        };
+        assert_eq!(of("tool_call"), 1, "{backend}: {events:?}");
+        assert_eq!(of("tool_result"), 1, "{backend}");
+        assert_eq!(of("done"), 1, "{backend}");
+    }
+    let done_text = |backend: &str| {
+        events
+            .iter()
+            .find(|(n, data)| n == "done" && data["backend"] == backend)
+            .map(|(_, data)| data["content"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(
+        done_text("echo"),
+        "Result of tool everything.echo:\nEcho: from echo"
+    );
+    assert_eq!(done_text("llm"), "llm done");
+
+    // The next message to llm replays llm's steps natively, and none of echo's.
+    send(
+        &server,
+        &id,
+        json!({"content": "and now?", "backend": "llm"}),
+    )
+    .await;
+    let replayed = fake.last_chat();
+    let (name, _, result, _) = call_and_result(Wire::Ollama, &replayed, "call_1");
+    assert_eq!(
+        (name.as_str(), result.as_str()),
+        ("everything__echo", "Echo: from llm")
+    );
+    let text = replayed.body["messages"].to_string();
+    assert!(
+        !text.contains("Echo: from echo") && !text.contains("Result of tool"),
+        "echo's steps leaked: {text}"
+    );
+}

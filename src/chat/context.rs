@@ -1,8 +1,8 @@
 //! What a model is sent: the session's history turned into a conversation for one backend.
 //!
 //! Rules: a user message whose call failed is left out (it got no answer); when several backends
-//! answered one message (a broadcast), the backend being asked sees its own answer, or the first
-//! one when it gave none; at most `max_messages` are sent, the new message included, oldest
+//! answered one message (a broadcast), the backend being asked sees its own replies (answers,
+//! tool calls and results), or those of the first backend that replied when it gave none; at most `max_messages` are sent, the new message included, oldest
 //! dropped first; the conversation never starts with an assistant turn (Anthropic refuses that).
 //! Steps of a native tool loop replay as native tool calls and results, but only as complete
 //! pairs (every API refuses a call without its result, or a result without its call); a step
@@ -41,29 +41,36 @@ pub fn conversation(
                 turns.push(ChatMessage::text(Role::System, message.content.clone()));
                 index += 1;
             }
-            "assistant" => {
-                // One answer per turn: this backend's, else the first.
-                let run_end = history[index..]
+            _ => {
+                // The replies to the last message (answers, tool calls and results): this
+                // backend's, else those of the first backend that replied (a broadcast).
+                let end = history[index..]
                     .iter()
-                    .position(|m| m.role != "assistant")
+                    .position(|m| m.role == "user" || m.role == "system")
                     .map_or(history.len(), |offset| index + offset);
-                let run = &history[index..run_end];
-                let chosen = run
+                let replies = &history[index..end];
+                let chosen = replies
                     .iter()
                     .find(|m| m.backend.as_deref() == Some(backend))
-                    .unwrap_or(&run[0]);
-                let mut answer = ChatMessage::text(Role::Assistant, chosen.content.clone());
-                answer.tool_calls = native_metadata(chosen)
-                    .map(|metadata| stored_calls(&metadata))
-                    .unwrap_or_default();
-                turns.push(answer);
-                index = run_end;
+                    .unwrap_or(&replies[0])
+                    .backend
+                    .clone();
+                for reply in replies.iter().filter(|m| m.backend == chosen) {
+                    match reply.role.as_str() {
+                        "assistant" => {
+                            let mut answer =
+                                ChatMessage::text(Role::Assistant, reply.content.clone());
+                            answer.tool_calls = native_metadata(reply)
+                                .map(|metadata| stored_calls(&metadata))
+                                .unwrap_or_default();
+                            turns.push(answer);
+                        }
+                        "tool" => turns.push(tool_result(reply)),
+                        _ => {}
+                    }
+                }
+                index = end;
             }
-            "tool" => {
-                turns.push(tool_result(message));
-                index += 1;
-            }
-            _ => index += 1,
         }
     }
     turns.push(ChatMessage::text(Role::User, new_message));

@@ -80,6 +80,10 @@ pub struct BroadcastMessage {
     pub stream: bool,
     pub content: String,
     pub backends: Option<Vec<String>>,
+    /// Whether the models may call MCP tools (default: yes, when there are any); each backend
+    /// runs its own tool loop.
+    pub use_tools: Option<bool>,
+    pub max_tool_iterations: Option<u32>,
 }
 
 /// One backend's outcome in a broadcast.
@@ -294,9 +298,14 @@ impl ChatService {
         request: BroadcastMessage,
     ) -> Result<BroadcastResponse, ChatError> {
         let (mut user_message, turns) = self.begin_broadcast(session_id, &request).await?;
-        let calls = turns.into_iter().map(|turn| async move {
+        let calls = turns.into_iter().map(|(mut turn, setup)| async move {
             let backend = turn.backend_name.clone();
-            match self.answer(&turn).await {
+            let outcome = if setup.is_empty() {
+                self.answer(&turn).await
+            } else {
+                self.answer_with_tools(&mut turn, setup).await
+            };
+            match outcome {
                 Ok(message) => BroadcastOutcome::Answered { backend, message },
                 Err(err) => BroadcastOutcome::Failed {
                     backend,
@@ -321,12 +330,14 @@ impl ChatService {
         })
     }
 
-    /// Checks a broadcast, stores the user's message, and returns one turn per backend.
+    /// Checks a broadcast, stores the user's message, and returns one turn per backend with
+    /// its tools set up.
     pub(crate) async fn begin_broadcast(
         &self,
         session_id: &str,
         request: &BroadcastMessage,
-    ) -> Result<(Message, Vec<Turn>), ChatError> {
+    ) -> Result<(Message, Vec<(Turn, tools::ToolSetup)>), ChatError> {
+        let max_rounds = tools::max_iterations(request.max_tool_iterations)?;
         let content = non_empty_content(&request.content)?;
         let session = self.store.session(session_id).await?;
         let targets = match &request.backends {
@@ -358,10 +369,8 @@ impl ChatService {
         for name in targets {
             let backend = self.client(&name)?;
             let model = choose_model(&session, &name, None, backend.default_model());
-            // A broadcast offers no tools: tool steps of the history go as text.
-            let mut messages = context::conversation(&history, &name, content, self.max_context);
-            context::flatten_tool_messages(&mut messages);
-            turns.push(Turn {
+            let messages = context::conversation(&history, &name, content, self.max_context);
+            let mut turn = Turn {
                 session_id: Some(session.id.clone()),
                 request: ChatRequest {
                     model,
@@ -373,7 +382,10 @@ impl ChatService {
                 backend_name: name,
                 user_message: user_message.clone(),
                 shares_user_message: true,
-            });
+            };
+            let setup = self.tool_setup(&turn, request.use_tools, max_rounds);
+            Self::prepare_tools(&mut turn, &setup);
+            turns.push((turn, setup));
         }
         Ok((user_message, turns))
     }

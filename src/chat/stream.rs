@@ -142,16 +142,22 @@ impl ChatService {
         tokio::spawn(async move {
             let streams: Vec<_> = turns
                 .into_iter()
-                .map(|turn| {
+                .map(|(mut turn, mut setup)| {
                     let (service, events) = (service.clone(), events.clone());
                     async move {
                         let backend = turn.backend_name.clone();
                         let started = Instant::now();
-                        let answered = match turn.backend.chat_stream(turn.request.clone()).await {
+                        let opened = match turn.backend.chat_stream(turn.request.clone()).await {
+                            Err(err)
+                                if service.fall_back_to_prompt(&mut turn, &mut setup, &err) =>
+                            {
+                                turn.backend.chat_stream(turn.request.clone()).await
+                            }
+                            other => other,
+                        };
+                        let answered = match opened {
                             Ok(stream) => {
-                                service
-                                    .relay(turn, stream, started, events, &ToolSetup::none())
-                                    .await
+                                service.relay(turn, stream, started, events, &setup).await
                             }
                             Err(err) => {
                                 let _ = events.send(ReplyEvent::error(&backend, &err)).await;
