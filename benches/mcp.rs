@@ -343,6 +343,11 @@ async fn main() {
         bench_tool_calls(&lit_mux, 40_000).await;
         return;
     }
+    // `--rss-only`: just the idle-RSS section.
+    if std::env::args().any(|a| a == "--rss-only") {
+        bench_idle_rss().await;
+        return;
+    }
     let (rounds, calls, cycles) = if quick {
         (10, 400, 500)
     } else {
