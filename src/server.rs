@@ -49,8 +49,23 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::backends::router())
         .merge(routes::openai::router())
         .split_for_parts();
+    // Serialised once: the description's structs are dropped, the page loads it by URL.
+    let api_json = axum::body::Bytes::from(api.to_json().unwrap_or_else(|_| "{}".to_owned()));
+    drop(api);
     let routes = routes
-        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", api))
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    api_json.clone(),
+                )
+            }),
+        )
+        .merge(
+            utoipa_swagger_ui::SwaggerUi::new("/docs")
+                .config(utoipa_swagger_ui::Config::from("/openapi.json")),
+        )
         .route_layer(middleware::from_fn(crate::metrics::tag_route))
         .with_state(state);
     // Outermost: every request is counted, those refused by the layers too.
