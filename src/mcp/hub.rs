@@ -290,6 +290,14 @@ pub struct CatalogTool {
     pub parameters: serde_json::Value,
 }
 
+/// One tool of a ready server exactly as the server described it (schemas, annotations, `_meta`),
+/// for clients that speak MCP themselves.
+#[derive(Debug, Clone)]
+pub struct ServedTool {
+    pub server: String,
+    pub tool: Tool,
+}
+
 /// A server's slot: its config and what is known of its current process.
 struct Slot {
     config: McpServerConfig,
@@ -745,20 +753,34 @@ impl McpHub {
 
     /// Every tool of every ready server, ordered by server then tool name.
     pub fn catalog(&self) -> Vec<CatalogTool> {
+        self.served_tools()
+            .into_iter()
+            .map(|served| CatalogTool {
+                name: served.tool.name.to_string(),
+                description: served
+                    .tool
+                    .description
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_owned(),
+                parameters: serde_json::Value::Object((*served.tool.input_schema).clone()),
+                server: served.server,
+            })
+            .collect()
+    }
+
+    /// The same tools, in the same order, with everything their servers said about them.
+    pub fn served_tools(&self) -> Vec<ServedTool> {
         let mut tools = Vec::new();
         for slot in self.slots() {
             let slot = lock(&slot);
             if slot.state != ServerState::Ready {
                 continue;
             }
-            for tool in &slot.tools {
-                tools.push(CatalogTool {
-                    name: tool.name.to_string(),
-                    description: tool.description.as_deref().unwrap_or_default().to_owned(),
-                    server: slot.config.name.clone(),
-                    parameters: serde_json::Value::Object((*tool.input_schema).clone()),
-                });
-            }
+            tools.extend(slot.tools.iter().map(|tool| ServedTool {
+                server: slot.config.name.clone(),
+                tool: tool.clone(),
+            }));
         }
         tools
     }

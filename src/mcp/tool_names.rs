@@ -59,12 +59,17 @@ impl ToolNames {
     /// Names for `tools`, in order. Two tools whose names collide (`a__b` + `c` and `a` +
     /// `b__c`) are told apart by a hash on the later one.
     pub fn new(tools: &[CatalogTool]) -> Self {
+        Self::of(tools.iter().map(|t| (t.server.as_str(), t.name.as_str())))
+    }
+
+    /// Names for `(server, tool)` pairs, in order, the same as [`new`](Self::new) gives.
+    pub fn of<'a>(tools: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> Self {
         let mut names = Vec::with_capacity(tools.len());
         let mut index = HashMap::with_capacity(tools.len());
-        for (position, tool) in tools.iter().enumerate() {
-            let mut name = exposed_name(&tool.server, &tool.name);
+        for (position, (server, tool)) in tools.enumerate() {
+            let mut name = exposed_name(server, tool);
             if index.contains_key(&name) {
-                name = with_hash(&name, &format!("{}\0{}", tool.server, tool.name));
+                name = with_hash(&name, &format!("{server}\0{tool}"));
             }
             index.insert(name.clone(), position);
             names.push(name);
