@@ -492,14 +492,20 @@ async fn serve(loaded: LoadedConfig, log_format: LogFormat) -> Result<(), Failur
         config.context.max_messages,
     );
     let metrics = crate::metrics::Metrics::new(&mcp, &backends);
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let app = server::router(AppState {
         config: Arc::clone(&config),
         mcp: mcp.clone(),
         backends,
         chat,
         metrics,
+        shutdown: shutdown.clone(),
     });
-    server::serve(listener, app, signals, timeouts, mcp.shutdown()).await;
+    let on_shutdown = async {
+        shutdown.cancel();
+        mcp.shutdown().await;
+    };
+    server::serve(listener, app, signals, timeouts, on_shutdown).await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

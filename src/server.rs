@@ -13,6 +13,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
@@ -35,12 +36,17 @@ pub struct AppState {
     pub backends: BackendRegistry,
     pub chat: ChatService,
     pub metrics: crate::metrics::Metrics,
+    /// Cancelled when shutdown begins: ends long-lived streams (`/mcp`'s) that would otherwise
+    /// hold the graceful shutdown for its whole grace period.
+    pub shutdown: CancellationToken,
 }
 
 /// The whole API with its layers, ready to serve.
 pub fn router(state: AppState) -> Router {
     let server = state.config.server.clone();
     let metrics = state.metrics.clone();
+    let mcp_endpoint =
+        routes::mcp_endpoint::service(state.mcp.clone(), &server, state.shutdown.clone());
     let (routes, api) = utoipa_axum::router::OpenApiRouter::with_openapi(api_description())
         .merge(routes::health::router())
         .merge(routes::mcp::router())
@@ -66,6 +72,9 @@ pub fn router(state: AppState) -> Router {
             utoipa_swagger_ui::SwaggerUi::new("/docs")
                 .config(utoipa_swagger_ui::Config::from("/openapi.json")),
         )
+        // Exactly `/mcp`: `/mcp/servers` and the rest stay ordinary routes. Before the route
+        // layer, so that metrics label it `/mcp`.
+        .route_service(routes::mcp_endpoint::PATH, mcp_endpoint)
         .route_layer(middleware::from_fn(crate::metrics::tag_route))
         .with_state(state);
     // Outermost: every request is counted, those refused by the layers too.
@@ -100,6 +109,7 @@ fn api_description() -> utoipa::openapi::OpenApi {
         "api_key",
         Vec::<String>::new(),
     )]);
+    routes::mcp_endpoint::describe(&mut api.paths);
     api
 }
 
@@ -180,7 +190,13 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 header::ACCEPT,
                 header::HeaderName::from_static("x-api-key"),
                 header::HeaderName::from_static("x-session-id"),
+                // The MCP streamable HTTP transport's own headers.
+                header::HeaderName::from_static("mcp-session-id"),
+                header::HeaderName::from_static("mcp-protocol-version"),
+                header::HeaderName::from_static("last-event-id"),
             ])
+            // A browser client must read the session id the answer to `initialize` carries.
+            .expose_headers([header::HeaderName::from_static("mcp-session-id")])
             .max_age(Duration::from_secs(600)),
     )
 }

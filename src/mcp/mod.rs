@@ -1,7 +1,8 @@
 //! MCP servers run as child processes: [`child`] owns one process's life, [`hub`] the set of
-//! them and the tool catalog.
+//! them and the tool catalog, [`endpoint`] serves that catalog as lit-mux's own MCP server.
 
 pub mod child;
+pub mod endpoint;
 pub mod hub;
 mod ordered_writer;
 pub mod orphan_guard;

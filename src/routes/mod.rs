@@ -4,6 +4,7 @@
 pub mod backends;
 pub mod health;
 pub mod mcp;
+pub mod mcp_endpoint;
 pub mod openai;
 pub mod sessions;
 pub mod tools;
