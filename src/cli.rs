@@ -518,7 +518,7 @@ fn init_logging(level: &str, format: LogFormat) {
         .ok()
         .filter(|v| !v.trim().is_empty())
         .and_then(|directives| EnvFilter::try_new(directives).ok())
-        .unwrap_or_else(|| EnvFilter::new(level));
+        .unwrap_or_else(|| EnvFilter::new(default_directives(level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -528,6 +528,15 @@ fn init_logging(level: &str, format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// rmcp logs several INFO lines per MCP session and per child (service started, initialized,
+/// stopped); at `info` that drowns lit-mux's own lines, so below `debug` it only reports problems.
+fn default_directives(level: &str) -> String {
+    match level {
+        "info" => "info,rmcp=warn".to_owned(),
+        _ => level.to_owned(),
+    }
 }
 
 /// Resolves the server URL and key: flags and environment first, then the config file.
