@@ -416,8 +416,13 @@ async fn broadcast_asks_every_backend_at_once_and_keeps_every_answer() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn session_endpoints_answer_bad_input_with_clear_errors() {
+    let fake = FakeBackend::start(Wire::Ollama).await;
     let home = TestHome::new();
-    let server = home.start(&[]);
+    let server = start_with_backends(
+        &home,
+        &[backend_entry("local", &fake, Wire::Ollama, "")],
+        "",
+    );
 
     let (status, body) = server
         .post_json("/sessions", &json!({"backends": []}))
@@ -463,6 +468,19 @@ async fn session_endpoints_answer_bad_input_with_clear_errors() {
     let session = create_session(&server, json!({"backends": ["echo"], "name": "s"})).await;
     let (status, body) = send(&server, &session, json!({"content": "  "})).await;
     assert_eq!(status, 422, "{body}");
+    // A configured backend the session does not have, and one configured nowhere.
+    let (status, body) = send(
+        &server,
+        &session,
+        json!({"content": "x", "backend": "local"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["detail"],
+        "backend(s) \"local\" not in this session (its backends: echo)"
+    );
+    assert!(fake.chat_requests().is_empty(), "{:?}", fake.requests());
     let (status, body) = send(
         &server,
         &session,
@@ -471,7 +489,7 @@ async fn session_endpoints_answer_bad_input_with_clear_errors() {
     .await;
     assert_eq!(status, 400, "{body}");
     assert!(
-        body["detail"].as_str().unwrap().contains("ollama"),
+        body["detail"].as_str().unwrap().contains("\"ollama\""),
         "{body}"
     );
     let (status, body) = send(&server, &session, json!({"text": "wrong field"})).await;
