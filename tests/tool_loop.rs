@@ -5,9 +5,11 @@
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use support::fake_backends::{Behaviour, FakeBackend, Wire};
-use support::mcp::everything;
+use support::mcp::{everything, fixture_server};
 use support::{Server, TestHome};
 
 async fn with_everything(server: &Server) {
@@ -18,6 +20,47 @@ async fn with_everything(server: &Server) {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// Our fixture MCP server as `fx`, with the tool-call `timeout` in seconds.
+async fn with_fixture(server: &Server, timeout: u64) {
+    let mut body = fixture_server("fx", "healthy", &[]);
+    body["timeout"] = json!(timeout);
+    let (status, body) = server.post_json("/mcp/servers", &body).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A HOME whose backend `llm` is `fake`, with `extra` config keys for it (`, tool_mode: prompt`).
+fn home_with(fake: &FakeBackend, wire: Wire, extra: &str) -> TestHome {
+    let home = TestHome::new();
+    let url = fake.url();
+    let entry = match wire {
+        Wire::Ollama => format!("{{type: ollama, host: '{url}'{extra}}}"),
+        Wire::OpenAi => format!("{{type: openai, base_url: '{url}', api_key: k{extra}}}"),
+        Wire::Anthropic => format!("{{type: anthropic, base_url: '{url}', api_key: k{extra}}}"),
+    };
+    home.write_config(&format!("backends:\n  llm: {entry}\n"));
+    home
+}
+
+fn reply(text: &str) -> Behaviour {
+    Behaviour::Reply {
+        text: Some(text.to_owned()),
+        delay: Duration::ZERO,
+        chunk_delay: Duration::ZERO,
+    }
+}
+
+async fn messages(server: &Server, id: &str) -> Vec<Value> {
+    let messages = server.get_json(&format!("/sessions/{id}/messages")).await;
+    messages.as_array().unwrap().clone()
+}
+
+fn roles(messages: &[Value]) -> Vec<&str> {
+    messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect()
 }
 
 async fn session(server: &Server, backend: &str) -> String {
@@ -279,4 +322,61 @@ async fn a_client_that_leaves_cancels_the_running_tool_call() {
     })
     .await;
     assert!(cancelled, "the tool call was not cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prompt_mode_loop_replays_exactly_as_the_model_read_it() {
+    let fake = FakeBackend::start(Wire::Ollama).await;
+    // A result over the 32 KiB the model is sent, and an error result.
+    fake.queue(vec![
+        reply(
+            r#"Two calls. {"tool": "fx.big", "arguments": {"bytes": 40000}} {"tool": "fx.fail", "arguments": {}}"#,
+        ),
+        reply("Both done."),
+    ]);
+    let home = home_with(&fake, Wire::Ollama, ", tool_mode: prompt");
+    let server = home.start(&[]);
+    with_fixture(&server, 30).await;
+    let id = session(&server, "llm").await;
+
+    let first = send(&server, &id, json!({"content": "call two tools"})).await;
+    assert_eq!(first["content"], "Both done.");
+    send(&server, &id, json!({"content": "and now?"})).await;
+
+    let chats = fake.chat_requests();
+    assert_eq!(chats.len(), 3);
+    let in_loop = chats[1].body["messages"].as_array().unwrap();
+    assert_eq!(
+        roles(in_loop),
+        ["system", "user", "assistant", "user", "user"]
+    );
+    let big = in_loop[3]["content"].as_str().unwrap();
+    assert!(
+        big.starts_with("Result of tool fx.big:\nxxx") && big.ends_with("x\n[result truncated]"),
+        "{}",
+        &big[..60]
+    );
+    assert_eq!(
+        in_loop[4]["content"],
+        "Tool fx.fail failed:\nthis tool always fails"
+    );
+
+    let replayed = chats[2].body["messages"].as_array().unwrap();
+    assert_eq!(replayed.len(), in_loop.len() + 2);
+    assert!(
+        replayed[..in_loop.len()] == in_loop[..],
+        "the replay differs from what the model read:\n{:?}\n{:?}",
+        &replayed[..in_loop.len()],
+        in_loop
+    );
+    assert_eq!(
+        replayed[in_loop.len()..],
+        [
+            json!({"role": "assistant", "content": "Both done."}),
+            json!({"role": "user", "content": "and now?"})
+        ]
+    );
+    // The session keeps the whole result.
+    let history = messages(&server, &id).await;
+    assert_eq!(history[2]["content"].as_str().unwrap().len(), 40000);
 }

@@ -29,8 +29,6 @@ use crate::store::{Message, NewMessage};
 pub const DEFAULT_MAX_ITERATIONS: u32 = 20;
 /// Most rounds a request may ask for.
 pub const MAX_ITERATIONS_LIMIT: u32 = 100;
-/// Most text of one tool result sent back to the model (the whole result is stored).
-const MAX_RESULT_CHARS_TO_MODEL: usize = 32 * 1024;
 
 /// How a turn's model calls tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,29 +286,6 @@ pub(crate) fn note_skipped(turn: &mut Turn, skipped: usize) {
     }
 }
 
-/// A result as the model reads it: cut to [`MAX_RESULT_CHARS_TO_MODEL`].
-fn result_text(outcome: &ToolOutcome) -> String {
-    let mut text: String = outcome
-        .text
-        .chars()
-        .take(MAX_RESULT_CHARS_TO_MODEL)
-        .collect();
-    if text.len() < outcome.text.len() {
-        text.push_str("\n[result truncated]");
-    }
-    text
-}
-
-/// What the model reads back after a prompt-protocol call.
-fn result_for_model(name: &str, outcome: &ToolOutcome) -> String {
-    let text = result_text(outcome);
-    if outcome.is_error {
-        format!("Tool {name} failed:\n{text}")
-    } else {
-        format!("Result of tool {name}:\n{text}")
-    }
-}
-
 impl ChatService {
     /// The tools `turn` may call and how, as the backend's `tool_mode` and the request say.
     pub(crate) fn tool_setup(
@@ -520,14 +495,14 @@ impl ChatService {
                     name: call.name.clone(),
                     is_error: outcome.is_error,
                 }),
-                ..ChatMessage::text(Role::Tool, result_text(&outcome))
+                ..ChatMessage::text(Role::Tool, context::result_for_model(&outcome.text))
             }
         } else {
-            let name = match &server {
-                Some(server) => format!("{server}.{tool}"),
-                None => call.name.clone(),
-            };
-            ChatMessage::text(Role::User, result_for_model(&name, &outcome))
+            let name = context::prompt_tool_name(server.as_deref(), &tool);
+            ChatMessage::text(
+                Role::User,
+                context::result_as_text(&name, &outcome.text, outcome.is_error),
+            )
         });
         Ok(ToolStep {
             server,
@@ -536,6 +511,7 @@ impl ChatService {
             outcome,
         })
     }
+
     /// Calls the tool; every failure is an error result.
     pub(crate) async fn run_tool(&self, call: &ResolvedCall) -> ToolOutcome {
         let started = Instant::now();
@@ -747,13 +723,10 @@ mod tests {
 
     #[test]
     fn long_results_are_cut_for_the_model_only() {
-        let outcome = ToolOutcome {
-            text: "x".repeat(MAX_RESULT_CHARS_TO_MODEL + 10),
-            is_error: false,
-            duration_ms: 1,
-        };
-        let text = result_for_model("a.b", &outcome);
+        let full = "x".repeat(context::MAX_RESULT_CHARS_TO_MODEL + 10);
+        let text = context::result_as_text("a.b", &full, false);
+        assert!(text.starts_with("Result of tool a.b:\nxxx"));
         assert!(text.ends_with("[result truncated]"));
-        assert!(text.len() < outcome.text.len() + 40);
+        assert!(text.len() < full.len() + 40);
     }
 }
