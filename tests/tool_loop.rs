@@ -1,5 +1,7 @@
-//! The tool loop in prompt mode, through the real binary: models (the `echo` backend, a fake
-//! Ollama) call the real `server-everything` tools by writing the JSON protocol in their answer.
+//! The tool loop through the real binary: models (the `echo` backend, fake providers) call the
+//! real `server-everything` tools and our fixture's, mostly by writing the prompt protocol's JSON
+//! in their answer; tool failures, timeouts, a dead server and a client that leaves mid-call, and
+//! how each ends up in the history that is replayed to the model.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -8,8 +10,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::fake_backends::{Behaviour, FakeBackend, Wire};
+use support::fake_backends::{Behaviour, FakeBackend, Wire, call_and_result};
 use support::mcp::{everything, fixture_server};
+use support::processes::eventually;
 use support::{Server, TestHome};
 
 async fn with_everything(server: &Server) {
@@ -277,51 +280,87 @@ async fn a_streamed_reply_shows_each_tool_call_and_result_then_the_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_client_that_leaves_cancels_the_running_tool_call() {
-    let home = TestHome::new();
-    let server = home.start(&[]);
-    let (status, body) = server
-        .post_json(
-            "/mcp/servers",
-            &support::mcp::fixture_server("fx", "healthy", &[]),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let id = session(&server, "echo").await;
+async fn a_client_that_leaves_cancels_the_running_call_which_is_stored_as_cancelled_and_replays() {
+    // The APIs that refuse a call without its result.
+    for wire in [Wire::OpenAi, Wire::Anthropic] {
+        let fake = FakeBackend::start(wire).await;
+        fake.queue(vec![Behaviour::tool_call(
+            "fx__sleep",
+            json!({"ms": 20000}),
+        )]);
+        let home = home_with(&fake, wire, "");
+        let server = home.start(&[]);
+        with_fixture(&server, 30).await;
+        let id = session(&server, "llm").await;
 
-    let response = server
-        .post(&format!("/sessions/{id}/message"))
-        .json(&json!({
-            "content": r#"{"tool": "fx.sleep", "arguments": {"ms": 20000}}"#,
-            "stream": true
-        }))
-        .send()
-        .await
-        .unwrap();
-    let mut events = support::sse::Events::new(response);
-    loop {
-        let (name, _) = events.next().await.expect("a tool_call event");
-        if name == "tool_call" {
-            break;
+        let response = server
+            .post(&format!("/sessions/{id}/message"))
+            .json(&json!({"content": "sleep a while", "stream": true}))
+            .send()
+            .await
+            .unwrap();
+        let mut events = support::sse::Events::new(response);
+        loop {
+            let (name, _) = events.next().await.expect("a tool_call event");
+            if name == "tool_call" {
+                break;
+            }
+        }
+        // Leave once the call is running in the child: leaving earlier rightly runs no call.
+        let logs = || async {
+            let logs = server.get_json("/mcp/servers/fx/logs").await;
+            logs["logs"].as_str().unwrap_or_default().to_owned()
+        };
+        let started = eventually(Duration::from_secs(5), || async {
+            logs().await.contains("sleeping 20000 ms")
+        })
+        .await;
+        assert!(started, "the tool call never reached the server");
+        drop(events);
+
+        let cancelled = eventually(Duration::from_secs(5), || async {
+            logs().await.contains("cancelled")
+        })
+        .await;
+        assert!(cancelled, "{wire:?}: the tool call was not cancelled");
+        let stored = eventually(Duration::from_secs(5), || async {
+            messages(&server, &id).await.len() == 3
+        })
+        .await;
+        let history = messages(&server, &id).await;
+        assert!(stored, "{wire:?}: {history:?}");
+        assert_eq!(roles(&history), ["user", "assistant", "tool"]);
+        let answer = &history[1]["metadata"];
+        assert_eq!(answer["tool_calls"][0]["id"], "call_1", "{answer}");
+        assert_eq!(answer["status"], "incomplete", "{answer}");
+        let result = &history[2];
+        assert_eq!(result["content"], "cancelled: client disconnected");
+        let metadata = &result["metadata"];
+        assert_eq!(metadata["is_error"], true, "{metadata}");
+        assert_eq!(metadata["status"], "incomplete", "{metadata}");
+        assert_eq!(metadata["tool_call_id"], "call_1", "{metadata}");
+        assert_eq!(
+            (&metadata["server"], &metadata["tool"]),
+            (&json!("fx"), &json!("sleep"))
+        );
+        // The user's message was answered as far as it went: not marked failed.
+        assert_eq!(history[0]["metadata"].get("status"), None, "{history:?}");
+
+        // The next message replays the call with its cancelled result, which the API accepts.
+        let next = send(&server, &id, json!({"content": "are you there?"})).await;
+        assert_eq!(
+            next["content"],
+            format!("{} says: are you there?", wire.name())
+        );
+        let replayed = fake.last_chat();
+        let (name, arguments, content, is_error) = call_and_result(wire, &replayed, "call_1");
+        assert_eq!(name, "fx__sleep");
+        assert_eq!(arguments, json!({"ms": 20000}));
+        assert_eq!(content, "cancelled: client disconnected");
+        if wire == Wire::Anthropic {
+            assert_eq!(is_error, Some(true));
         }
     }
-    // Leave once the call is running in the child: leaving earlier rightly runs no call at all.
-    let logs = || async {
-        let logs = server.get_json("/mcp/servers/fx/logs").await;
-        logs["logs"].as_str().unwrap_or_default().to_owned()
-    };
-    let started = support::processes::eventually(std::time::Duration::from_secs(5), || async {
-        logs().await.contains("sleeping 20000 ms")
-    })
-    .await;
-    assert!(started, "the tool call never reached the server");
-    drop(events);
-
-    let cancelled = support::processes::eventually(std::time::Duration::from_secs(5), || async {
-        logs().await.contains("cancelled")
-    })
-    .await;
-    assert!(cancelled, "the tool call was not cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread")]

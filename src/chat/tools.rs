@@ -8,7 +8,10 @@
 //! Invariants: a tool's failure (unknown tool, bad arguments, error result, timeout, dead server)
 //! becomes an error result fed back to the model and never fails the request; every step is
 //! stored in the session in order — the assistant's answer holding the call(s), then one `tool`
-//! message per call — with what a replay needs (native steps are marked `tool_mode: native`).
+//! message per call — with what a replay needs (native steps are marked `tool_mode: native`);
+//! what the model is fed back is written by [`context::result_as_text`] and
+//! [`context::result_for_model`], which the replay uses too. A call a leaving client cuts off
+//! (streamed) still gets a result: [`CANCELLED_RESULT`], an error, marked incomplete.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -16,7 +19,7 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
-use super::context::{self, TOOL_MODE_KEY, TOOL_MODE_NATIVE};
+use super::context::{self, STATUS_INCOMPLETE, STATUS_KEY, TOOL_MODE_KEY, TOOL_MODE_NATIVE};
 use super::tool_call_scanner::{FoundCall, ScanEvent, scan};
 use super::{ChatError, ChatService, Turn, reply_metadata};
 use crate::backends::config::ToolMode;
@@ -262,6 +265,9 @@ pub fn refuses_tools(err: &BackendError) -> bool {
     )
 }
 
+/// The result stored for a call the client's leaving cut off (or that never ran because of it).
+pub const CANCELLED_RESULT: &str = "cancelled: client disconnected";
+
 /// Most calls run from one answer; a model that writes more gets told.
 pub const MAX_CALLS_PER_ANSWER: usize = 16;
 
@@ -427,7 +433,8 @@ impl ChatService {
         }
     }
 
-    /// Stores an answer that holds tool calls and adds it to the conversation.
+    /// Stores an answer that holds tool calls and adds it to the conversation; returns it as
+    /// stored.
     pub(crate) async fn store_call_answer(
         &self,
         turn: &mut Turn,
@@ -436,7 +443,7 @@ impl ChatService {
         mut metadata: Map<String, Value>,
         calls: &[ToolCall],
         setup: &ToolSetup,
-    ) -> Result<(), BackendError> {
+    ) -> Result<Message, BackendError> {
         metadata.insert(
             "tool_calls".to_owned(),
             json!(
@@ -450,7 +457,8 @@ impl ChatService {
         if native {
             metadata.insert(TOOL_MODE_KEY.to_owned(), json!(TOOL_MODE_NATIVE));
         }
-        self.store_answer(turn, content, model, metadata)
+        let stored = self
+            .store_answer(turn, content, model, metadata)
             .await
             .map_err(|err| stored_error(turn, &err))?;
         let mut answer = ChatMessage::text(Role::Assistant, content);
@@ -458,17 +466,23 @@ impl ChatService {
             answer.tool_calls = calls.to_vec();
         }
         turn.request.messages.push(answer);
-        Ok(())
+        Ok(stored)
     }
 
-    /// Runs one call (an unresolvable one becomes an error result), stores the result and adds
-    /// it to the conversation.
+    /// Runs one call, stores the result and adds it to the conversation.
     pub(crate) async fn tool_step(
         &self,
         turn: &mut Turn,
         call: &ToolCall,
         setup: &ToolSetup,
     ) -> Result<ToolStep, BackendError> {
+        let step = self.run_call(call, setup).await;
+        self.record_step(turn, call, setup, step).await
+    }
+
+    /// Runs one call; an unresolvable one becomes an error result. Nothing is stored, so
+    /// dropping this future (the client left) cancels the call and leaves no trace.
+    pub(crate) async fn run_call(&self, call: &ToolCall, setup: &ToolSetup) -> ToolStep {
         let (outcome, server, tool) = match resolve(call, setup) {
             Ok(target) => {
                 let outcome = self.run_tool(&target).await;
@@ -484,8 +498,31 @@ impl ChatService {
                 call.name.clone(),
             ),
         };
+        ToolStep {
+            server,
+            tool,
+            arguments: call.arguments.clone(),
+            outcome,
+        }
+    }
+
+    /// Stores a call's result and adds it to the conversation as the protocol feeds it back.
+    pub(crate) async fn record_step(
+        &self,
+        turn: &mut Turn,
+        call: &ToolCall,
+        setup: &ToolSetup,
+        step: ToolStep,
+    ) -> Result<ToolStep, BackendError> {
+        let ToolStep {
+            server,
+            tool,
+            outcome,
+            ..
+        } = &step;
         let native = setup.protocol == Protocol::Native;
-        self.store_tool_result(turn, call, server.clone(), &tool, &outcome, native)
+        let metadata = result_metadata(call, server.as_deref(), tool, outcome, native);
+        self.store_tool_result(turn, outcome, metadata)
             .await
             .map_err(|err| stored_error(turn, &err))?;
         turn.request.messages.push(if native {
@@ -498,18 +535,13 @@ impl ChatService {
                 ..ChatMessage::text(Role::Tool, context::result_for_model(&outcome.text))
             }
         } else {
-            let name = context::prompt_tool_name(server.as_deref(), &tool);
+            let name = context::prompt_tool_name(server.as_deref(), tool);
             ChatMessage::text(
                 Role::User,
                 context::result_as_text(&name, &outcome.text, outcome.is_error),
             )
         });
-        Ok(ToolStep {
-            server,
-            tool,
-            arguments: call.arguments.clone(),
-            outcome,
-        })
+        Ok(step)
     }
 
     /// Calls the tool; every failure is an error result.
@@ -550,27 +582,38 @@ impl ChatService {
         }
     }
 
-    async fn store_tool_result(
+    /// Stores [`CANCELLED_RESULT`] as the error result of a call the client's leaving cut off
+    /// after `duration_ms` (0: it never started), marked incomplete with `reason`: the answer
+    /// holding the call keeps a result for every call, so the history still replays natively.
+    pub(crate) async fn store_cancelled_call(
         &self,
         turn: &Turn,
         call: &ToolCall,
-        server: Option<String>,
-        tool: &str,
-        outcome: &ToolOutcome,
-        native: bool,
-    ) -> Result<Message, crate::store::StoreError> {
-        let mut metadata = Map::from_iter([
-            ("server".to_owned(), json!(server)),
-            ("tool".to_owned(), json!(tool)),
-            ("arguments".to_owned(), call.arguments.clone()),
-            ("duration_ms".to_owned(), json!(outcome.duration_ms)),
-            ("is_error".to_owned(), json!(outcome.is_error)),
-            ("tool_call_id".to_owned(), json!(call.id)),
-        ]);
-        if native {
-            metadata.insert(TOOL_MODE_KEY.to_owned(), json!(TOOL_MODE_NATIVE));
-            metadata.insert("tool_name".to_owned(), json!(call.name));
+        setup: &ToolSetup,
+        duration_ms: u64,
+        reason: &str,
+    ) {
+        let (server, tool) = target_names(call, setup);
+        let outcome = ToolOutcome {
+            text: CANCELLED_RESULT.to_owned(),
+            is_error: true,
+            duration_ms,
+        };
+        let native = setup.protocol == Protocol::Native;
+        let mut metadata = result_metadata(call, server.as_deref(), &tool, &outcome, native);
+        metadata.insert(STATUS_KEY.to_owned(), json!(STATUS_INCOMPLETE));
+        metadata.insert("error".to_owned(), json!(reason));
+        if let Err(err) = self.store_tool_result(turn, &outcome, metadata).await {
+            tracing::error!(%err, "cannot store a cancelled tool call");
         }
+    }
+
+    async fn store_tool_result(
+        &self,
+        turn: &Turn,
+        outcome: &ToolOutcome,
+        metadata: Map<String, Value>,
+    ) -> Result<Message, crate::store::StoreError> {
         self.record(
             turn,
             NewMessage {
@@ -583,6 +626,38 @@ impl ChatService {
         )
         .await
     }
+}
+
+/// The server and tool a call names, as its events and stored result show them: `None` and the
+/// name the model wrote when no server has the tool.
+pub(crate) fn target_names(call: &ToolCall, setup: &ToolSetup) -> (Option<String>, String) {
+    match resolve(call, setup) {
+        Ok(target) => (Some(target.server), target.tool),
+        Err(_) => (None, call.name.clone()),
+    }
+}
+
+/// A tool message's metadata: what a replay needs and what a reader wants to see.
+fn result_metadata(
+    call: &ToolCall,
+    server: Option<&str>,
+    tool: &str,
+    outcome: &ToolOutcome,
+    native: bool,
+) -> Map<String, Value> {
+    let mut metadata = Map::from_iter([
+        ("server".to_owned(), json!(server)),
+        ("tool".to_owned(), json!(tool)),
+        ("arguments".to_owned(), call.arguments.clone()),
+        ("duration_ms".to_owned(), json!(outcome.duration_ms)),
+        ("is_error".to_owned(), json!(outcome.is_error)),
+        ("tool_call_id".to_owned(), json!(call.id)),
+    ]);
+    if native {
+        metadata.insert(TOOL_MODE_KEY.to_owned(), json!(TOOL_MODE_NATIVE));
+        metadata.insert("tool_name".to_owned(), json!(call.name));
+    }
+    metadata
 }
 
 fn stored_error(turn: &Turn, err: &crate::store::StoreError) -> BackendError {
