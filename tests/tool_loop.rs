@@ -127,14 +127,22 @@ async fn tool_failures_go_back_to_the_model_and_never_fail_the_request() {
     with_everything(&server).await;
     let id = session(&server, "echo").await;
 
-    // A bare name that exactly one server has is accepted.
+    // A bare name that exactly one server has is accepted, and named in full in the result.
     let reply = send(
         &server,
         &id,
         json!({"content": r#"Sure. {"tool": "get-sum", "arguments": {"a": 2, "b": 3}}"#}),
     )
     .await;
-    assert!(reply["content"].as_str().unwrap().contains('5'), "{reply}");
+    assert_eq!(
+        reply["content"],
+        "Result of tool everything.get-sum:\nThe sum of 2 and 3 is 5."
+    );
+    let stored = messages(&server, &id).await;
+    assert_eq!(stored[1]["metadata"]["tool_calls"][0]["tool"], "get-sum");
+    assert_eq!(stored[2]["metadata"]["server"], "everything");
+    assert_eq!(stored[2]["metadata"]["tool"], "get-sum");
+    assert_eq!(stored[2]["content"], "The sum of 2 and 3 is 5.");
 
     let reply = send(
         &server,
@@ -203,14 +211,25 @@ async fn a_model_gets_the_tools_in_its_system_prompt_and_the_results_back_until_
     );
     let chats = fake.chat_requests();
     assert_eq!(chats.len(), 3, "one call and two rounds of tool results");
+    // Ollama could take native tools; tool_mode: prompt sends none.
+    for chat in &chats {
+        assert_eq!(chat.body.get("tools"), None, "{}", chat.body);
+    }
 
     let first = &chats[0].body["messages"];
     assert_eq!(first[0]["role"], "system");
     let system = first[0]["content"].as_str().unwrap();
-    assert!(
-        system.contains("\"tool\": \"server.tool\"") && system.contains("everything.get-sum"),
-        "{system}"
-    );
+    assert!(system.contains("\"tool\": \"server.tool\""), "{system}");
+    let catalog = server.get_json("/tools").await;
+    let catalog = catalog["tools"].as_array().unwrap();
+    assert!(catalog.len() > 5, "{catalog:?}");
+    for tool in catalog {
+        let listed = format!(
+            "\"name\": \"everything.{}\"",
+            tool["name"].as_str().unwrap()
+        );
+        assert!(system.contains(&listed), "{listed} is not in {system}");
+    }
     let last = chats[2].body["messages"].as_array().unwrap();
     let fed_back = last.last().unwrap();
     assert_eq!(fed_back["role"], "user");
@@ -418,4 +437,80 @@ async fn a_prompt_mode_loop_replays_exactly_as_the_model_read_it() {
     // The session keeps the whole result.
     let history = messages(&server, &id).await;
     assert_eq!(history[2]["content"].as_str().unwrap().len(), 40000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tool_that_times_out_is_an_error_result_and_the_loop_goes_on() {
+    let fake = FakeBackend::start(Wire::Ollama).await;
+    fake.queue(vec![
+        reply(r#"{"tool": "fx.sleep", "arguments": {"ms": 10000}}"#),
+        reply("It took too long."),
+    ]);
+    let home = home_with(&fake, Wire::Ollama, ", tool_mode: prompt");
+    let server = home.start(&[]);
+    with_fixture(&server, 1).await;
+    let id = session(&server, "llm").await;
+
+    let answer = send(&server, &id, json!({"content": "sleep"})).await;
+    assert_eq!(answer["content"], "It took too long.");
+    assert_eq!(answer["metadata"]["tool_iterations"], 1);
+
+    let history = messages(&server, &id).await;
+    assert_eq!(roles(&history), ["user", "assistant", "tool", "assistant"]);
+    let result = &history[2];
+    assert_eq!(result["metadata"]["is_error"], true, "{result}");
+    assert_eq!(
+        result["content"],
+        "MCP server 'fx' did not answer within 1 s"
+    );
+    let chats = fake.chat_requests();
+    assert_eq!(chats.len(), 2);
+    let fed_back = chats[1].body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        fed_back,
+        json!({"role": "user", "content": "Tool fx.sleep failed:\nMCP server 'fx' did not answer within 1 s"})
+    );
+    // The server was told to stop.
+    let logs = server.get_json("/mcp/servers/fx/logs").await;
+    assert!(
+        logs["logs"].as_str().unwrap().contains("cancelled"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_dies_mid_call_is_an_error_result_and_the_loop_goes_on() {
+    let fake = FakeBackend::start(Wire::OpenAi).await;
+    fake.queue(vec![
+        Behaviour::tool_call("fx__crash", json!({})),
+        reply("The tool died."),
+    ]);
+    let home = home_with(&fake, Wire::OpenAi, "");
+    let server = home.start(&[]);
+    with_fixture(&server, 30).await;
+    let id = session(&server, "llm").await;
+
+    let answer = send(&server, &id, json!({"content": "crash it"})).await;
+    assert_eq!(answer["content"], "The tool died.");
+    assert_eq!(answer["metadata"]["tool_iterations"], 1);
+
+    let history = messages(&server, &id).await;
+    assert_eq!(roles(&history), ["user", "assistant", "tool", "assistant"]);
+    let result = &history[2];
+    assert_eq!(result["metadata"]["is_error"], true, "{result}");
+    let content = result["content"].as_str().unwrap();
+    assert!(
+        content.starts_with("MCP server 'fx' exited (exit code 3)"),
+        "{content}"
+    );
+    let chats = fake.chat_requests();
+    assert_eq!(chats.len(), 2);
+    let (name, _, fed_back, _) = call_and_result(Wire::OpenAi, &chats[1], "call_1");
+    assert_eq!(name, "fx__crash");
+    assert_eq!(fed_back, content);
 }
