@@ -169,6 +169,59 @@ async fn the_model_comes_from_the_request_then_the_session_then_the_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_reply_records_the_model_the_backend_reports_having_used() {
+    const REPORTED: &str = "fake-model-2026-01-15";
+    for wire in [Wire::Ollama, Wire::OpenAi, Wire::Anthropic] {
+        let fake = FakeBackend::start(wire).await;
+        fake.set_reported_model(Some(REPORTED));
+        let home = TestHome::new();
+        let server = start_with_backends(&home, &[backend_entry("llm", &fake, wire, "")], "");
+        let session = create_session(&server, json!({"backends": ["llm"]})).await;
+
+        let (status, reply) = send(&server, &session, json!({"content": "plain"})).await;
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(fake.last_chat().body["model"], "fake-model", "{wire:?}");
+        assert_eq!(reply["model"], REPORTED, "{wire:?}: {reply}");
+        assert_eq!(
+            reply["metadata"]["requested_model"], "fake-model",
+            "{reply}"
+        );
+
+        let response = server
+            .post(&format!("/sessions/{session}/message"))
+            .json(&json!({"content": "streamed", "stream": true}))
+            .send()
+            .await
+            .unwrap();
+        let events = support::sse::Events::new(response).all().await;
+        let (name, done) = events.last().unwrap();
+        assert_eq!(name, "done", "{wire:?}: {events:?}");
+        assert_eq!(done["model"], REPORTED, "{wire:?} streamed: {done}");
+        assert_eq!(done["metadata"]["requested_model"], "fake-model", "{done}");
+
+        let messages = server
+            .get_json(&format!("/sessions/{session}/messages"))
+            .await;
+        let models: Vec<&Value> = messages
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| &m["model"])
+            .collect();
+        assert_eq!(
+            models,
+            [
+                &json!("fake-model"),
+                &json!(REPORTED),
+                &json!("fake-model"),
+                &json!(REPORTED)
+            ],
+            "{wire:?}: the user's messages keep the model asked for"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn upstream_failures_get_the_right_status_and_keep_the_users_message() {
     let fake = FakeBackend::start(Wire::OpenAi).await;
     let home = TestHome::new();
@@ -363,8 +416,13 @@ async fn broadcast_asks_every_backend_at_once_and_keeps_every_answer() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn session_endpoints_answer_bad_input_with_clear_errors() {
+    let fake = FakeBackend::start(Wire::Ollama).await;
     let home = TestHome::new();
-    let server = home.start(&[]);
+    let server = start_with_backends(
+        &home,
+        &[backend_entry("local", &fake, Wire::Ollama, "")],
+        "",
+    );
 
     let (status, body) = server
         .post_json("/sessions", &json!({"backends": []}))
@@ -410,6 +468,19 @@ async fn session_endpoints_answer_bad_input_with_clear_errors() {
     let session = create_session(&server, json!({"backends": ["echo"], "name": "s"})).await;
     let (status, body) = send(&server, &session, json!({"content": "  "})).await;
     assert_eq!(status, 422, "{body}");
+    // A configured backend the session does not have, and one configured nowhere.
+    let (status, body) = send(
+        &server,
+        &session,
+        json!({"content": "x", "backend": "local"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["detail"],
+        "backend(s) \"local\" not in this session (its backends: echo)"
+    );
+    assert!(fake.chat_requests().is_empty(), "{:?}", fake.requests());
     let (status, body) = send(
         &server,
         &session,
@@ -418,7 +489,7 @@ async fn session_endpoints_answer_bad_input_with_clear_errors() {
     .await;
     assert_eq!(status, 400, "{body}");
     assert!(
-        body["detail"].as_str().unwrap().contains("ollama"),
+        body["detail"].as_str().unwrap().contains("\"ollama\""),
         "{body}"
     );
     let (status, body) = send(&server, &session, json!({"text": "wrong field"})).await;

@@ -1,13 +1,18 @@
-//! The tool loop in prompt mode, through the real binary: models (the `echo` backend, a fake
-//! Ollama) call the real `server-everything` tools by writing the JSON protocol in their answer.
+//! The tool loop through the real binary: models (the `echo` backend, fake providers) call the
+//! real `server-everything` tools and our fixture's, mostly by writing the prompt protocol's JSON
+//! in their answer; tool failures, timeouts, a dead server and a client that leaves mid-call, and
+//! how each ends up in the history that is replayed to the model.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
-use support::fake_backends::{Behaviour, FakeBackend, Wire};
-use support::mcp::everything;
+use support::fake_backends::{Behaviour, FakeBackend, Wire, call_and_result};
+use support::mcp::{everything, fixture_server};
+use support::processes::eventually;
 use support::{Server, TestHome};
 
 async fn with_everything(server: &Server) {
@@ -18,6 +23,47 @@ async fn with_everything(server: &Server) {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// Our fixture MCP server as `fx`, with the tool-call `timeout` in seconds.
+async fn with_fixture(server: &Server, timeout: u64) {
+    let mut body = fixture_server("fx", "healthy", &[]);
+    body["timeout"] = json!(timeout);
+    let (status, body) = server.post_json("/mcp/servers", &body).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A HOME whose backend `llm` is `fake`, with `extra` config keys for it (`, tool_mode: prompt`).
+fn home_with(fake: &FakeBackend, wire: Wire, extra: &str) -> TestHome {
+    let home = TestHome::new();
+    let url = fake.url();
+    let entry = match wire {
+        Wire::Ollama => format!("{{type: ollama, host: '{url}'{extra}}}"),
+        Wire::OpenAi => format!("{{type: openai, base_url: '{url}', api_key: k{extra}}}"),
+        Wire::Anthropic => format!("{{type: anthropic, base_url: '{url}', api_key: k{extra}}}"),
+    };
+    home.write_config(&format!("backends:\n  llm: {entry}\n"));
+    home
+}
+
+fn reply(text: &str) -> Behaviour {
+    Behaviour::Reply {
+        text: Some(text.to_owned()),
+        delay: Duration::ZERO,
+        chunk_delay: Duration::ZERO,
+    }
+}
+
+async fn messages(server: &Server, id: &str) -> Vec<Value> {
+    let messages = server.get_json(&format!("/sessions/{id}/messages")).await;
+    messages.as_array().unwrap().clone()
+}
+
+fn roles(messages: &[Value]) -> Vec<&str> {
+    messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect()
 }
 
 async fn session(server: &Server, backend: &str) -> String {
@@ -81,14 +127,22 @@ async fn tool_failures_go_back_to_the_model_and_never_fail_the_request() {
     with_everything(&server).await;
     let id = session(&server, "echo").await;
 
-    // A bare name that exactly one server has is accepted.
+    // A bare name that exactly one server has is accepted, and named in full in the result.
     let reply = send(
         &server,
         &id,
         json!({"content": r#"Sure. {"tool": "get-sum", "arguments": {"a": 2, "b": 3}}"#}),
     )
     .await;
-    assert!(reply["content"].as_str().unwrap().contains('5'), "{reply}");
+    assert_eq!(
+        reply["content"],
+        "Result of tool everything.get-sum:\nThe sum of 2 and 3 is 5."
+    );
+    let stored = messages(&server, &id).await;
+    assert_eq!(stored[1]["metadata"]["tool_calls"][0]["tool"], "get-sum");
+    assert_eq!(stored[2]["metadata"]["server"], "everything");
+    assert_eq!(stored[2]["metadata"]["tool"], "get-sum");
+    assert_eq!(stored[2]["content"], "The sum of 2 and 3 is 5.");
 
     let reply = send(
         &server,
@@ -157,14 +211,25 @@ async fn a_model_gets_the_tools_in_its_system_prompt_and_the_results_back_until_
     );
     let chats = fake.chat_requests();
     assert_eq!(chats.len(), 3, "one call and two rounds of tool results");
+    // Ollama could take native tools; tool_mode: prompt sends none.
+    for chat in &chats {
+        assert_eq!(chat.body.get("tools"), None, "{}", chat.body);
+    }
 
     let first = &chats[0].body["messages"];
     assert_eq!(first[0]["role"], "system");
     let system = first[0]["content"].as_str().unwrap();
-    assert!(
-        system.contains("\"tool\": \"server.tool\"") && system.contains("everything.get-sum"),
-        "{system}"
-    );
+    assert!(system.contains("\"tool\": \"server.tool\""), "{system}");
+    let catalog = server.get_json("/tools").await;
+    let catalog = catalog["tools"].as_array().unwrap();
+    assert!(catalog.len() > 5, "{catalog:?}");
+    for tool in catalog {
+        let listed = format!(
+            "\"name\": \"everything.{}\"",
+            tool["name"].as_str().unwrap()
+        );
+        assert!(system.contains(&listed), "{listed} is not in {system}");
+    }
     let last = chats[2].body["messages"].as_array().unwrap();
     let fed_back = last.last().unwrap();
     assert_eq!(fed_back["role"], "user");
@@ -234,49 +299,218 @@ async fn a_streamed_reply_shows_each_tool_call_and_result_then_the_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_client_that_leaves_cancels_the_running_tool_call() {
-    let home = TestHome::new();
-    let server = home.start(&[]);
-    let (status, body) = server
-        .post_json(
-            "/mcp/servers",
-            &support::mcp::fixture_server("fx", "healthy", &[]),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let id = session(&server, "echo").await;
+async fn a_client_that_leaves_cancels_the_running_call_which_is_stored_as_cancelled_and_replays() {
+    // The APIs that refuse a call without its result.
+    for wire in [Wire::OpenAi, Wire::Anthropic] {
+        let fake = FakeBackend::start(wire).await;
+        fake.queue(vec![Behaviour::tool_call(
+            "fx__sleep",
+            json!({"ms": 20000}),
+        )]);
+        let home = home_with(&fake, wire, "");
+        let server = home.start(&[]);
+        with_fixture(&server, 30).await;
+        let id = session(&server, "llm").await;
 
-    let response = server
-        .post(&format!("/sessions/{id}/message"))
-        .json(&json!({
-            "content": r#"{"tool": "fx.sleep", "arguments": {"ms": 20000}}"#,
-            "stream": true
-        }))
-        .send()
-        .await
-        .unwrap();
-    let mut events = support::sse::Events::new(response);
-    loop {
-        let (name, _) = events.next().await.expect("a tool_call event");
-        if name == "tool_call" {
-            break;
+        let response = server
+            .post(&format!("/sessions/{id}/message"))
+            .json(&json!({"content": "sleep a while", "stream": true}))
+            .send()
+            .await
+            .unwrap();
+        let mut events = support::sse::Events::new(response);
+        loop {
+            let (name, _) = events.next().await.expect("a tool_call event");
+            if name == "tool_call" {
+                break;
+            }
+        }
+        // Leave once the call is running in the child: leaving earlier rightly runs no call.
+        let logs = || async {
+            let logs = server.get_json("/mcp/servers/fx/logs").await;
+            logs["logs"].as_str().unwrap_or_default().to_owned()
+        };
+        let started = eventually(Duration::from_secs(5), || async {
+            logs().await.contains("sleeping 20000 ms")
+        })
+        .await;
+        assert!(started, "the tool call never reached the server");
+        drop(events);
+
+        let cancelled = eventually(Duration::from_secs(5), || async {
+            logs().await.contains("cancelled")
+        })
+        .await;
+        assert!(cancelled, "{wire:?}: the tool call was not cancelled");
+        let stored = eventually(Duration::from_secs(5), || async {
+            messages(&server, &id).await.len() == 3
+        })
+        .await;
+        let history = messages(&server, &id).await;
+        assert!(stored, "{wire:?}: {history:?}");
+        assert_eq!(roles(&history), ["user", "assistant", "tool"]);
+        let answer = &history[1]["metadata"];
+        assert_eq!(answer["tool_calls"][0]["id"], "call_1", "{answer}");
+        assert_eq!(answer["status"], "incomplete", "{answer}");
+        let result = &history[2];
+        assert_eq!(result["content"], "cancelled: client disconnected");
+        let metadata = &result["metadata"];
+        assert_eq!(metadata["is_error"], true, "{metadata}");
+        assert_eq!(metadata["status"], "incomplete", "{metadata}");
+        assert_eq!(metadata["tool_call_id"], "call_1", "{metadata}");
+        assert_eq!(
+            (&metadata["server"], &metadata["tool"]),
+            (&json!("fx"), &json!("sleep"))
+        );
+        // The user's message was answered as far as it went: not marked failed.
+        assert_eq!(history[0]["metadata"].get("status"), None, "{history:?}");
+
+        // The next message replays the call with its cancelled result, which the API accepts.
+        let next = send(&server, &id, json!({"content": "are you there?"})).await;
+        assert_eq!(
+            next["content"],
+            format!("{} says: are you there?", wire.name())
+        );
+        let replayed = fake.last_chat();
+        let (name, arguments, content, is_error) = call_and_result(wire, &replayed, "call_1");
+        assert_eq!(name, "fx__sleep");
+        assert_eq!(arguments, json!({"ms": 20000}));
+        assert_eq!(content, "cancelled: client disconnected");
+        if wire == Wire::Anthropic {
+            assert_eq!(is_error, Some(true));
         }
     }
-    // Leave once the call is running in the child: leaving earlier rightly runs no call at all.
-    let logs = || async {
-        let logs = server.get_json("/mcp/servers/fx/logs").await;
-        logs["logs"].as_str().unwrap_or_default().to_owned()
-    };
-    let started = support::processes::eventually(std::time::Duration::from_secs(5), || async {
-        logs().await.contains("sleeping 20000 ms")
-    })
-    .await;
-    assert!(started, "the tool call never reached the server");
-    drop(events);
+}
 
-    let cancelled = support::processes::eventually(std::time::Duration::from_secs(5), || async {
-        logs().await.contains("cancelled")
-    })
-    .await;
-    assert!(cancelled, "the tool call was not cancelled");
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prompt_mode_loop_replays_exactly_as_the_model_read_it() {
+    let fake = FakeBackend::start(Wire::Ollama).await;
+    // A result over the 32 KiB the model is sent, and an error result.
+    fake.queue(vec![
+        reply(
+            r#"Two calls. {"tool": "fx.big", "arguments": {"bytes": 40000}} {"tool": "fx.fail", "arguments": {}}"#,
+        ),
+        reply("Both done."),
+    ]);
+    let home = home_with(&fake, Wire::Ollama, ", tool_mode: prompt");
+    let server = home.start(&[]);
+    with_fixture(&server, 30).await;
+    let id = session(&server, "llm").await;
+
+    let first = send(&server, &id, json!({"content": "call two tools"})).await;
+    assert_eq!(first["content"], "Both done.");
+    send(&server, &id, json!({"content": "and now?"})).await;
+
+    let chats = fake.chat_requests();
+    assert_eq!(chats.len(), 3);
+    let in_loop = chats[1].body["messages"].as_array().unwrap();
+    assert_eq!(
+        roles(in_loop),
+        ["system", "user", "assistant", "user", "user"]
+    );
+    let big = in_loop[3]["content"].as_str().unwrap();
+    assert!(
+        big.starts_with("Result of tool fx.big:\nxxx") && big.ends_with("x\n[result truncated]"),
+        "{}",
+        &big[..60]
+    );
+    assert_eq!(
+        in_loop[4]["content"],
+        "Tool fx.fail failed:\nthis tool always fails"
+    );
+
+    let replayed = chats[2].body["messages"].as_array().unwrap();
+    assert_eq!(replayed.len(), in_loop.len() + 2);
+    assert!(
+        replayed[..in_loop.len()] == in_loop[..],
+        "the replay differs from what the model read:\n{:?}\n{:?}",
+        &replayed[..in_loop.len()],
+        in_loop
+    );
+    assert_eq!(
+        replayed[in_loop.len()..],
+        [
+            json!({"role": "assistant", "content": "Both done."}),
+            json!({"role": "user", "content": "and now?"})
+        ]
+    );
+    // The session keeps the whole result.
+    let history = messages(&server, &id).await;
+    assert_eq!(history[2]["content"].as_str().unwrap().len(), 40000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tool_that_times_out_is_an_error_result_and_the_loop_goes_on() {
+    let fake = FakeBackend::start(Wire::Ollama).await;
+    fake.queue(vec![
+        reply(r#"{"tool": "fx.sleep", "arguments": {"ms": 10000}}"#),
+        reply("It took too long."),
+    ]);
+    let home = home_with(&fake, Wire::Ollama, ", tool_mode: prompt");
+    let server = home.start(&[]);
+    with_fixture(&server, 1).await;
+    let id = session(&server, "llm").await;
+
+    let answer = send(&server, &id, json!({"content": "sleep"})).await;
+    assert_eq!(answer["content"], "It took too long.");
+    assert_eq!(answer["metadata"]["tool_iterations"], 1);
+
+    let history = messages(&server, &id).await;
+    assert_eq!(roles(&history), ["user", "assistant", "tool", "assistant"]);
+    let result = &history[2];
+    assert_eq!(result["metadata"]["is_error"], true, "{result}");
+    assert_eq!(
+        result["content"],
+        "MCP server 'fx' did not answer within 1 s"
+    );
+    let chats = fake.chat_requests();
+    assert_eq!(chats.len(), 2);
+    let fed_back = chats[1].body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        fed_back,
+        json!({"role": "user", "content": "Tool fx.sleep failed:\nMCP server 'fx' did not answer within 1 s"})
+    );
+    // The server was told to stop.
+    let logs = server.get_json("/mcp/servers/fx/logs").await;
+    assert!(
+        logs["logs"].as_str().unwrap().contains("cancelled"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_dies_mid_call_is_an_error_result_and_the_loop_goes_on() {
+    let fake = FakeBackend::start(Wire::OpenAi).await;
+    fake.queue(vec![
+        Behaviour::tool_call("fx__crash", json!({})),
+        reply("The tool died."),
+    ]);
+    let home = home_with(&fake, Wire::OpenAi, "");
+    let server = home.start(&[]);
+    with_fixture(&server, 30).await;
+    let id = session(&server, "llm").await;
+
+    let answer = send(&server, &id, json!({"content": "crash it"})).await;
+    assert_eq!(answer["content"], "The tool died.");
+    assert_eq!(answer["metadata"]["tool_iterations"], 1);
+
+    let history = messages(&server, &id).await;
+    assert_eq!(roles(&history), ["user", "assistant", "tool", "assistant"]);
+    let result = &history[2];
+    assert_eq!(result["metadata"]["is_error"], true, "{result}");
+    let content = result["content"].as_str().unwrap();
+    assert!(
+        content.starts_with("MCP server 'fx' exited (exit code 3)"),
+        "{content}"
+    );
+    let chats = fake.chat_requests();
+    assert_eq!(chats.len(), 2);
+    let (name, _, fed_back, _) = call_and_result(Wire::OpenAi, &chats[1], "call_1");
+    assert_eq!(name, "fx__crash");
+    assert_eq!(fed_back, content);
 }

@@ -6,19 +6,58 @@
 //! dropped first; the conversation never starts with an assistant turn (Anthropic refuses that).
 //! Steps of a native tool loop replay as native tool calls and results, but only as complete
 //! pairs (every API refuses a call without its result, or a result without its call); a step
-//! left incomplete, and every step of a prompt-mode loop, replays as text.
+//! left incomplete, and every step of a prompt-mode loop, replays as text. A tool result replays
+//! exactly as the model read it during the loop: [`result_for_model`] and [`result_as_text`]
+//! write it in both places.
 
 use serde_json::{Map, Value, json};
 
 use crate::backends::{ChatMessage, Role, ToolAnswer, ToolCall};
 use crate::store::ContextMessage;
 
-/// Metadata key set on a user message whose backend call failed.
+/// Metadata key of a message's status, and its value on a user message whose call failed
+/// (left out of the context).
 pub const STATUS_KEY: &str = "status";
 pub const STATUS_FAILED: &str = "failed";
+/// Its value on an answer or tool result the client's leaving (or the backend breaking off)
+/// cut short (replayed like any other).
+pub const STATUS_INCOMPLETE: &str = "incomplete";
 /// Metadata key and value marking the steps of a native tool loop.
 pub const TOOL_MODE_KEY: &str = "tool_mode";
 pub const TOOL_MODE_NATIVE: &str = "native";
+/// Most characters of one tool result a model is sent (the whole result is stored).
+pub const MAX_RESULT_CHARS_TO_MODEL: usize = 32 * 1024;
+
+/// A tool result as a model reads it: cut to [`MAX_RESULT_CHARS_TO_MODEL`] characters. Cutting
+/// a cut result again changes nothing.
+pub fn result_for_model(content: &str) -> String {
+    let mut text: String = content.chars().take(MAX_RESULT_CHARS_TO_MODEL).collect();
+    if text.len() < content.len() {
+        text.push_str("\n[result truncated]");
+    }
+    text
+}
+
+/// A tool result written as text (the prompt protocol, or a native result in a request without
+/// native tools), cut as [`result_for_model`] cuts it: what the model reads during the loop and,
+/// byte for byte, on every replay. `name` is the tool as the model was taught it.
+pub fn result_as_text(name: &str, content: &str, is_error: bool) -> String {
+    let text = result_for_model(content);
+    if is_error {
+        format!("Tool {name} failed:\n{text}")
+    } else {
+        format!("Result of tool {name}:\n{text}")
+    }
+}
+
+/// The name a prompt-mode result gives its tool: `server.tool`, or, when no server has the
+/// tool, the name the model wrote (stored as `tool` with no `server`).
+pub fn prompt_tool_name(server: Option<&str>, tool: &str) -> String {
+    match server {
+        Some(server) => format!("{server}.{tool}"),
+        None => tool.to_owned(),
+    }
+}
 
 /// The conversation to send to `backend`: `history` (oldest first) then `new_message`.
 pub fn conversation(
@@ -86,13 +125,19 @@ pub fn conversation(
     keep_complete_tool_steps(turns)
 }
 
-/// The metadata of a native tool step, when `message` is one.
-fn native_metadata(message: &ContextMessage) -> Option<Map<String, Value>> {
-    let text = message.native_tool_step.as_deref()?;
+/// The metadata of a tool-loop step, when `message` is one.
+fn step_metadata(message: &ContextMessage) -> Option<Map<String, Value>> {
+    let text = message.tool_step.as_deref()?;
     match serde_json::from_str(text) {
         Ok(Value::Object(metadata)) => Some(metadata),
         _ => None,
     }
+}
+
+/// The metadata of a native tool step, when `message` is one.
+fn native_metadata(message: &ContextMessage) -> Option<Map<String, Value>> {
+    step_metadata(message)
+        .filter(|metadata| metadata.get(TOOL_MODE_KEY) == Some(&json!(TOOL_MODE_NATIVE)))
 }
 
 /// The calls stored in an answer's metadata (`tool_calls: [{id, tool, arguments}]`).
@@ -112,22 +157,28 @@ fn stored_calls(metadata: &Map<String, Value>) -> Vec<ToolCall> {
         .collect()
 }
 
-/// A stored tool result: native when it was, else as prompt mode fed it to the model.
+/// A stored tool result as the model read it: native when it was, else as prompt mode fed it
+/// back.
 fn tool_result(message: &ContextMessage) -> ChatMessage {
-    let answer = native_metadata(message).and_then(|metadata| {
-        Some(ToolAnswer {
-            call_id: metadata.get("tool_call_id")?.as_str()?.to_owned(),
-            name: metadata.get("tool_name")?.as_str()?.to_owned(),
-            is_error: metadata.get("is_error").and_then(Value::as_bool) == Some(true),
-        })
-    });
-    match answer {
-        Some(answer) => ChatMessage {
-            answers: Some(answer),
-            ..ChatMessage::text(Role::Tool, message.content.clone())
-        },
-        None => ChatMessage::text(Role::User, format!("Tool result:\n{}", message.content)),
+    let metadata = step_metadata(message).unwrap_or_default();
+    let is_error = metadata.get("is_error").and_then(Value::as_bool) == Some(true);
+    let text = |key: &str| metadata.get(key).and_then(Value::as_str);
+    let native = metadata.get(TOOL_MODE_KEY) == Some(&json!(TOOL_MODE_NATIVE));
+    if native && let (Some(call_id), Some(name)) = (text("tool_call_id"), text("tool_name")) {
+        return ChatMessage {
+            answers: Some(ToolAnswer {
+                call_id: call_id.to_owned(),
+                name: name.to_owned(),
+                is_error,
+            }),
+            ..ChatMessage::text(Role::Tool, result_for_model(&message.content))
+        };
     }
+    let name = prompt_tool_name(text("server"), text("tool").unwrap_or("tool"));
+    ChatMessage::text(
+        Role::User,
+        result_as_text(&name, &message.content, is_error),
+    )
 }
 
 /// Keeps native calls and results only where an answer's calls are each answered by the
@@ -186,8 +237,11 @@ pub fn flatten_tool_messages(messages: &mut Vec<ChatMessage>) {
 /// One message as plain text: calls as the prompt protocol's JSON, results as prompt mode
 /// feeds them back.
 fn as_text(message: ChatMessage) -> ChatMessage {
-    if message.answers.is_some() {
-        return ChatMessage::text(Role::User, format!("Tool result:\n{}", message.content));
+    if let Some(answer) = &message.answers {
+        return ChatMessage::text(
+            Role::User,
+            result_as_text(&answer.name, &message.content, answer.is_error),
+        );
     }
     if message.tool_calls.is_empty() {
         return message;
@@ -213,7 +267,7 @@ mod tests {
             role: role.to_owned(),
             backend: backend.map(str::to_owned),
             failed: false,
-            native_tool_step: None,
+            tool_step: None,
         }
     }
 
@@ -282,7 +336,7 @@ mod tests {
         let mut m = message(role, content, Some("x"));
         let mut metadata = metadata;
         metadata[TOOL_MODE_KEY] = json!(TOOL_MODE_NATIVE);
-        m.native_tool_step = Some(metadata.to_string());
+        m.tool_step = Some(metadata.to_string());
         m
     }
 
@@ -334,7 +388,7 @@ mod tests {
             flat[1]
         );
         assert_eq!(flat[2].role, Role::User);
-        assert_eq!(flat[2].content, "Tool result:\ncontents");
+        assert_eq!(flat[2].content, "Result of tool fs__read:\ncontents");
     }
 
     #[test]
@@ -373,5 +427,69 @@ mod tests {
         let turns = conversation(&history, "x", "next", 3);
         assert_eq!(turns[0].role, Role::User);
         assert!(turns.iter().all(|t| t.answers.is_none()), "{turns:?}");
+    }
+
+    fn prompt_result(content: &str, metadata: serde_json::Value) -> ContextMessage {
+        let mut m = message("tool", content, Some("x"));
+        m.tool_step = Some(metadata.to_string());
+        m
+    }
+
+    #[test]
+    fn prompt_mode_results_replay_as_the_model_read_them() {
+        let long = "y".repeat(MAX_RESULT_CHARS_TO_MODEL + 5);
+        let history = vec![
+            message("user", "q", None),
+            message(
+                "assistant",
+                r#"{"tool": "fs.read", "arguments": {}}"#,
+                Some("x"),
+            ),
+            prompt_result(
+                &long,
+                json!({"server": "fs", "tool": "read", "is_error": false}),
+            ),
+            prompt_result(
+                "boom",
+                json!({"server": "fs", "tool": "read", "is_error": true}),
+            ),
+            prompt_result(
+                "unknown tool",
+                json!({"server": null, "tool": "nope", "is_error": true}),
+            ),
+            message("assistant", "done", Some("x")),
+        ];
+        let turns = conversation(&history, "x", "next", 50);
+        let fed_back: Vec<&str> = turns[2..5].iter().map(|t| t.content.as_str()).collect();
+        assert_eq!(
+            fed_back,
+            [
+                result_as_text("fs.read", &long, false).as_str(),
+                "Tool fs.read failed:\nboom",
+                "Tool nope failed:\nunknown tool",
+            ]
+        );
+        assert!(fed_back[0].ends_with("y\n[result truncated]"));
+        assert!(turns[2..5].iter().all(|t| t.role == Role::User));
+    }
+
+    #[test]
+    fn a_long_native_result_replays_cut_as_the_model_read_it() {
+        let long = "z".repeat(MAX_RESULT_CHARS_TO_MODEL * 2);
+        let mut result = result_for("c1");
+        result.content = long.clone();
+        let history = vec![message("user", "read /a", None), call_answer("c1"), result];
+        let turns = conversation(&history, "x", "next", 50);
+        assert!(turns[2].answers.is_some());
+        assert_eq!(turns[2].content, result_for_model(&long));
+    }
+
+    #[test]
+    fn cutting_a_cut_result_changes_nothing() {
+        let long = "é".repeat(MAX_RESULT_CHARS_TO_MODEL + 1);
+        let cut = result_for_model(&long);
+        assert_eq!(cut.chars().count(), MAX_RESULT_CHARS_TO_MODEL + 19);
+        assert_eq!(result_for_model(&cut), cut);
+        assert_eq!(result_for_model("short"), "short");
     }
 }

@@ -242,14 +242,18 @@ impl ChatService {
         })
     }
 
-    /// Stores a backend's answer to `turn`.
+    /// Stores a backend's answer to `turn`; `model` is the one the backend reports having used
+    /// (metadata `requested_model` keeps the one asked for when they differ).
     pub(crate) async fn store_answer(
         &self,
         turn: &Turn,
         content: &str,
         model: &str,
-        metadata: Map<String, Value>,
+        mut metadata: Map<String, Value>,
     ) -> Result<Message, StoreError> {
+        if model != turn.request.model {
+            metadata.insert("requested_model".to_owned(), json!(turn.request.model));
+        }
         self.record(
             turn,
             NewMessage {
@@ -394,10 +398,7 @@ impl ChatService {
     async fn answer(&self, turn: &Turn) -> Result<Message, BackendError> {
         let started = Instant::now();
         let reply = turn.backend.chat(turn.request.clone()).await?;
-        let mut metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
-        if reply.model != turn.request.model {
-            metadata.insert("requested_model".to_owned(), json!(turn.request.model));
-        }
+        let metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
         self.store_answer(turn, &reply.content, &reply.model, metadata)
             .await
             .map_err(|err| BackendError::Failed {

@@ -4,7 +4,11 @@
 //! Invariants: an answer is stored exactly once, when its stream ends, however it ends — complete
 //! (`done`), broken by the backend (`error`; what came is stored, marked incomplete), or abandoned
 //! by the client (the backend request is dropped at once, which cancels it; what came is stored,
-//! marked incomplete). A slow client slows the backend down (bounded channel) instead of making
+//! marked incomplete). A client that leaves during a tool round cancels the running call; that
+//! call and those not yet run get the error result [`tools::CANCELLED_RESULT`], so every stored
+//! call has its result and the history replays to native backends. When a tool loop is cut off
+//! with no text of a later answer to keep, the stored answer holding the last calls is marked
+//! incomplete instead. A slow client slows the backend down (bounded channel) instead of making
 //! lit-mux buffer the answer.
 
 use std::time::Instant;
@@ -16,6 +20,7 @@ use tokio::sync::mpsc;
 
 use futures_util::future::join_all;
 
+use super::context::{STATUS_INCOMPLETE, STATUS_KEY};
 use super::tool_call_scanner::{ScanEvent, ToolCallScanner};
 use super::tools::{self, ToolSetup};
 use super::{
@@ -26,6 +31,8 @@ use crate::store::Message;
 
 /// Events in flight between a backend and a slow client, per stream.
 const EVENT_BUFFER: usize = 64;
+/// Why what a client left behind is incomplete.
+const CLIENT_LEFT: &str = "the client disconnected before the answer was complete";
 
 /// One Server-Sent Event of a streamed reply. Every event names its backend, so that the
 /// interleaved events of a broadcast can be told apart.
@@ -80,6 +87,17 @@ impl ReplyEvent {
             status: crate::error::ApiError::from(err.clone()).status().as_u16(),
         }
     }
+}
+
+/// How a streamed tool step ended.
+enum StepEnd {
+    /// The result is stored and sent.
+    Done,
+    /// The client left; `stored` says whether a result (the real one, or the cancelled one of
+    /// the call it cut off) is stored for this call.
+    ClientLeft { stored: bool },
+    /// The result could not be stored.
+    Failed(BackendError),
 }
 
 /// How a streamed answer ended.
@@ -190,6 +208,8 @@ impl ChatService {
         setup: &ToolSetup,
     ) -> bool {
         let mut round = 0;
+        // The stored answer holding the latest round's calls.
+        let mut call_answer: Option<Message> = None;
         loop {
             let (text, calls, ending) = self.relay_round(&turn, &mut stream, &events, setup).await;
             // Dropping the backend's stream closes its connection: the backend stops generating.
@@ -201,21 +221,44 @@ impl ChatService {
                     round += 1;
                     let mut calls = calls;
                     let skipped = tools::limit_calls(&mut calls);
-                    if let Err(err) = self
+                    let answer = match self
                         .store_call_answer(&mut turn, &text, &model, metadata, &calls, setup)
                         .await
                     {
-                        let _ = events
-                            .send(ReplyEvent::error(&turn.backend_name, &err))
-                            .await;
-                        return false;
-                    }
-                    for call in &calls {
-                        if !self
+                        Ok(answer) => call_answer.insert(answer),
+                        Err(err) => {
+                            let _ = events
+                                .send(ReplyEvent::error(&turn.backend_name, &err))
+                                .await;
+                            return false;
+                        }
+                    };
+                    for (at, call) in calls.iter().enumerate() {
+                        match self
                             .streamed_tool_step(&mut turn, call, setup, &events)
                             .await
                         {
-                            return false;
+                            StepEnd::Done => {}
+                            StepEnd::ClientLeft { stored } => {
+                                for unanswered in &calls[at + usize::from(stored)..] {
+                                    self.store_cancelled_call(
+                                        &turn,
+                                        unanswered,
+                                        setup,
+                                        0,
+                                        CLIENT_LEFT,
+                                    )
+                                    .await;
+                                }
+                                self.mark_incomplete(&turn, answer, CLIENT_LEFT).await;
+                                return false;
+                            }
+                            StepEnd::Failed(err) => {
+                                let _ = events
+                                    .send(ReplyEvent::error(&turn.backend_name, &err))
+                                    .await;
+                                return false;
+                            }
                         }
                     }
                     tools::note_skipped(&mut turn, skipped);
@@ -223,6 +266,7 @@ impl ChatService {
                     stream = match turn.backend.chat_stream(turn.request.clone()).await {
                         Ok(next) => next,
                         Err(err) => {
+                            self.mark_incomplete(&turn, answer, &err.to_string()).await;
                             let _ = events
                                 .send(ReplyEvent::error(&turn.backend_name, &err))
                                 .await;
@@ -255,8 +299,13 @@ impl ChatService {
                 Ending::Broken(err) => {
                     self.keep_partial(&mut turn, &text, &err.to_string(), started)
                         .await;
-                    if text.is_empty() && round == 0 {
-                        self.mark_failed(&mut turn, &err).await;
+                    if text.is_empty() {
+                        match call_answer.as_mut() {
+                            Some(answer) => {
+                                self.mark_incomplete(&turn, answer, &err.to_string()).await;
+                            }
+                            None => self.mark_failed(&mut turn, &err).await,
+                        }
                     }
                     let _ = events
                         .send(ReplyEvent::error(&turn.backend_name, &err))
@@ -264,14 +313,19 @@ impl ChatService {
                     return false;
                 }
                 Ending::Abandoned => {
-                    let reason = "the client disconnected before the answer was complete";
-                    self.keep_partial(&mut turn, &text, reason, started).await;
-                    if text.is_empty() && round == 0 {
-                        let err = BackendError::Failed {
-                            backend: turn.backend_name.clone(),
-                            message: reason.to_owned(),
-                        };
-                        self.mark_failed(&mut turn, &err).await;
+                    self.keep_partial(&mut turn, &text, CLIENT_LEFT, started)
+                        .await;
+                    if text.is_empty() {
+                        match call_answer.as_mut() {
+                            Some(answer) => self.mark_incomplete(&turn, answer, CLIENT_LEFT).await,
+                            None => {
+                                let err = BackendError::Failed {
+                                    backend: turn.backend_name.clone(),
+                                    message: CLIENT_LEFT.to_owned(),
+                                };
+                                self.mark_failed(&mut turn, &err).await;
+                            }
+                        }
                     }
                     return false;
                 }
@@ -357,18 +411,15 @@ impl ChatService {
     }
 
     /// Runs one call with its `tool_call` and `tool_result` events; a client that leaves
-    /// cancels the running call. False when the relay must stop.
+    /// cancels the running call, whose cancelled result is then stored.
     async fn streamed_tool_step(
         &self,
         turn: &mut Turn,
         call: &ToolCall,
         setup: &ToolSetup,
         events: &mpsc::Sender<ReplyEvent>,
-    ) -> bool {
-        let (server, tool) = match tools::resolve(call, setup) {
-            Ok(target) => (Some(target.server), target.tool),
-            Err(_) => (None, call.name.clone()),
-        };
+    ) -> StepEnd {
+        let (server, tool) = tools::target_names(call, setup);
         let announced = ReplyEvent::ToolCall {
             backend: turn.backend_name.clone(),
             server,
@@ -376,30 +427,52 @@ impl ChatService {
             arguments: call.arguments.clone(),
         };
         if events.send(announced).await.is_err() {
-            return false;
+            return StepEnd::ClientLeft { stored: false };
         }
         let backend = turn.backend_name.clone();
-        let step = tokio::select! {
+        let started = Instant::now();
+        let ran = tokio::select! {
             biased;
-            () = events.closed() => return false,
-            step = self.tool_step(turn, call, setup) => step,
+            () = events.closed() => None,
+            step = self.run_call(call, setup) => Some(step),
         };
-        match step {
-            Ok(step) => events
-                .send(ReplyEvent::ToolResult {
+        let Some(step) = ran else {
+            // The call's future is dropped: the MCP request is cancelled.
+            let ran_ms = started.elapsed().as_millis() as u64;
+            self.store_cancelled_call(turn, call, setup, ran_ms, CLIENT_LEFT)
+                .await;
+            return StepEnd::ClientLeft { stored: true };
+        };
+        match self.record_step(turn, call, setup, step).await {
+            Ok(step) => {
+                let result = ReplyEvent::ToolResult {
                     backend,
                     server: step.server,
                     tool: step.tool,
                     content: step.outcome.text,
                     is_error: step.outcome.is_error,
                     duration_ms: step.outcome.duration_ms,
-                })
-                .await
-                .is_ok(),
-            Err(err) => {
-                let _ = events.send(ReplyEvent::error(&backend, &err)).await;
-                false
+                };
+                match events.send(result).await {
+                    Ok(()) => StepEnd::Done,
+                    Err(_) => StepEnd::ClientLeft { stored: true },
+                }
             }
+            Err(err) => StepEnd::Failed(err),
+        }
+    }
+
+    /// Marks a stored answer incomplete with `reason` (nothing to do for a stateless turn).
+    async fn mark_incomplete(&self, turn: &Turn, answer: &mut Message, reason: &str) {
+        if turn.session_id.is_none() {
+            return;
+        }
+        let changes = Map::from_iter([
+            (STATUS_KEY.to_owned(), json!(STATUS_INCOMPLETE)),
+            ("error".to_owned(), json!(reason)),
+        ]);
+        if let Err(err) = self.store.update_message_metadata(answer, changes).await {
+            tracing::error!(%err, "cannot mark an answer incomplete");
         }
     }
 
@@ -409,7 +482,7 @@ impl ChatService {
             return;
         }
         let mut metadata = reply_metadata(started, &None, &None);
-        metadata.insert("status".to_owned(), json!("incomplete"));
+        metadata.insert(STATUS_KEY.to_owned(), json!(STATUS_INCOMPLETE));
         metadata.insert("error".to_owned(), json!(reason));
         metadata.insert("streamed".to_owned(), json!(true));
         let model = turn.request.model.clone();

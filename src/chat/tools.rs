@@ -8,7 +8,10 @@
 //! Invariants: a tool's failure (unknown tool, bad arguments, error result, timeout, dead server)
 //! becomes an error result fed back to the model and never fails the request; every step is
 //! stored in the session in order — the assistant's answer holding the call(s), then one `tool`
-//! message per call — with what a replay needs (native steps are marked `tool_mode: native`).
+//! message per call — with what a replay needs (native steps are marked `tool_mode: native`);
+//! what the model is fed back is written by [`context::result_as_text`] and
+//! [`context::result_for_model`], which the replay uses too. A call a leaving client cuts off
+//! (streamed) still gets a result: [`CANCELLED_RESULT`], an error, marked incomplete.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -16,7 +19,7 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
-use super::context::{self, TOOL_MODE_KEY, TOOL_MODE_NATIVE};
+use super::context::{self, STATUS_INCOMPLETE, STATUS_KEY, TOOL_MODE_KEY, TOOL_MODE_NATIVE};
 use super::tool_call_scanner::{FoundCall, ScanEvent, scan};
 use super::{ChatError, ChatService, Turn, reply_metadata};
 use crate::backends::config::ToolMode;
@@ -29,8 +32,6 @@ use crate::store::{Message, NewMessage};
 pub const DEFAULT_MAX_ITERATIONS: u32 = 20;
 /// Most rounds a request may ask for.
 pub const MAX_ITERATIONS_LIMIT: u32 = 100;
-/// Most text of one tool result sent back to the model (the whole result is stored).
-const MAX_RESULT_CHARS_TO_MODEL: usize = 32 * 1024;
 
 /// How a turn's model calls tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +265,9 @@ pub fn refuses_tools(err: &BackendError) -> bool {
     )
 }
 
+/// The result stored for a call the client's leaving cut off (or that never ran because of it).
+pub const CANCELLED_RESULT: &str = "cancelled: client disconnected";
+
 /// Most calls run from one answer; a model that writes more gets told.
 pub const MAX_CALLS_PER_ANSWER: usize = 16;
 
@@ -285,29 +289,6 @@ pub(crate) fn note_skipped(turn: &mut Turn, skipped: usize) {
                  {skipped} more were skipped."
             ),
         ));
-    }
-}
-
-/// A result as the model reads it: cut to [`MAX_RESULT_CHARS_TO_MODEL`].
-fn result_text(outcome: &ToolOutcome) -> String {
-    let mut text: String = outcome
-        .text
-        .chars()
-        .take(MAX_RESULT_CHARS_TO_MODEL)
-        .collect();
-    if text.len() < outcome.text.len() {
-        text.push_str("\n[result truncated]");
-    }
-    text
-}
-
-/// What the model reads back after a prompt-protocol call.
-fn result_for_model(name: &str, outcome: &ToolOutcome) -> String {
-    let text = result_text(outcome);
-    if outcome.is_error {
-        format!("Tool {name} failed:\n{text}")
-    } else {
-        format!("Result of tool {name}:\n{text}")
     }
 }
 
@@ -452,7 +433,8 @@ impl ChatService {
         }
     }
 
-    /// Stores an answer that holds tool calls and adds it to the conversation.
+    /// Stores an answer that holds tool calls and adds it to the conversation; returns it as
+    /// stored.
     pub(crate) async fn store_call_answer(
         &self,
         turn: &mut Turn,
@@ -461,7 +443,7 @@ impl ChatService {
         mut metadata: Map<String, Value>,
         calls: &[ToolCall],
         setup: &ToolSetup,
-    ) -> Result<(), BackendError> {
+    ) -> Result<Message, BackendError> {
         metadata.insert(
             "tool_calls".to_owned(),
             json!(
@@ -475,7 +457,8 @@ impl ChatService {
         if native {
             metadata.insert(TOOL_MODE_KEY.to_owned(), json!(TOOL_MODE_NATIVE));
         }
-        self.store_answer(turn, content, model, metadata)
+        let stored = self
+            .store_answer(turn, content, model, metadata)
             .await
             .map_err(|err| stored_error(turn, &err))?;
         let mut answer = ChatMessage::text(Role::Assistant, content);
@@ -483,17 +466,23 @@ impl ChatService {
             answer.tool_calls = calls.to_vec();
         }
         turn.request.messages.push(answer);
-        Ok(())
+        Ok(stored)
     }
 
-    /// Runs one call (an unresolvable one becomes an error result), stores the result and adds
-    /// it to the conversation.
+    /// Runs one call, stores the result and adds it to the conversation.
     pub(crate) async fn tool_step(
         &self,
         turn: &mut Turn,
         call: &ToolCall,
         setup: &ToolSetup,
     ) -> Result<ToolStep, BackendError> {
+        let step = self.run_call(call, setup).await;
+        self.record_step(turn, call, setup, step).await
+    }
+
+    /// Runs one call; an unresolvable one becomes an error result. Nothing is stored, so
+    /// dropping this future (the client left) cancels the call and leaves no trace.
+    pub(crate) async fn run_call(&self, call: &ToolCall, setup: &ToolSetup) -> ToolStep {
         let (outcome, server, tool) = match resolve(call, setup) {
             Ok(target) => {
                 let outcome = self.run_tool(&target).await;
@@ -509,8 +498,31 @@ impl ChatService {
                 call.name.clone(),
             ),
         };
+        ToolStep {
+            server,
+            tool,
+            arguments: call.arguments.clone(),
+            outcome,
+        }
+    }
+
+    /// Stores a call's result and adds it to the conversation as the protocol feeds it back.
+    pub(crate) async fn record_step(
+        &self,
+        turn: &mut Turn,
+        call: &ToolCall,
+        setup: &ToolSetup,
+        step: ToolStep,
+    ) -> Result<ToolStep, BackendError> {
+        let ToolStep {
+            server,
+            tool,
+            outcome,
+            ..
+        } = &step;
         let native = setup.protocol == Protocol::Native;
-        self.store_tool_result(turn, call, server.clone(), &tool, &outcome, native)
+        let metadata = result_metadata(call, server.as_deref(), tool, outcome, native);
+        self.store_tool_result(turn, outcome, metadata)
             .await
             .map_err(|err| stored_error(turn, &err))?;
         turn.request.messages.push(if native {
@@ -520,22 +532,18 @@ impl ChatService {
                     name: call.name.clone(),
                     is_error: outcome.is_error,
                 }),
-                ..ChatMessage::text(Role::Tool, result_text(&outcome))
+                ..ChatMessage::text(Role::Tool, context::result_for_model(&outcome.text))
             }
         } else {
-            let name = match &server {
-                Some(server) => format!("{server}.{tool}"),
-                None => call.name.clone(),
-            };
-            ChatMessage::text(Role::User, result_for_model(&name, &outcome))
+            let name = context::prompt_tool_name(server.as_deref(), tool);
+            ChatMessage::text(
+                Role::User,
+                context::result_as_text(&name, &outcome.text, outcome.is_error),
+            )
         });
-        Ok(ToolStep {
-            server,
-            tool,
-            arguments: call.arguments.clone(),
-            outcome,
-        })
+        Ok(step)
     }
+
     /// Calls the tool; every failure is an error result.
     pub(crate) async fn run_tool(&self, call: &ResolvedCall) -> ToolOutcome {
         let started = Instant::now();
@@ -574,27 +582,38 @@ impl ChatService {
         }
     }
 
-    async fn store_tool_result(
+    /// Stores [`CANCELLED_RESULT`] as the error result of a call the client's leaving cut off
+    /// after `duration_ms` (0: it never started), marked incomplete with `reason`: the answer
+    /// holding the call keeps a result for every call, so the history still replays natively.
+    pub(crate) async fn store_cancelled_call(
         &self,
         turn: &Turn,
         call: &ToolCall,
-        server: Option<String>,
-        tool: &str,
-        outcome: &ToolOutcome,
-        native: bool,
-    ) -> Result<Message, crate::store::StoreError> {
-        let mut metadata = Map::from_iter([
-            ("server".to_owned(), json!(server)),
-            ("tool".to_owned(), json!(tool)),
-            ("arguments".to_owned(), call.arguments.clone()),
-            ("duration_ms".to_owned(), json!(outcome.duration_ms)),
-            ("is_error".to_owned(), json!(outcome.is_error)),
-            ("tool_call_id".to_owned(), json!(call.id)),
-        ]);
-        if native {
-            metadata.insert(TOOL_MODE_KEY.to_owned(), json!(TOOL_MODE_NATIVE));
-            metadata.insert("tool_name".to_owned(), json!(call.name));
+        setup: &ToolSetup,
+        duration_ms: u64,
+        reason: &str,
+    ) {
+        let (server, tool) = target_names(call, setup);
+        let outcome = ToolOutcome {
+            text: CANCELLED_RESULT.to_owned(),
+            is_error: true,
+            duration_ms,
+        };
+        let native = setup.protocol == Protocol::Native;
+        let mut metadata = result_metadata(call, server.as_deref(), &tool, &outcome, native);
+        metadata.insert(STATUS_KEY.to_owned(), json!(STATUS_INCOMPLETE));
+        metadata.insert("error".to_owned(), json!(reason));
+        if let Err(err) = self.store_tool_result(turn, &outcome, metadata).await {
+            tracing::error!(%err, "cannot store a cancelled tool call");
         }
+    }
+
+    async fn store_tool_result(
+        &self,
+        turn: &Turn,
+        outcome: &ToolOutcome,
+        metadata: Map<String, Value>,
+    ) -> Result<Message, crate::store::StoreError> {
         self.record(
             turn,
             NewMessage {
@@ -607,6 +626,38 @@ impl ChatService {
         )
         .await
     }
+}
+
+/// The server and tool a call names, as its events and stored result show them: `None` and the
+/// name the model wrote when no server has the tool.
+pub(crate) fn target_names(call: &ToolCall, setup: &ToolSetup) -> (Option<String>, String) {
+    match resolve(call, setup) {
+        Ok(target) => (Some(target.server), target.tool),
+        Err(_) => (None, call.name.clone()),
+    }
+}
+
+/// A tool message's metadata: what a replay needs and what a reader wants to see.
+fn result_metadata(
+    call: &ToolCall,
+    server: Option<&str>,
+    tool: &str,
+    outcome: &ToolOutcome,
+    native: bool,
+) -> Map<String, Value> {
+    let mut metadata = Map::from_iter([
+        ("server".to_owned(), json!(server)),
+        ("tool".to_owned(), json!(tool)),
+        ("arguments".to_owned(), call.arguments.clone()),
+        ("duration_ms".to_owned(), json!(outcome.duration_ms)),
+        ("is_error".to_owned(), json!(outcome.is_error)),
+        ("tool_call_id".to_owned(), json!(call.id)),
+    ]);
+    if native {
+        metadata.insert(TOOL_MODE_KEY.to_owned(), json!(TOOL_MODE_NATIVE));
+        metadata.insert("tool_name".to_owned(), json!(call.name));
+    }
+    metadata
 }
 
 fn stored_error(turn: &Turn, err: &crate::store::StoreError) -> BackendError {
@@ -747,13 +798,10 @@ mod tests {
 
     #[test]
     fn long_results_are_cut_for_the_model_only() {
-        let outcome = ToolOutcome {
-            text: "x".repeat(MAX_RESULT_CHARS_TO_MODEL + 10),
-            is_error: false,
-            duration_ms: 1,
-        };
-        let text = result_for_model("a.b", &outcome);
+        let full = "x".repeat(context::MAX_RESULT_CHARS_TO_MODEL + 10);
+        let text = context::result_as_text("a.b", &full, false);
+        assert!(text.starts_with("Result of tool a.b:\nxxx"));
         assert!(text.ends_with("[result truncated]"));
-        assert!(text.len() < outcome.text.len() + 40);
+        assert!(text.len() < full.len() + 40);
     }
 }

@@ -112,9 +112,10 @@ pub struct ContextMessage {
     pub backend: Option<String>,
     /// The user's call failed (metadata `status` is `failed`).
     pub failed: bool,
-    /// For a step of a native tool loop (metadata `tool_mode` is `native`), its metadata as JSON
-    /// text: the calls, or which call a result answers.
-    pub native_tool_step: Option<String>,
+    /// For a step of a tool loop, its metadata as JSON text: for a tool result (any mode), the
+    /// tool, whether it failed and which call it answers; for an answer of a native loop
+    /// (metadata `tool_mode` is `native`), its calls.
+    pub tool_step: Option<String>,
 }
 
 /// Where the database is: `storage.url` (`sqlite://PATH`, `sqlite:PATH` or a plain path), else
@@ -304,12 +305,13 @@ impl Store {
         count: i64,
     ) -> Result<Vec<ContextMessage>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT role, content, backend, failed, native_tool_step FROM \
+            "SELECT role, content, backend, failed, tool_step FROM \
              (SELECT seq, role, content, backend, \
                      coalesce(json_extract(metadata, '$.status') = 'failed', 0) AS failed, \
-                     CASE WHEN role IN ('assistant', 'tool') \
-                           AND json_extract(metadata, '$.tool_mode') = 'native' \
-                          THEN metadata END AS native_tool_step \
+                     CASE WHEN role = 'tool' \
+                            OR (role = 'assistant' \
+                                AND json_extract(metadata, '$.tool_mode') = 'native') \
+                          THEN metadata END AS tool_step \
               FROM messages WHERE session_id = ? ORDER BY seq DESC LIMIT ?) \
              ORDER BY seq",
         )

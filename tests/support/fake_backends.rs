@@ -156,6 +156,8 @@ struct FakeState {
     queued: VecDeque<Behaviour>,
     models: Vec<String>,
     models_failing: bool,
+    /// The model chat answers say they used; `None`: the one requested.
+    reported_model: Option<String>,
     requests: Vec<Recorded>,
 }
 
@@ -248,6 +250,13 @@ impl FakeBackend {
         self.shared.state().models = models;
     }
 
+    /// Chat answers (streamed or not, tool calls included) report `model` as the model used, in
+    /// the wire's own field (Ollama `model`, OpenAI `model` of the completion and every chunk,
+    /// Anthropic `message.model`), whatever was requested; `None`: the requested one again.
+    pub fn set_reported_model(&self, model: Option<&str>) {
+        self.shared.state().reported_model = model.map(str::to_owned);
+    }
+
     /// Health and model-list endpoints answer 500 while set.
     pub fn set_models_failing(&self, failing: bool) {
         self.shared.state().models_failing = failing;
@@ -328,6 +337,7 @@ fn server(
             queued: VecDeque::new(),
             models: vec!["fake-model".to_owned()],
             models_failing: false,
+            reported_model: None,
             requests: Vec::new(),
         }),
         aborted: AtomicUsize::new(0),
@@ -388,7 +398,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     };
     let wire = shared.wire;
     let is_chat = parts.method == Method::POST && recorded.path == wire.chat_path();
-    let (behaviour, models, models_failing) = {
+    let (behaviour, models, models_failing, reported_model) = {
         let mut state = shared.state();
         state.requests.push(recorded.clone());
         let queued = if is_chat {
@@ -400,6 +410,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             queued.unwrap_or_else(|| state.behaviour.clone()),
             state.models.clone(),
             state.models_failing,
+            state.reported_model.clone(),
         )
     };
 
@@ -416,7 +427,10 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             shared: shared.clone(),
             finished: false,
         };
-        return chat(wire, &recorded.body, behaviour, guard).await;
+        let model = reported_model
+            .or_else(|| recorded.body["model"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "fake-model".to_owned());
+        return chat(wire, &recorded.body, &model, behaviour, guard).await;
     }
     if *method != Method::GET || !wire.is_listing(path) {
         return error(wire, 404, &not_found_message(wire, method, path));
@@ -435,11 +449,17 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     )
 }
 
-async fn chat(wire: Wire, body: &Value, behaviour: Behaviour, mut guard: AbortGuard) -> Response {
+/// Answers a chat request; `model` is the model the answer says it used.
+async fn chat(
+    wire: Wire,
+    body: &Value,
+    model: &str,
+    behaviour: Behaviour,
+    mut guard: AbortGuard,
+) -> Response {
     let stream = body["stream"]
         .as_bool()
         .unwrap_or(wire.streams_by_default());
-    let model = body["model"].as_str().unwrap_or("fake-model");
     let (text, delay, chunk_delay, drop_mid_stream) = match behaviour {
         Behaviour::Reply {
             text,
@@ -474,7 +494,7 @@ async fn chat(wire: Wire, body: &Value, behaviour: Behaviour, mut guard: AbortGu
         }
         Behaviour::ToolCalls { text, calls } => {
             guard.finish();
-            return tool_call_answer(wire, body, text.as_deref(), &calls, stream);
+            return tool_call_answer(wire, body, model, text.as_deref(), &calls, stream);
         }
     };
     tokio::time::sleep(delay).await;
@@ -872,11 +892,11 @@ fn now_rfc3339() -> String {
 fn tool_call_answer(
     wire: Wire,
     body: &Value,
+    model: &str,
     text: Option<&str>,
     calls: &[FakeToolCall],
     stream: bool,
 ) -> Response {
-    let model = body["model"].as_str().unwrap_or("fake-model");
     let text = text.unwrap_or("");
     let (prompt, completion) = (count_words(&all_message_text(body)).max(1), 7);
     let (content_type, frames): (&str, Vec<String>) = match (wire, stream) {
@@ -1163,4 +1183,86 @@ fn validate_chat(wire: Wire, body: &Value) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The call `call_id` and its result as `request` carries them: (name, arguments, result text,
+/// is_error when the wire says). Panics when the call is missing or its result does not follow it.
+pub fn call_and_result(
+    wire: Wire,
+    request: &Recorded,
+    call_id: &str,
+) -> (String, Value, String, Option<bool>) {
+    let messages = request.body["messages"].as_array().unwrap();
+    match wire {
+        Wire::OpenAi | Wire::Ollama => {
+            let (at, call) = messages
+                .iter()
+                .enumerate()
+                .find_map(|(at, m)| {
+                    let calls = m["tool_calls"].as_array()?;
+                    calls
+                        .iter()
+                        .find(|c| wire == Wire::Ollama || c["id"] == call_id)
+                        .map(|c| (at, c.clone()))
+                })
+                .unwrap_or_else(|| panic!("no assistant tool call in {messages:?}"));
+            assert_eq!(messages[at]["role"], "assistant");
+            let arguments = match wire {
+                // OpenAI carries arguments as a JSON string, Ollama as an object.
+                Wire::OpenAi => {
+                    serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap()
+                }
+                _ => call["function"]["arguments"].clone(),
+            };
+            let result = &messages[at + 1];
+            assert_eq!(
+                result["role"], "tool",
+                "the result follows its call: {messages:?}"
+            );
+            if wire == Wire::OpenAi {
+                assert_eq!(result["tool_call_id"], call_id);
+            } else {
+                assert_eq!(result["tool_name"], call["function"]["name"]);
+            }
+            (
+                call["function"]["name"].as_str().unwrap().to_owned(),
+                arguments,
+                result["content"].as_str().unwrap().to_owned(),
+                None,
+            )
+        }
+        Wire::Anthropic => {
+            let (at, block) = messages
+                .iter()
+                .enumerate()
+                .find_map(|(at, m)| {
+                    let blocks = m["content"].as_array()?;
+                    blocks
+                        .iter()
+                        .find(|b| b["type"] == "tool_use" && b["id"] == call_id)
+                        .map(|b| (at, b.clone()))
+                })
+                .unwrap_or_else(|| panic!("no tool_use block in {messages:?}"));
+            assert_eq!(messages[at]["role"], "assistant");
+            let next = &messages[at + 1];
+            assert_eq!(next["role"], "user");
+            let result = next["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| b["type"] == "tool_result" && b["tool_use_id"] == call_id)
+                .unwrap_or_else(|| panic!("no tool_result in {next}"))
+                .clone();
+            let text = match &result["content"] {
+                Value::String(text) => text.clone(),
+                blocks => blocks[0]["text"].as_str().unwrap().to_owned(),
+            };
+            (
+                block["name"].as_str().unwrap().to_owned(),
+                block["input"].clone(),
+                text,
+                result["is_error"].as_bool(),
+            )
+        }
+    }
 }
