@@ -321,6 +321,82 @@ async fn drop_mid_stream_without_streaming_sends_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn stall_sends_the_start_of_the_answer_then_nothing() {
+    for wire in WIRES {
+        let fake = FakeBackend::start(wire).await;
+        fake.set_behaviour(Behaviour::Stall);
+        for (stream, asked) in [(true, 1), (false, 2)] {
+            let mut response = chat(&fake, wire, stream, json!({})).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let first = response.chunk().await.unwrap().expect("a first chunk");
+            let first = String::from_utf8(first.to_vec()).unwrap();
+            if stream {
+                // The first word of "{wire} stalls in the middle of this answer".
+                assert!(first.contains(wire.name()), "{wire:?}: {first}");
+            } else {
+                // Half of the JSON answer: it does not parse yet.
+                assert!(first.starts_with('{'), "{wire:?}: {first}");
+                assert!(serde_json::from_str::<Value>(&first).is_err(), "{first}");
+            }
+            let more = tokio::time::timeout(Duration::from_millis(300), response.chunk()).await;
+            assert!(more.is_err(), "{wire:?} stream {stream}: {more:?}");
+            drop(response);
+            wait_for_aborted(&fake, asked).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_answers_come_as_given_with_the_wires_content_type() {
+    for wire in WIRES {
+        let fake = FakeBackend::start(wire).await;
+        fake.set_behaviour(Behaviour::Malformed {
+            body: "<html>oops</html>".to_owned(),
+        });
+        for (stream, content_type) in [
+            (false, "application/json"),
+            (
+                true,
+                match wire {
+                    Wire::Ollama => "application/x-ndjson",
+                    _ => "text/event-stream",
+                },
+            ),
+        ] {
+            let response = chat(&fake, wire, stream, json!({})).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.headers()["content-type"], content_type, "{wire:?}");
+            assert_eq!(response.text().await.unwrap(), "<html>oops</html>");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listings_wait_for_their_delay_and_are_recorded() {
+    for wire in WIRES {
+        let fake = FakeBackend::start(wire).await;
+        fake.set_listing_delay(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let response = reqwest::Client::new()
+            .get(models_url(&fake, wire))
+            .header("x-api-key", "k")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(started.elapsed() >= Duration::from_millis(300), "{wire:?}");
+        chat(&fake, wire, false, json!({})).send().await.unwrap();
+        let listed: Vec<String> = fake
+            .listing_requests()
+            .iter()
+            .map(|r| r.path.clone())
+            .collect();
+        assert_eq!(listed.len(), 1, "{wire:?}: {listed:?}");
+        assert_eq!(fake.requests().len(), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn client_going_away_counts_as_aborted() {
     let fake = FakeBackend::start(Wire::OpenAi).await;
     fake.set_behaviour(Behaviour::Hang);

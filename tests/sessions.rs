@@ -739,6 +739,21 @@ async fn the_predecessors_backend_keys_still_load() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(openai.last_chat().body["model"], "gpt-old");
     assert_eq!(openai.last_chat().headers["authorization"], "Bearer sk-old");
+
+    // The `ollama` key: its host gets the chat, with its default model.
+    let session = create_session(&server, json!({"backends": ["ollama"]})).await;
+    let (status, reply) = send(&server, &session, json!({"content": "hello old friend"})).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["content"], "ollama says: hello old friend");
+    assert_eq!(reply["model"], "old-model");
+    let received = ollama.last_chat();
+    assert_eq!(received.path, "/api/chat");
+    assert_eq!(received.body["model"], "old-model");
+    assert_eq!(
+        received.body["messages"],
+        json!([{"role": "user", "content": "hello old friend"}])
+    );
+    assert_eq!(ollama.chat_requests().len(), 1);
 }
 
 #[test]
@@ -823,4 +838,166 @@ async fn a_client_that_goes_away_cancels_the_backend_call_and_the_message_is_mar
     })
     .await;
     assert!(marked, "the abandoned message was not marked failed");
+}
+
+/// The database file's journal mode as its header records it: bytes 18 and 19 are 2 in WAL mode
+/// (1 with a rollback journal).
+fn header_journal_bytes(path: &std::path::Path) -> [u8; 2] {
+    let bytes = std::fs::read(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    assert!(bytes.len() >= 100, "{} has no header", path.display());
+    [bytes[18], bytes[19]]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_url_chooses_the_database_file_in_each_form_and_it_is_in_wal_mode() {
+    for form in ["path", "sqlite://", "sqlite:"] {
+        let home = TestHome::new();
+        let file = home.path().join(format!("elsewhere/{}.db", form.len()));
+        let url = match form {
+            "path" => file.display().to_string(),
+            prefix => format!("{prefix}{}", file.display()),
+        };
+        home.write_config(&format!("storage:\n  url: '{url}'\n"));
+        let mut server = home.start(&[]);
+        let session = create_session(&server, json!({"backends": ["echo"], "name": form})).await;
+        let (status, _) = send(&server, &session, json!({"content": "kept here"})).await;
+        assert_eq!(status, 200);
+        let wal = file.with_extension("db-wal");
+        assert!(
+            file.exists() && wal.exists(),
+            "{url}: {} and its -wal file",
+            file.display()
+        );
+        server.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+        assert_eq!(header_journal_bytes(&file), [2, 2], "{url}: WAL mode");
+        assert!(
+            !home.path().join(".local/share/lit-mux/lit-mux.db").exists(),
+            "{url}: the default database was created too"
+        );
+
+        let server = home.start(&[]);
+        let restored = server.get_json(&format!("/sessions/{session}")).await;
+        assert_eq!(restored["name"], form, "{url}");
+        let messages = server
+            .get_json(&format!("/sessions/{session}/messages"))
+            .await;
+        assert_eq!(
+            roles_and_contents(&messages),
+            pairs(&[("user", "kept here"), ("assistant", "kept here")]),
+            "{url}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backend_health_is_checked_concurrently_and_then_cached() {
+    let ollama = FakeBackend::start(Wire::Ollama).await;
+    let openai = FakeBackend::start(Wire::OpenAi).await;
+    for fake in [&ollama, &openai] {
+        fake.set_listing_delay(Duration::from_secs(1));
+    }
+    let home = TestHome::new();
+    let server = start_with_backends(
+        &home,
+        &[
+            backend_entry("local", &ollama, Wire::Ollama, ""),
+            backend_entry("remote", &openai, Wire::OpenAi, ""),
+        ],
+        "",
+    );
+
+    let started = Instant::now();
+    let backends = server.get_json("/backends").await;
+    let took = started.elapsed();
+    // Each check takes a second: one after the other would take two.
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_millis(1800),
+        "took {took:?}"
+    );
+    let healthy: Vec<(&str, &Value)> = backends
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["name"].as_str().unwrap(), &b["healthy"]))
+        .collect();
+    assert_eq!(
+        healthy,
+        [
+            ("echo", &json!(true)),
+            ("local", &json!(true)),
+            ("remote", &json!(true))
+        ]
+    );
+    assert_eq!(ollama.listing_requests().len(), 1);
+    assert_eq!(openai.listing_requests().len(), 1);
+
+    // Within the cache window: answered at once, the backends not asked again.
+    let started = Instant::now();
+    let again = server.get_json("/backends").await;
+    let took = started.elapsed();
+    assert_eq!(again, backends);
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+    assert_eq!(ollama.listing_requests().len(), 1);
+    assert_eq!(openai.listing_requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn models_of_every_wire_are_listed_in_one_shape() {
+    let ollama = FakeBackend::start(Wire::Ollama).await;
+    ollama.set_models(vec!["llama3.1:8b".to_owned(), "qwen3:4b".to_owned()]);
+    let openai = FakeBackend::start(Wire::OpenAi).await;
+    openai.set_models(vec!["gpt-4o".to_owned(), "gpt-4o-mini".to_owned()]);
+    let anthropic = FakeBackend::start(Wire::Anthropic).await;
+    anthropic.set_models(vec!["claude-sonnet-4-5".to_owned()]);
+    let home = TestHome::new();
+    let server = start_with_backends(
+        &home,
+        &[
+            backend_entry("local", &ollama, Wire::Ollama, ""),
+            backend_entry("gpt", &openai, Wire::OpenAi, ""),
+            backend_entry("claude", &anthropic, Wire::Anthropic, ""),
+        ],
+        "",
+    );
+
+    let models = server.get_json("/models").await;
+    // The fake's /api/tags: 3 825 819 519 bytes, its digest, 8B and Q4_0 in its details.
+    let digest = "365c0bd3c000a25d28ddbf732fe1c6add414de7275464c4e4d1c3b5fcb5d8ad1";
+    assert_eq!(
+        models["models"]["local"],
+        json!([
+            {"name": "llama3.1:8b", "display_name": "llama3.1:8b (8B, Q4_0)",
+             "size_mb": 3648.6, "digest": digest},
+            {"name": "qwen3:4b", "display_name": "qwen3:4b (8B, Q4_0)",
+             "size_mb": 3648.6, "digest": digest},
+        ])
+    );
+    assert_eq!(
+        models["models"]["gpt"],
+        json!([
+            {"name": "gpt-4o", "display_name": "gpt-4o", "size_mb": null, "digest": null},
+            {"name": "gpt-4o-mini", "display_name": "gpt-4o-mini", "size_mb": null, "digest": null},
+        ])
+    );
+    assert_eq!(
+        models["models"]["claude"],
+        json!([{"name": "claude-sonnet-4-5", "display_name": "Claude Sonnet 4 5",
+                "size_mb": null, "digest": null}])
+    );
+    assert_eq!(models["models"]["echo"].as_array().map(Vec::len), Some(1));
+    assert_eq!(models["total"], 6, "{models}");
+    assert!(models.get("errors").is_none(), "{models}");
+
+    // Each list came from the wire's own endpoint, with its credentials.
+    let listed = openai.listing_requests();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].path, "/v1/models");
+    assert_eq!(listed[0].headers["authorization"], "Bearer sk-test-openai");
+    let listed = anthropic.listing_requests();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].path, "/v1/models");
+    assert_eq!(listed[0].headers["x-api-key"], "sk-ant-test");
+    assert_eq!(listed[0].headers["anthropic-version"], "2023-06-01");
+    assert_eq!(ollama.listing_requests()[0].path, "/api/tags");
 }

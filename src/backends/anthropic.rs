@@ -224,7 +224,26 @@ impl Backend for AnthropicBackend {
 
     async fn chat(&self, request: ChatRequest) -> Result<ChatReply, BackendError> {
         let response = self.post_messages(&request, false).await?;
-        let message: Message = self.upstream.json(response).await?;
+        let body: Value = self.upstream.json(response).await?;
+        if let Some(message) = body
+            .get("type")
+            .filter(|kind| *kind == "error")
+            .and_then(|_| error_message(&body))
+        {
+            return Err(BackendError::Failed {
+                backend: self.upstream.backend().to_owned(),
+                message,
+            });
+        }
+        // Anything else without content blocks is not a message (a proxy's JSON, say): it must
+        // not pass for an empty answer.
+        if !body.get("content").is_some_and(Value::is_array) {
+            return Err(self
+                .upstream
+                .invalid("no content blocks in the answer".to_owned()));
+        }
+        let message: Message =
+            serde_json::from_value(body).map_err(|err| self.upstream.invalid(err.to_string()))?;
         let mut content = String::new();
         let mut tool_calls = Vec::new();
         for block in message.content {

@@ -187,10 +187,10 @@ pub struct ModelInfo {
 pub enum BackendError {
     #[error("backend {backend} is unreachable: {message}")]
     Unreachable { backend: String, message: String },
-    #[error("backend {backend} did not answer within {secs} s ({stage})")]
+    #[error("backend {backend} timed out: {} within {secs} s{}", .stage.what(), .stage.setting())]
     Timeout {
         backend: String,
-        stage: &'static str,
+        stage: TimeoutStage,
         secs: u64,
     },
     /// The backend answered with an error status.
@@ -213,6 +213,42 @@ pub enum BackendError {
     /// The backend answered something that is not its API's format.
     #[error("backend {backend} sent an invalid response: {message}")]
     InvalidResponse { backend: String, message: String },
+}
+
+/// Which of a backend's time limits ran out; shown as what did not happen in time and the
+/// setting that bounds it, so the message says what to raise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutStage {
+    /// `connect_timeout_secs`.
+    Connect,
+    /// `first_byte_timeout_secs`: until the answer's headers.
+    FirstByte,
+    /// `timeout_secs`: the whole request, to the answer's last byte.
+    Total,
+    /// Listing the models, bounded by lit-mux itself.
+    ListingModels,
+}
+
+impl TimeoutStage {
+    /// What did not happen in time.
+    fn what(self) -> &'static str {
+        match self {
+            Self::Connect => "no connection",
+            Self::FirstByte => "no answer",
+            Self::Total => "the answer was not complete",
+            Self::ListingModels => "no list of models",
+        }
+    }
+
+    /// ` (the setting)` that bounds this stage, when there is one.
+    fn setting(self) -> &'static str {
+        match self {
+            Self::Connect => " (connect_timeout_secs)",
+            Self::FirstByte => " (first_byte_timeout_secs)",
+            Self::Total => " (timeout_secs)",
+            Self::ListingModels => "",
+        }
+    }
 }
 
 /// A model backend: one implementation per wire format.
@@ -487,7 +523,7 @@ impl BackendEntry {
                 Ok(result) => result,
                 Err(_) => Err(BackendError::Timeout {
                     backend: self.name.clone(),
-                    stage: "listing models",
+                    stage: TimeoutStage::ListingModels,
                     secs: MODELS_TIMEOUT.as_secs(),
                 }),
             },

@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::io::StreamReader;
 
-use super::BackendError;
 use super::config::Timeouts;
+use super::{BackendError, TimeoutStage};
 
 /// Largest non-streamed answer accepted.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -89,7 +89,7 @@ impl Upstream {
             Err(_) => {
                 return Err(BackendError::Timeout {
                     backend: self.backend.clone(),
-                    stage: "waiting for the first byte",
+                    stage: TimeoutStage::FirstByte,
                     secs: self.timeouts.first_byte.as_secs(),
                 });
             }
@@ -199,9 +199,9 @@ impl Upstream {
         if err.is_timeout() {
             // reqwest's own timeout is the total one; the connect one surfaces as a connect error.
             let (stage, secs) = if err.is_connect() {
-                ("connecting", self.timeouts.connect.as_secs())
+                (TimeoutStage::Connect, self.timeouts.connect.as_secs())
             } else {
-                ("whole request", self.timeouts.total.as_secs())
+                (TimeoutStage::Total, self.timeouts.total.as_secs())
             };
             return BackendError::Timeout {
                 backend: self.backend.clone(),
@@ -228,7 +228,7 @@ impl Upstream {
                 if timed_out {
                     BackendError::Timeout {
                         backend: self.backend.clone(),
-                        stage: "whole request",
+                        stage: TimeoutStage::Total,
                         secs: self.timeouts.total.as_secs(),
                     }
                 } else {

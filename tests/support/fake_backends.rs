@@ -20,6 +20,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -53,6 +54,14 @@ impl Wire {
         match self {
             Wire::Ollama => matches!(path, "/api/tags" | "/api/version"),
             Wire::OpenAi | Wire::Anthropic => path == "/v1/models",
+        }
+    }
+
+    /// The content type of a streamed answer.
+    fn stream_content_type(self) -> &'static str {
+        match self {
+            Wire::Ollama => "application/x-ndjson",
+            Wire::OpenAi | Wire::Anthropic => "text/event-stream",
         }
     }
 
@@ -93,6 +102,12 @@ pub enum Behaviour {
     /// Streaming: status 200 and the first chunk, then the connection is cut (no terminating
     /// chunk, `[DONE]` or `message_stop`). Non-streaming: the connection closes with no response.
     DropMidStream,
+    /// Status 200 and the start of the answer (the first stream chunk; the first half of the
+    /// JSON body when not streaming), then nothing more: the connection stays open, silent.
+    Stall,
+    /// Status 200 with the content type the wire uses for this answer (JSON, or its stream's
+    /// type) and `body` as it is instead of the API's format: a proxy's page, a truncated answer.
+    Malformed { body: String },
     /// Answer with native tool calls (after `text`, if any), in the wire's own shape: Ollama
     /// `message.tool_calls` (streamed whole in one chunk), OpenAI `tool_calls` (streamed as an
     /// opening piece and the arguments string in several pieces), Anthropic `tool_use` blocks
@@ -156,6 +171,8 @@ struct FakeState {
     queued: VecDeque<Behaviour>,
     models: Vec<String>,
     models_failing: bool,
+    /// How long health and model-list requests wait before they are answered.
+    listing_delay: Duration,
     /// The model chat answers say they used; `None`: the one requested.
     reported_model: Option<String>,
     requests: Vec<Recorded>,
@@ -231,6 +248,21 @@ impl FakeBackend {
         }
     }
 
+    /// A line under lit-mux's `backends:` naming this fake `name`, of its wire's type, with an
+    /// API key where the wire takes one, default model `fake-model`, and `extra` keys (each
+    /// written `, key: value`).
+    pub fn config_entry(&self, name: &str, extra: &str) -> String {
+        let (kind, url_key, key) = match self.shared.wire {
+            Wire::Ollama => ("ollama", "host", ""),
+            Wire::OpenAi => ("openai", "base_url", "api_key: sk-test-openai, "),
+            Wire::Anthropic => ("anthropic", "base_url", "api_key: sk-ant-test, "),
+        };
+        format!(
+            "  {name}: {{type: {kind}, {url_key}: '{}', {key}default_model: fake-model{extra}}}\n",
+            self.url()
+        )
+    }
+
     pub fn port(&self) -> u16 {
         self.address.port()
     }
@@ -260,6 +292,20 @@ impl FakeBackend {
     /// Health and model-list endpoints answer 500 while set.
     pub fn set_models_failing(&self, failing: bool) {
         self.shared.state().models_failing = failing;
+    }
+
+    /// Health and model-list endpoints answer only after `delay` (default: at once).
+    pub fn set_listing_delay(&self, delay: Duration) {
+        self.shared.state().listing_delay = delay;
+    }
+
+    /// The health and model-list requests so far.
+    pub fn listing_requests(&self) -> Vec<Recorded> {
+        let wire = self.shared.wire;
+        self.requests()
+            .into_iter()
+            .filter(|request| request.method == "GET" && wire.is_listing(&request.path))
+            .collect()
     }
 
     /// Every request so far, in arrival order.
@@ -337,6 +383,7 @@ fn server(
             queued: VecDeque::new(),
             models: vec!["fake-model".to_owned()],
             models_failing: false,
+            listing_delay: Duration::ZERO,
             reported_model: None,
             requests: Vec::new(),
         }),
@@ -398,7 +445,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     };
     let wire = shared.wire;
     let is_chat = parts.method == Method::POST && recorded.path == wire.chat_path();
-    let (behaviour, models, models_failing, reported_model) = {
+    let (behaviour, models, models_failing, listing_delay, reported_model) = {
         let mut state = shared.state();
         state.requests.push(recorded.clone());
         let queued = if is_chat {
@@ -410,6 +457,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             queued.unwrap_or_else(|| state.behaviour.clone()),
             state.models.clone(),
             state.models_failing,
+            state.listing_delay,
             state.reported_model.clone(),
         )
     };
@@ -435,6 +483,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     if *method != Method::GET || !wire.is_listing(path) {
         return error(wire, 404, &not_found_message(wire, method, path));
     }
+    tokio::time::sleep(listing_delay).await;
     if models_failing {
         return error(wire, 500, "fake backend: model listing is failing");
     }
@@ -460,7 +509,7 @@ async fn chat(
     let stream = body["stream"]
         .as_bool()
         .unwrap_or(wire.streams_by_default());
-    let (text, delay, chunk_delay, drop_mid_stream) = match behaviour {
+    let (text, delay, chunk_delay, ending) = match behaviour {
         Behaviour::Reply {
             text,
             delay,
@@ -468,14 +517,33 @@ async fn chat(
         } => {
             let text =
                 text.unwrap_or_else(|| format!("{} says: {}", wire.name(), last_user_text(body)));
-            (text, delay, chunk_delay, false)
+            (text, delay, chunk_delay, Ending::Complete)
         }
         Behaviour::DropMidStream => (
             format!("{} was cut off mid-stream", wire.name()),
             Duration::ZERO,
             Duration::ZERO,
-            true,
+            Ending::Cut,
         ),
+        Behaviour::Stall => (
+            format!("{} stalls in the middle of this answer", wire.name()),
+            Duration::ZERO,
+            Duration::ZERO,
+            Ending::Stall,
+        ),
+        Behaviour::Malformed { body: garbage } => {
+            guard.finish();
+            let content_type = if stream {
+                wire.stream_content_type()
+            } else {
+                "application/json"
+            };
+            let mut response = Response::new(Body::from(garbage));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            return response;
+        }
         Behaviour::Fail { status, message } => {
             guard.finish();
             return error(wire, status, &message);
@@ -504,13 +572,35 @@ async fn chat(
         completion_tokens: count_words(&text),
     };
     if !stream {
-        guard.finish();
-        if drop_mid_stream {
-            // Hyper aborts the connection when the body fails before anything was flushed.
-            let failed = futures_util::stream::once(async { Err::<String, _>(cut_off()) });
-            return Response::new(Body::from_stream(failed));
-        }
-        return json_response(200, reply.complete(wire, &text));
+        return match ending {
+            Ending::Complete => {
+                guard.finish();
+                json_response(200, reply.complete(wire, &text))
+            }
+            Ending::Cut => {
+                guard.finish();
+                // Hyper aborts the connection when the body fails before anything was flushed.
+                let failed = futures_util::stream::once(async { Err::<String, _>(cut_off()) });
+                Response::new(Body::from_stream(failed))
+            }
+            Ending::Stall => {
+                let complete = reply.complete(wire, &text).to_string();
+                let half = complete.as_bytes()[..complete.len() / 2].to_vec();
+                // The guard lives as long as the body: dropped unfinished, it counts the abort.
+                let silent = futures_util::stream::once(async { Ok::<_, io::Error>(half) })
+                    .chain(futures_util::stream::pending())
+                    .map(move |chunk| {
+                        let _alive = &guard;
+                        chunk
+                    });
+                let mut response = Response::new(Body::from_stream(silent));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+        };
     }
     let mut chunks: Vec<String> = text.split_inclusive(' ').map(str::to_owned).collect();
     if chunks.is_empty() {
@@ -519,13 +609,13 @@ async fn chat(
     let include_usage = body["stream_options"]["include_usage"] == true;
     let (content_type, frames) = reply.stream(wire, &chunks, include_usage);
     let mut body_chunks = VecDeque::from(frames);
-    if drop_mid_stream {
+    if ending != Ending::Complete {
         body_chunks.truncate(1);
     }
     let feed = Feed {
         chunks: body_chunks,
         chunk_delay,
-        then_fail: drop_mid_stream,
+        ending,
         guard,
         started: false,
     };
@@ -539,33 +629,51 @@ async fn chat(
     response
 }
 
+/// How an answer that started well goes on after its chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// It ends as the API ends it.
+    Complete,
+    /// The connection is cut.
+    Cut,
+    /// Nothing more is sent; the connection stays open.
+    Stall,
+}
+
 /// The state of a streamed response body.
 struct Feed {
     chunks: VecDeque<String>,
     chunk_delay: Duration,
-    /// After the last chunk, fail instead of ending: hyper then cuts the connection.
-    then_fail: bool,
+    /// What happens after the last chunk: for `Cut`, the body fails and hyper cuts the connection.
+    ending: Ending,
     guard: AbortGuard,
     started: bool,
 }
 
 async fn next_chunk(feed: Option<Feed>) -> Option<(io::Result<String>, Option<Feed>)> {
     let mut feed = feed?;
-    if feed.started && (!feed.chunks.is_empty() || feed.then_fail) {
+    if feed.started && (!feed.chunks.is_empty() || feed.ending == Ending::Cut) {
         tokio::time::sleep(feed.chunk_delay).await;
     }
     feed.started = true;
     if let Some(chunk) = feed.chunks.pop_front() {
         return Some((Ok(chunk), Some(feed)));
     }
-    feed.guard.finish();
-    if feed.then_fail {
-        // Hyper flushes what it has only when the body is pending: failing straight after the
-        // last chunk would discard that chunk unsent.
-        tokio::task::yield_now().await;
-        return Some((Err(cut_off()), None));
+    match feed.ending {
+        Ending::Complete => {
+            feed.guard.finish();
+            None
+        }
+        Ending::Cut => {
+            feed.guard.finish();
+            // Hyper flushes what it has only when the body is pending: failing straight after
+            // the last chunk would discard that chunk unsent.
+            tokio::task::yield_now().await;
+            Some((Err(cut_off()), None))
+        }
+        // The unfinished guard counts the abort when the client goes away and hyper drops us.
+        Ending::Stall => std::future::pending().await,
     }
-    None
 }
 
 fn cut_off() -> io::Error {
