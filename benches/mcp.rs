@@ -93,11 +93,7 @@ async fn bench_add_latency(lit_mux: &LitMux, http: &reqwest::Client, rounds: usi
         direct_guarded.push(started.elapsed());
         client.cancel().await.unwrap();
     }
-    let (ours, theirs, guarded) = (
-        median(via_lit_mux),
-        median(direct),
-        median(direct_guarded),
-    );
+    let (ours, theirs, guarded) = (median(via_lit_mux), median(direct), median(direct_guarded));
     println!("## Add-server latency ({rounds} rounds, median)\n");
     println!("| path | median |\n|---|---|");
     println!(
