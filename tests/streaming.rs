@@ -322,3 +322,102 @@ fn the_cli_prints_the_answer_as_it_streams_and_fails_loudly() {
         failed.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limited_stream_is_a_429_with_retry_after_and_in_a_broadcast_an_error_event() {
+    let answering = FakeBackend::start(Wire::Ollama).await;
+    let limited = [
+        (
+            "ollama",
+            FakeBackend::start(Wire::Ollama).await,
+            Wire::Ollama,
+        ),
+        (
+            "openai",
+            FakeBackend::start(Wire::OpenAi).await,
+            Wire::OpenAi,
+        ),
+        (
+            "anthropic",
+            FakeBackend::start(Wire::Anthropic).await,
+            Wire::Anthropic,
+        ),
+    ];
+    let mut entries = vec![("fine", &answering, Wire::Ollama)];
+    for (name, fake, wire) in &limited {
+        fake.set_behaviour(Behaviour::RateLimited {
+            retry_after_secs: 7,
+        });
+        entries.push((name, fake, *wire));
+    }
+    let home = TestHome::new();
+    home.write_config(&config_for(&entries));
+    let server = home.start(&[]);
+    let id = session(&server, &["fine", "ollama", "openai", "anthropic"]).await;
+
+    // The 429 comes before the first byte: a plain HTTP error, Retry-After passed on.
+    for (name, _, _) in &limited {
+        let response = stream_message(
+            &server,
+            &id,
+            json!({"content": "quick", "stream": true, "backend": name}),
+        )
+        .await;
+        assert_eq!(response.status().as_u16(), 429, "{name}");
+        let headers = response.headers().clone();
+        assert_eq!(headers["retry-after"], "7", "{name}");
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{name}: {headers:?}"
+        );
+        let body: Value = response.json().await.unwrap();
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("backend {name} is rate limited (429)")),
+            "{detail}"
+        );
+    }
+    let messages = server.get_json(&format!("/sessions/{id}/messages")).await;
+    let messages = messages.as_array().unwrap();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert!(
+        messages.iter().all(|m| m["metadata"]["status"] == "failed"),
+        "{messages:?}"
+    );
+
+    // A broadcast's stream has started: each rate-limited backend gets one error event, with
+    // the detail and Retry-After, and the one that answers goes on.
+    let response = server
+        .post(&format!("/sessions/{id}/broadcast"))
+        .json(&json!({"content": "all of you", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let events = Events::new(response).all().await;
+    for (name, _, _) in &limited {
+        let of_backend: Vec<&(String, Value)> = events
+            .iter()
+            .filter(|(_, data)| data["backend"] == *name)
+            .collect();
+        assert_eq!(of_backend.len(), 1, "{name}: {events:?}");
+        let (event, data) = of_backend[0];
+        assert_eq!(event, "error", "{name}: {data}");
+        assert_eq!(data["status"], 429, "{name}: {data}");
+        assert_eq!(data["retry_after"], "7", "{name}: {data}");
+        assert!(
+            data["detail"]
+                .as_str()
+                .unwrap()
+                .contains("rate limited (429)"),
+            "{data}"
+        );
+    }
+    let done = events
+        .iter()
+        .find(|(event, data)| event == "done" && data["backend"] == "fine")
+        .unwrap_or_else(|| panic!("no done for fine: {events:?}"));
+    assert_eq!(done.1["content"], "ollama says: all of you");
+}

@@ -60,11 +60,14 @@ pub enum ReplyEvent {
     },
     /// The answer is complete and stored: the stored message.
     Done(Message),
-    /// The backend failed; `status` is what the HTTP status would have been.
+    /// The backend failed; `status` is what the HTTP status would have been, `retry_after` the
+    /// `Retry-After` a rate-limited backend gave.
     Error {
         backend: String,
         detail: String,
         status: u16,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after: Option<String>,
     },
 }
 
@@ -81,10 +84,15 @@ impl ReplyEvent {
     }
 
     fn error(backend: &str, err: &BackendError) -> Self {
+        let retry_after = match err {
+            BackendError::RateLimited { retry_after, .. } => retry_after.clone(),
+            _ => None,
+        };
         Self::Error {
             backend: backend.to_owned(),
             detail: err.to_string(),
             status: crate::error::ApiError::from(err.clone()).status().as_u16(),
+            retry_after,
         }
     }
 }
@@ -290,6 +298,7 @@ impl ChatService {
                             backend: turn.backend_name.clone(),
                             detail: format!("the answer could not be stored: {err}"),
                             status: 500,
+                            retry_after: None,
                         },
                     };
                     let answered = matches!(event, ReplyEvent::Done(_));
