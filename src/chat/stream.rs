@@ -228,7 +228,7 @@ impl ChatService {
                 {
                     round += 1;
                     let mut calls = calls;
-                    let skipped = tools::limit_calls(&mut calls);
+                    let notice = tools::skipped_notice(tools::limit_calls(&mut calls));
                     let answer = match self
                         .store_call_answer(&mut turn, &text, &model, metadata, &calls, setup)
                         .await
@@ -242,8 +242,9 @@ impl ChatService {
                         }
                     };
                     for (at, call) in calls.iter().enumerate() {
+                        let notice = tools::notice_for(&notice, at, &calls);
                         match self
-                            .streamed_tool_step(&mut turn, call, setup, &events)
+                            .streamed_tool_step(&mut turn, call, setup, notice, &events)
                             .await
                         {
                             StepEnd::Done => {}
@@ -269,7 +270,6 @@ impl ChatService {
                             }
                         }
                     }
-                    tools::note_skipped(&mut turn, skipped);
                     started = Instant::now();
                     stream = match turn.backend.chat_stream(turn.request.clone()).await {
                         Ok(next) => next,
@@ -419,13 +419,15 @@ impl ChatService {
         true
     }
 
-    /// Runs one call with its `tool_call` and `tool_result` events; a client that leaves
-    /// cancels the running call, whose cancelled result is then stored.
+    /// Runs one call with its `tool_call` and `tool_result` events, `notice` following the
+    /// result (see [`ChatService::record_step`]); a client that leaves cancels the running call,
+    /// whose cancelled result is then stored.
     async fn streamed_tool_step(
         &self,
         turn: &mut Turn,
         call: &ToolCall,
         setup: &ToolSetup,
+        notice: Option<&str>,
         events: &mpsc::Sender<ReplyEvent>,
     ) -> StepEnd {
         let (server, tool) = tools::target_names(call, setup);
@@ -452,7 +454,7 @@ impl ChatService {
                 .await;
             return StepEnd::ClientLeft { stored: true };
         };
-        match self.record_step(turn, call, setup, step).await {
+        match self.record_step(turn, call, setup, step, notice).await {
             Ok(step) => {
                 let result = ReplyEvent::ToolResult {
                     backend,

@@ -10,8 +10,10 @@
 //! stored in the session in order — the assistant's answer holding the call(s), then one `tool`
 //! message per call — with what a replay needs (native steps are marked `tool_mode: native`);
 //! what the model is fed back is written by [`context::result_as_text`] and
-//! [`context::result_for_model`], which the replay uses too. A call a leaving client cuts off
-//! (streamed) still gets a result: [`CANCELLED_RESULT`], an error, marked incomplete.
+//! [`context::result_for_model`], which the replay uses too, and a notice the model is sent
+//! after the results (calls over [`MAX_CALLS_PER_ANSWER`] skipped) is stored with the last
+//! result, so the replay repeats it. A call a leaving client cuts off (streamed) still gets a
+//! result: [`CANCELLED_RESULT`], an error, marked incomplete.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -19,7 +21,9 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
-use super::context::{self, STATUS_INCOMPLETE, STATUS_KEY, TOOL_MODE_KEY, TOOL_MODE_NATIVE};
+use super::context::{
+    self, NOTICE_KEY, STATUS_INCOMPLETE, STATUS_KEY, TOOL_MODE_KEY, TOOL_MODE_NATIVE,
+};
 use super::tool_call_scanner::{FoundCall, ScanEvent, scan};
 use super::{ChatError, ChatService, Turn, reply_metadata};
 use crate::backends::config::ToolMode;
@@ -278,18 +282,25 @@ pub fn limit_calls(calls: &mut Vec<ToolCall>) -> usize {
     skipped
 }
 
-/// Tells the model, after the results, that some of its calls were not run (in native mode the
-/// stored answer holds only the calls that ran, so every call there has its result).
-pub(crate) fn note_skipped(turn: &mut Turn, skipped: usize) {
-    if skipped > 0 {
-        turn.request.messages.push(ChatMessage::text(
-            Role::User,
-            format!(
-                "Only the first {MAX_CALLS_PER_ANSWER} tool calls of an answer are run; \
-                 {skipped} more were skipped."
-            ),
-        ));
-    }
+/// What the model is told, after the results, when `skipped` of its calls were not run (in
+/// native mode the stored answer holds only the calls that ran, so every call there has its
+/// result).
+pub(crate) fn skipped_notice(skipped: usize) -> Option<String> {
+    (skipped > 0).then(|| {
+        format!(
+            "Only the first {MAX_CALLS_PER_ANSWER} tool calls of an answer are run; \
+             {skipped} more were skipped."
+        )
+    })
+}
+
+/// The notice to store with the result of the call at `at` of `calls`: only the last has it.
+pub(crate) fn notice_for<'a>(
+    notice: &'a Option<String>,
+    at: usize,
+    calls: &[ToolCall],
+) -> Option<&'a str> {
+    notice.as_deref().filter(|_| at + 1 == calls.len())
 }
 
 impl ChatService {
@@ -423,13 +434,13 @@ impl ChatService {
             }
             round += 1;
             let mut calls = calls;
-            let skipped = limit_calls(&mut calls);
+            let notice = skipped_notice(limit_calls(&mut calls));
             self.store_call_answer(turn, &reply.content, &reply.model, metadata, &calls, &setup)
                 .await?;
-            for call in &calls {
-                self.tool_step(turn, call, &setup).await?;
+            for (at, call) in calls.iter().enumerate() {
+                let notice = notice_for(&notice, at, &calls);
+                self.tool_step(turn, call, &setup, notice).await?;
             }
-            note_skipped(turn, skipped);
         }
     }
 
@@ -469,15 +480,16 @@ impl ChatService {
         Ok(stored)
     }
 
-    /// Runs one call, stores the result and adds it to the conversation.
+    /// Runs one call, stores the result and adds it to the conversation, `notice` after it.
     pub(crate) async fn tool_step(
         &self,
         turn: &mut Turn,
         call: &ToolCall,
         setup: &ToolSetup,
+        notice: Option<&str>,
     ) -> Result<ToolStep, BackendError> {
         let step = self.run_call(call, setup).await;
-        self.record_step(turn, call, setup, step).await
+        self.record_step(turn, call, setup, step, notice).await
     }
 
     /// Runs one call; an unresolvable one becomes an error result. Nothing is stored, so
@@ -506,13 +518,15 @@ impl ChatService {
         }
     }
 
-    /// Stores a call's result and adds it to the conversation as the protocol feeds it back.
+    /// Stores a call's result and adds it to the conversation as the protocol feeds it back,
+    /// followed by `notice` (stored with the result, so that the replay repeats it).
     pub(crate) async fn record_step(
         &self,
         turn: &mut Turn,
         call: &ToolCall,
         setup: &ToolSetup,
         step: ToolStep,
+        notice: Option<&str>,
     ) -> Result<ToolStep, BackendError> {
         let ToolStep {
             server,
@@ -521,7 +535,10 @@ impl ChatService {
             ..
         } = &step;
         let native = setup.protocol == Protocol::Native;
-        let metadata = result_metadata(call, server.as_deref(), tool, outcome, native);
+        let mut metadata = result_metadata(call, server.as_deref(), tool, outcome, native);
+        if let Some(notice) = notice {
+            metadata.insert(NOTICE_KEY.to_owned(), json!(notice));
+        }
         self.store_tool_result(turn, outcome, metadata)
             .await
             .map_err(|err| stored_error(turn, &err))?;
@@ -541,6 +558,11 @@ impl ChatService {
                 context::result_as_text(&name, &outcome.text, outcome.is_error),
             )
         });
+        if let Some(notice) = notice {
+            turn.request
+                .messages
+                .push(ChatMessage::text(Role::User, notice));
+        }
         Ok(step)
     }
 
