@@ -8,8 +8,9 @@
 //! call and those not yet run get the error result [`tools::CANCELLED_RESULT`], so every stored
 //! call has its result and the history replays to native backends. When a tool loop is cut off
 //! with no text of a later answer to keep, the stored answer holding the last calls is marked
-//! incomplete instead. A slow client slows the backend down (bounded channel) instead of making
-//! lit-mux buffer the answer.
+//! incomplete instead; the plain loop ([`ChatService::answer_with_tools`]) leaves the same history.
+//! A slow client slows the backend down (bounded channel) instead of making lit-mux buffer the
+//! answer.
 
 use std::time::Instant;
 
@@ -24,15 +25,14 @@ use super::context::{STATUS_INCOMPLETE, STATUS_KEY};
 use super::tool_call_scanner::{ScanEvent, ToolCallScanner};
 use super::tools::{self, ToolSetup};
 use super::{
-    BroadcastMessage, ChatError, ChatService, SendMessage, Turn, UnansweredGuard, reply_metadata,
+    BroadcastMessage, CLIENT_LEFT, ChatError, ChatService, SendMessage, Turn, UnansweredGuard,
+    reply_metadata,
 };
 use crate::backends::{BackendError, ChatEvent, ChatStream, ToolCall};
 use crate::store::Message;
 
 /// Events in flight between a backend and a slow client, per stream.
 const EVENT_BUFFER: usize = 64;
-/// Why what a client left behind is incomplete.
-const CLIENT_LEFT: &str = "the client disconnected before the answer was complete";
 
 /// One Server-Sent Event of a streamed reply. Every event names its backend, so that the
 /// interleaved events of a broadcast can be told apart.
@@ -249,16 +249,8 @@ impl ChatService {
                         {
                             StepEnd::Done => {}
                             StepEnd::ClientLeft { stored } => {
-                                for unanswered in &calls[at + usize::from(stored)..] {
-                                    self.store_cancelled_call(
-                                        &turn,
-                                        unanswered,
-                                        setup,
-                                        0,
-                                        CLIENT_LEFT,
-                                    )
-                                    .await;
-                                }
+                                let unanswered = &calls[at + usize::from(stored)..];
+                                self.store_cancelled_calls(&turn, unanswered, setup).await;
                                 self.mark_incomplete(&turn, answer, CLIENT_LEFT).await;
                                 return false;
                             }
@@ -470,20 +462,6 @@ impl ChatService {
                 }
             }
             Err(err) => StepEnd::Failed(err),
-        }
-    }
-
-    /// Marks a stored answer incomplete with `reason` (nothing to do for a stateless turn).
-    async fn mark_incomplete(&self, turn: &Turn, answer: &mut Message, reason: &str) {
-        if turn.session_id.is_none() {
-            return;
-        }
-        let changes = Map::from_iter([
-            (STATUS_KEY.to_owned(), json!(STATUS_INCOMPLETE)),
-            ("error".to_owned(), json!(reason)),
-        ]);
-        if let Err(err) = self.store.update_message_metadata(answer, changes).await {
-            tracing::error!(%err, "cannot mark an answer incomplete");
         }
     }
 
