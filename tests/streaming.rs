@@ -1,6 +1,7 @@
 //! Streamed replies (`"stream": true` or `Accept: text/event-stream`) through the real binary
 //! against fake backends: event order, first-byte timing, what is stored when the backend breaks
-//! or the client leaves, and broadcast events interleaved and tagged by backend.
+//! or the client leaves, a rate-limited backend, broadcast events interleaved and tagged by
+//! backend, and `lit-mux send` printing as the answer streams (a spinner on a terminal).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -321,4 +322,212 @@ fn the_cli_prints_the_answer_as_it_streams_and_fails_loudly() {
         "{}",
         failed.stderr
     );
+}
+
+#[test]
+fn the_cli_prints_the_first_token_before_the_backend_has_finished() {
+    use std::io::Read;
+
+    let fake = FakeBackend::start_blocking(Wire::Ollama);
+    let text = "one two three four five six seven eight";
+    // Eight chunks 250 ms apart: the last leaves the fake 1.75 s after the first.
+    fake.set_behaviour(Behaviour::Reply {
+        text: Some(text.to_owned()),
+        delay: Duration::ZERO,
+        chunk_delay: Duration::from_millis(250),
+    });
+    let home = TestHome::new();
+    home.write_config(&config_for(&[("llm", &fake, Wire::Ollama)]));
+    let server = home.start(&[]);
+    let url = server.url("");
+
+    let mut child = home
+        .command(&["send", "count", "--backend", "llm", "--url", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Reads below block: a CLI that hangs is killed, which ends them.
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (finished, watchdog) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if watchdog.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = vec![0; 256];
+    let read = stdout.read(&mut first).unwrap();
+    // Checked the moment the first bytes are in: the backend is still answering.
+    let answered_by_then = fake.answered_requests();
+    first.truncate(read);
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    let _ = finished.send(());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+
+    assert!(status.success(), "{status}: {stderr}");
+    let first = String::from_utf8(first).unwrap();
+    assert!(
+        !first.is_empty() && text.starts_with(&first),
+        "first bytes {first:?}"
+    );
+    assert_eq!(
+        answered_by_then, 0,
+        "the first token ({first:?}) reached stdout only after the backend had finished"
+    );
+    assert_eq!(fake.answered_requests(), 1);
+    assert_eq!(
+        format!("{first}{}", String::from_utf8(rest).unwrap()),
+        format!("{text}\n")
+    );
+    // Not a terminal: no spinner.
+    assert!(!stderr.contains("waiting for the model"), "{stderr:?}");
+}
+
+#[test]
+fn on_a_terminal_the_cli_spins_until_the_first_token_then_clears_the_spinner() {
+    let helper = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/stderr_on_pty.py"
+    );
+    let fake = FakeBackend::start_blocking(Wire::Ollama);
+    // The spinner draws a frame every 80 ms while the backend thinks.
+    fake.set_behaviour(Behaviour::Reply {
+        text: None,
+        delay: Duration::from_millis(600),
+        chunk_delay: Duration::ZERO,
+    });
+    let home = TestHome::new();
+    home.write_config(&config_for(&[("llm", &fake, Wire::Ollama)]));
+    let server = home.start(&[]);
+    let url = server.url("");
+
+    let sent = home.run_wrapped(
+        &["python3", helper],
+        &["send", "spin for me", "--backend", "llm", "--url", &url],
+    );
+    assert_eq!(sent.code(), Some(0), "{sent:?}");
+    // stdout is not the terminal: it holds the answer alone.
+    assert_eq!(sent.stdout, "ollama says: spin for me\n");
+    let shown = &sent.stderr;
+    let frames: std::collections::BTreeSet<char> = shown
+        .match_indices(" waiting for the model")
+        .filter_map(|(at, _)| shown[..at].chars().next_back())
+        .collect();
+    assert!(
+        frames.len() >= 2 && frames.iter().all(|f| "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏".contains(*f)),
+        "the spinner did not turn: {shown:?}"
+    );
+    let last_frame = shown.rfind("waiting for the model").unwrap();
+    assert!(
+        shown[last_frame..].contains("\r\x1b[2K"),
+        "the spinner's line was not erased after its last frame: {shown:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limited_stream_is_a_429_with_retry_after_and_in_a_broadcast_an_error_event() {
+    let answering = FakeBackend::start(Wire::Ollama).await;
+    let limited = [
+        (
+            "ollama",
+            FakeBackend::start(Wire::Ollama).await,
+            Wire::Ollama,
+        ),
+        (
+            "openai",
+            FakeBackend::start(Wire::OpenAi).await,
+            Wire::OpenAi,
+        ),
+        (
+            "anthropic",
+            FakeBackend::start(Wire::Anthropic).await,
+            Wire::Anthropic,
+        ),
+    ];
+    let mut entries = vec![("fine", &answering, Wire::Ollama)];
+    for (name, fake, wire) in &limited {
+        fake.set_behaviour(Behaviour::RateLimited {
+            retry_after_secs: 7,
+        });
+        entries.push((name, fake, *wire));
+    }
+    let home = TestHome::new();
+    home.write_config(&config_for(&entries));
+    let server = home.start(&[]);
+    let id = session(&server, &["fine", "ollama", "openai", "anthropic"]).await;
+
+    // The 429 comes before the first byte: a plain HTTP error, Retry-After passed on.
+    for (name, _, _) in &limited {
+        let response = stream_message(
+            &server,
+            &id,
+            json!({"content": "quick", "stream": true, "backend": name}),
+        )
+        .await;
+        assert_eq!(response.status().as_u16(), 429, "{name}");
+        let headers = response.headers().clone();
+        assert_eq!(headers["retry-after"], "7", "{name}");
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{name}: {headers:?}"
+        );
+        let body: Value = response.json().await.unwrap();
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("backend {name} is rate limited (429)")),
+            "{detail}"
+        );
+    }
+    let messages = server.get_json(&format!("/sessions/{id}/messages")).await;
+    let messages = messages.as_array().unwrap();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert!(
+        messages.iter().all(|m| m["metadata"]["status"] == "failed"),
+        "{messages:?}"
+    );
+
+    // A broadcast's stream has started: each rate-limited backend gets one error event, with
+    // the detail and Retry-After, and the one that answers goes on.
+    let response = server
+        .post(&format!("/sessions/{id}/broadcast"))
+        .json(&json!({"content": "all of you", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let events = Events::new(response).all().await;
+    for (name, _, _) in &limited {
+        let of_backend: Vec<&(String, Value)> = events
+            .iter()
+            .filter(|(_, data)| data["backend"] == *name)
+            .collect();
+        assert_eq!(of_backend.len(), 1, "{name}: {events:?}");
+        let (event, data) = of_backend[0];
+        assert_eq!(event, "error", "{name}: {data}");
+        assert_eq!(data["status"], 429, "{name}: {data}");
+        assert_eq!(data["retry_after"], "7", "{name}: {data}");
+        assert!(
+            data["detail"]
+                .as_str()
+                .unwrap()
+                .contains("rate limited (429)"),
+            "{data}"
+        );
+    }
+    let done = events
+        .iter()
+        .find(|(event, data)| event == "done" && data["backend"] == "fine")
+        .unwrap_or_else(|| panic!("no done for fine: {events:?}"));
+    assert_eq!(done.1["content"], "ollama says: all of you");
 }

@@ -1,7 +1,8 @@
 //! The tool loop through the real binary: models (the `echo` backend, fake providers) call the
 //! real `server-everything` tools and our fixture's, mostly by writing the prompt protocol's JSON
-//! in their answer; tool failures, timeouts, a dead server and a client that leaves mid-call, and
-//! how each ends up in the history that is replayed to the model.
+//! in their answer; tool failures, timeouts, a dead server, a client that leaves mid-call (streamed
+//! or not), calls over the per-answer limit, and how each ends up in the history that is replayed
+//! to the model.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -10,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::fake_backends::{Behaviour, FakeBackend, Wire, call_and_result};
+use support::fake_backends::{Behaviour, FakeBackend, FakeToolCall, Wire, call_and_result};
 use support::mcp::{everything, fixture_server};
 use support::processes::eventually;
 use support::{Server, TestHome};
@@ -298,87 +299,225 @@ async fn a_streamed_reply_shows_each_tool_call_and_result_then_the_answer() {
     assert_eq!(done["metadata"]["tool_iterations"], 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_client_that_leaves_cancels_the_running_call_which_is_stored_as_cancelled_and_replays() {
-    // The APIs that refuse a call without its result.
-    for wire in [Wire::OpenAi, Wire::Anthropic] {
-        let fake = FakeBackend::start(wire).await;
-        fake.queue(vec![Behaviour::tool_call(
-            "fx__sleep",
-            json!({"ms": 20000}),
-        )]);
-        let home = home_with(&fake, wire, "");
-        let server = home.start(&[]);
-        with_fixture(&server, 30).await;
-        let id = session(&server, "llm").await;
+/// The model on `wire` calls `fx__sleep` for 20 s; the client asks (`streamed` or not) and
+/// leaves once the call runs in the fixture. Then what is stored, and that the next message
+/// replays the question with the call and its cancelled result, which the API accepts.
+async fn a_client_leaves_mid_call_then_comes_back(wire: Wire, streamed: bool) {
+    let case = format!("{wire:?}, streamed: {streamed}");
+    let fake = FakeBackend::start(wire).await;
+    fake.queue(vec![Behaviour::tool_call(
+        "fx__sleep",
+        json!({"ms": 20000}),
+    )]);
+    let home = home_with(&fake, wire, "");
+    let server = home.start(&[]);
+    with_fixture(&server, 30).await;
+    let id = session(&server, "llm").await;
 
-        let response = server
-            .post(&format!("/sessions/{id}/message"))
-            .json(&json!({"content": "sleep a while", "stream": true}))
-            .send()
-            .await
-            .unwrap();
-        let mut events = support::sse::Events::new(response);
+    let request = server
+        .post(&format!("/sessions/{id}/message"))
+        .json(&json!({"content": "sleep a while", "stream": streamed}))
+        .send();
+    // Streamed, the events are read up to the call; not streamed, the request is a task of its
+    // own, aborted (its connection closed) to leave.
+    let (events, pending) = if streamed {
+        let mut events = support::sse::Events::new(request.await.unwrap());
         loop {
             let (name, _) = events.next().await.expect("a tool_call event");
             if name == "tool_call" {
                 break;
             }
         }
-        // Leave once the call is running in the child: leaving earlier rightly runs no call.
-        let logs = || async {
-            let logs = server.get_json("/mcp/servers/fx/logs").await;
-            logs["logs"].as_str().unwrap_or_default().to_owned()
-        };
-        let started = eventually(Duration::from_secs(5), || async {
-            logs().await.contains("sleeping 20000 ms")
-        })
-        .await;
-        assert!(started, "the tool call never reached the server");
-        drop(events);
+        (Some(events), None)
+    } else {
+        (None, Some(tokio::spawn(request)))
+    };
+    // Leave once the call is running in the child: leaving earlier rightly runs no call.
+    let logs = || async {
+        let logs = server.get_json("/mcp/servers/fx/logs").await;
+        logs["logs"].as_str().unwrap_or_default().to_owned()
+    };
+    let started = eventually(Duration::from_secs(10), || async {
+        logs().await.contains("sleeping 20000 ms")
+    })
+    .await;
+    assert!(started, "{case}: the tool call never reached the server");
+    drop(events);
+    if let Some(pending) = pending {
+        pending.abort();
+        assert!(pending.await.unwrap_err().is_cancelled(), "{case}");
+    }
 
-        let cancelled = eventually(Duration::from_secs(5), || async {
-            logs().await.contains("cancelled")
-        })
-        .await;
-        assert!(cancelled, "{wire:?}: the tool call was not cancelled");
-        let stored = eventually(Duration::from_secs(5), || async {
-            messages(&server, &id).await.len() == 3
-        })
-        .await;
+    let cancelled = eventually(Duration::from_secs(5), || async {
+        logs().await.contains("cancelled")
+    })
+    .await;
+    assert!(cancelled, "{case}: the tool call was not cancelled");
+    let stored = eventually(Duration::from_secs(5), || async {
         let history = messages(&server, &id).await;
-        assert!(stored, "{wire:?}: {history:?}");
-        assert_eq!(roles(&history), ["user", "assistant", "tool"]);
-        let answer = &history[1]["metadata"];
-        assert_eq!(answer["tool_calls"][0]["id"], "call_1", "{answer}");
-        assert_eq!(answer["status"], "incomplete", "{answer}");
-        let result = &history[2];
-        assert_eq!(result["content"], "cancelled: client disconnected");
-        let metadata = &result["metadata"];
-        assert_eq!(metadata["is_error"], true, "{metadata}");
-        assert_eq!(metadata["status"], "incomplete", "{metadata}");
-        assert_eq!(metadata["tool_call_id"], "call_1", "{metadata}");
-        assert_eq!(
-            (&metadata["server"], &metadata["tool"]),
-            (&json!("fx"), &json!("sleep"))
-        );
-        // The user's message was answered as far as it went: not marked failed.
-        assert_eq!(history[0]["metadata"].get("status"), None, "{history:?}");
+        history.len() == 3 && history[1]["metadata"]["status"] == "incomplete"
+    })
+    .await;
+    let history = messages(&server, &id).await;
+    assert!(stored, "{case}: {history:?}");
+    assert_eq!(roles(&history), ["user", "assistant", "tool"]);
+    let answer = &history[1]["metadata"];
+    assert_eq!(answer["tool_calls"][0]["id"], "call_1", "{answer}");
+    assert_eq!(answer["status"], "incomplete", "{answer}");
+    let result = &history[2];
+    assert_eq!(result["content"], "cancelled: client disconnected");
+    let metadata = &result["metadata"];
+    assert_eq!(metadata["is_error"], true, "{metadata}");
+    assert_eq!(metadata["status"], "incomplete", "{metadata}");
+    assert_eq!(metadata["tool_call_id"], "call_1", "{metadata}");
+    assert_eq!(
+        (&metadata["server"], &metadata["tool"]),
+        (&json!("fx"), &json!("sleep"))
+    );
+    // The user's message was answered as far as it went: not marked failed, so it stays in the
+    // context with the steps that answer it.
+    assert_eq!(
+        history[0]["metadata"].get("status"),
+        None,
+        "{case}: {history:?}"
+    );
 
-        // The next message replays the call with its cancelled result, which the API accepts.
-        let next = send(&server, &id, json!({"content": "are you there?"})).await;
+    // The next message replays the question, the call and its cancelled result, which the API
+    // accepts.
+    let next = send(&server, &id, json!({"content": "are you there?"})).await;
+    assert_eq!(
+        next["content"],
+        format!("{} says: are you there?", wire.name())
+    );
+    let replayed = fake.last_chat();
+    let sent = replayed.body["messages"].as_array().unwrap();
+    assert_eq!(sent[0]["role"], "user", "{case}: {sent:?}");
+    assert!(
+        sent[0].to_string().contains("sleep a while"),
+        "{case}: the question is replayed before its steps: {sent:?}"
+    );
+    let (name, arguments, content, is_error) = call_and_result(wire, &replayed, "call_1");
+    assert_eq!(name, "fx__sleep");
+    assert_eq!(arguments, json!({"ms": 20000}));
+    assert_eq!(content, "cancelled: client disconnected");
+    if wire == Wire::Anthropic {
+        assert_eq!(is_error, Some(true));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_a_stream_cancels_the_running_call_stored_as_cancelled_and_replayed() {
+    // The APIs that refuse a call without its result.
+    for wire in [Wire::OpenAi, Wire::Anthropic] {
+        a_client_leaves_mid_call_then_comes_back(wire, true).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_a_plain_request_mid_call_leaves_the_same_history_as_a_stream() {
+    // Not streamed, axum drops the handler when the client leaves: the loop is cancelled too.
+    for wire in [Wire::OpenAi, Wire::Anthropic] {
+        a_client_leaves_mid_call_then_comes_back(wire, false).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_over_the_limit_are_skipped_and_the_notice_replays_as_the_model_read_it() {
+    let notice = "Only the first 16 tool calls of an answer are run; 2 more were skipped.";
+    // Native and streamed, then in prompt mode and not streamed.
+    for (wire, extra, streamed) in [
+        (Wire::OpenAi, "", true),
+        (Wire::Ollama, ", tool_mode: prompt", false),
+    ] {
+        let fake = FakeBackend::start(wire).await;
+        // Eighteen calls in one answer, natively or written as the prompt protocol's JSON.
+        let calls = if wire == Wire::OpenAi {
+            Behaviour::ToolCalls {
+                text: None,
+                calls: (1..=18)
+                    .map(|n| FakeToolCall {
+                        id: format!("call_{n}"),
+                        name: "fx__echo".to_owned(),
+                        arguments: json!({"message": format!("m{n}")}),
+                    })
+                    .collect(),
+            }
+        } else {
+            let written: Vec<String> = (1..=18)
+                .map(|n| format!(r#"{{"tool": "fx.echo", "arguments": {{"message": "m{n}"}}}}"#))
+                .collect();
+            reply(&written.join(" "))
+        };
+        fake.queue(vec![calls, reply("Sixteen echoes.")]);
+        let home = home_with(&fake, wire, extra);
+        let server = home.start(&[]);
+        with_fixture(&server, 30).await;
+        let id = session(&server, "llm").await;
+
+        let ask = json!({"content": "echo eighteen times", "stream": streamed});
+        let answer = if streamed {
+            let response = server
+                .post(&format!("/sessions/{id}/message"))
+                .json(&ask)
+                .send()
+                .await
+                .unwrap();
+            let events = support::sse::Events::new(response).all().await;
+            let (name, done) = events.last().cloned().unwrap();
+            assert_eq!(name, "done", "{events:?}");
+            done
+        } else {
+            send(&server, &id, ask).await
+        };
+        assert_eq!(answer["content"], "Sixteen echoes.", "{wire:?}");
+        send(&server, &id, json!({"content": "and now?"})).await;
+
+        let chats = fake.chat_requests();
+        assert_eq!(chats.len(), 3, "{wire:?}");
+        let in_loop = chats[1].body["messages"].as_array().unwrap();
+        let results = in_loop
+            .iter()
+            .filter(|m| {
+                m["role"] == "tool"
+                    || m["content"]
+                        .as_str()
+                        .is_some_and(|c| c.starts_with("Result of tool fx.echo:"))
+            })
+            .count();
+        assert_eq!(results, 16, "{wire:?}: {in_loop:?}");
         assert_eq!(
-            next["content"],
-            format!("{} says: are you there?", wire.name())
+            in_loop.last().unwrap(),
+            &json!({"role": "user", "content": notice}),
+            "{wire:?}: the model is told after the results"
         );
-        let replayed = fake.last_chat();
-        let (name, arguments, content, is_error) = call_and_result(wire, &replayed, "call_1");
-        assert_eq!(name, "fx__sleep");
-        assert_eq!(arguments, json!({"ms": 20000}));
-        assert_eq!(content, "cancelled: client disconnected");
-        if wire == Wire::Anthropic {
-            assert_eq!(is_error, Some(true));
-        }
+
+        let replayed = chats[2].body["messages"].as_array().unwrap();
+        assert_eq!(replayed.len(), in_loop.len() + 2, "{wire:?}: {replayed:?}");
+        assert!(
+            replayed[..in_loop.len()] == in_loop[..],
+            "{wire:?}: the replay differs from what the model read:\n{:?}\n{:?}",
+            &replayed[..in_loop.len()],
+            in_loop
+        );
+        assert_eq!(
+            replayed[in_loop.len()..],
+            [
+                json!({"role": "assistant", "content": "Sixteen echoes."}),
+                json!({"role": "user", "content": "and now?"})
+            ]
+        );
+
+        // The notice is stored with the last result of the answer.
+        let history = messages(&server, &id).await;
+        let stored: Vec<&Value> = history.iter().filter(|m| m["role"] == "tool").collect();
+        assert_eq!(stored.len(), 16, "{wire:?}");
+        assert_eq!(stored[15]["metadata"]["notice"], notice, "{wire:?}");
+        assert_eq!(stored[15]["content"], "Echo: m16");
+        assert!(
+            stored[..15]
+                .iter()
+                .all(|m| m["metadata"].get("notice").is_none())
+        );
     }
 }
 

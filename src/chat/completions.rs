@@ -540,18 +540,9 @@ impl Completion {
 
     /// lit-mux runs the tool calls; the client gets the final answer.
     async fn run_tool_loop(self, rounds: u32) -> Result<Value, CompletionError> {
-        let (mut turn, setup, service, head) = self.into_turn(rounds);
-        let guard = (turn.session_id.is_some())
-            .then(|| UnansweredGuard::new(&service.store, &turn.user_message));
-        let outcome = service.answer_with_tools(&mut turn, setup).await;
-        disarm(guard);
-        let answer = match outcome {
-            Ok(answer) => answer,
-            Err(err) => {
-                service.mark_failed(&mut turn, &err).await;
-                return Err(err.into());
-            }
-        };
+        let (turn, setup, service, head) = self.into_turn(rounds);
+        // The loop keeps and marks what it produced itself, the client gone or not.
+        let answer = service.answer_with_tools(turn, setup).await?;
         let usage = stored_usage(&answer);
         let model = answer.model.clone().unwrap_or_default();
         let mut body = json!({

@@ -8,7 +8,8 @@
 //! pairs (every API refuses a call without its result, or a result without its call); a step
 //! left incomplete, and every step of a prompt-mode loop, replays as text. A tool result replays
 //! exactly as the model read it during the loop: [`result_for_model`] and [`result_as_text`]
-//! write it in both places.
+//! write it in both places, and the notice the model was sent after it ([`NOTICE_KEY`]) follows
+//! it again.
 
 use serde_json::{Map, Value, json};
 
@@ -25,6 +26,9 @@ pub const STATUS_INCOMPLETE: &str = "incomplete";
 /// Metadata key and value marking the steps of a native tool loop.
 pub const TOOL_MODE_KEY: &str = "tool_mode";
 pub const TOOL_MODE_NATIVE: &str = "native";
+/// Metadata key of a tool result's notice: text the model was sent, as a user turn, right after
+/// the result (the last of an answer whose calls over the limit were skipped).
+pub const NOTICE_KEY: &str = "notice";
 /// Most characters of one tool result a model is sent (the whole result is stored).
 pub const MAX_RESULT_CHARS_TO_MODEL: usize = 32 * 1024;
 
@@ -104,7 +108,16 @@ pub fn conversation(
                                 .unwrap_or_default();
                             turns.push(answer);
                         }
-                        "tool" => turns.push(tool_result(reply)),
+                        "tool" => {
+                            turns.push(tool_result(reply));
+                            if let Some(notice) = step_metadata(reply)
+                                .as_ref()
+                                .and_then(|metadata| metadata.get(NOTICE_KEY))
+                                .and_then(Value::as_str)
+                            {
+                                turns.push(ChatMessage::text(Role::User, notice));
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -482,6 +495,22 @@ mod tests {
         let turns = conversation(&history, "x", "next", 50);
         assert!(turns[2].answers.is_some());
         assert_eq!(turns[2].content, result_for_model(&long));
+    }
+
+    #[test]
+    fn a_results_notice_follows_it_on_replay_and_keeps_the_native_pair() {
+        let mut last = result_for("c1");
+        let mut metadata: Value = serde_json::from_str(last.tool_step.as_deref().unwrap()).unwrap();
+        metadata[NOTICE_KEY] = json!("2 more were skipped.");
+        last.tool_step = Some(metadata.to_string());
+        let history = vec![message("user", "read", None), call_answer("c1"), last];
+        let turns = conversation(&history, "x", "next", 50);
+        assert_eq!(turns.len(), 5, "{turns:?}");
+        assert!(turns[2].answers.is_some(), "{turns:?}");
+        assert_eq!(
+            texts(&turns[3..]),
+            ["user:2 more were skipped.", "user:next"]
+        );
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! conversation, and broadcasting one message to several backends at once.
 //!
 //! Invariants: the user's message is stored before any backend is called, so a failure never
-//! loses it (it is marked failed instead); every answer is stored before it is returned; in a
-//! broadcast, every backend is called concurrently and one failing never fails the others.
+//! loses it (it is marked failed instead, unless a tool loop stored steps answering it: those are
+//! marked incomplete and it stays in the context); every answer is stored before it is returned;
+//! in a broadcast, every backend is called concurrently and one failing never fails the others.
 
 pub mod completions;
 pub mod context;
@@ -23,6 +24,8 @@ use crate::store::{ContextMessage, Message, NewMessage, Session, Store, StoreErr
 
 /// Largest page of sessions or messages one request may ask for.
 pub const MAX_PAGE: i64 = 1000;
+/// Why what a client left behind is incomplete.
+pub(crate) const CLIENT_LEFT: &str = "the client disconnected before the answer was complete";
 
 /// Why a chat operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -172,14 +175,14 @@ impl ChatService {
         let mut turn = self.begin_turn(session_id, &request).await?;
         let setup = self.tool_setup(&turn, request.use_tools, max_rounds);
         Self::prepare_tools(&mut turn, &setup);
+        if !setup.is_empty() {
+            // The loop keeps and marks what it produced itself, the client gone or not.
+            return Ok(self.answer_with_tools(turn, setup).await?);
+        }
         // If the client goes away, axum drops this future mid-call: the guard still marks the
         // message, so the history never shows a question that silently got no answer.
         let guard = UnansweredGuard::new(&self.store, &turn.user_message);
-        let outcome = if setup.is_empty() {
-            self.answer(&turn).await
-        } else {
-            self.answer_with_tools(&mut turn, setup).await
-        };
+        let outcome = self.answer(&turn).await;
         guard.disarm();
         match outcome {
             Ok(message) => Ok(message),
@@ -295,6 +298,23 @@ impl ChatService {
         }
     }
 
+    /// Marks a stored answer incomplete with `reason` (nothing to do for a stateless turn).
+    pub(crate) async fn mark_incomplete(&self, turn: &Turn, answer: &mut Message, reason: &str) {
+        if turn.session_id.is_none() {
+            return;
+        }
+        let changes = Map::from_iter([
+            (
+                context::STATUS_KEY.to_owned(),
+                json!(context::STATUS_INCOMPLETE),
+            ),
+            ("error".to_owned(), json!(reason)),
+        ]);
+        if let Err(err) = self.store.update_message_metadata(answer, changes).await {
+            tracing::error!(%err, "cannot mark an answer incomplete");
+        }
+    }
+
     /// Sends one message to several backends of the session at once and keeps every answer.
     pub async fn broadcast(
         &self,
@@ -302,12 +322,12 @@ impl ChatService {
         request: BroadcastMessage,
     ) -> Result<BroadcastResponse, ChatError> {
         let (mut user_message, turns) = self.begin_broadcast(session_id, &request).await?;
-        let calls = turns.into_iter().map(|(mut turn, setup)| async move {
+        let calls = turns.into_iter().map(|(turn, setup)| async move {
             let backend = turn.backend_name.clone();
             let outcome = if setup.is_empty() {
                 self.answer(&turn).await
             } else {
-                self.answer_with_tools(&mut turn, setup).await
+                self.answer_with_tools(turn, setup).await
             };
             match outcome {
                 Ok(message) => BroadcastOutcome::Answered { backend, message },

@@ -8,8 +8,9 @@
 //! call and those not yet run get the error result [`tools::CANCELLED_RESULT`], so every stored
 //! call has its result and the history replays to native backends. When a tool loop is cut off
 //! with no text of a later answer to keep, the stored answer holding the last calls is marked
-//! incomplete instead. A slow client slows the backend down (bounded channel) instead of making
-//! lit-mux buffer the answer.
+//! incomplete instead; the plain loop ([`ChatService::answer_with_tools`]) leaves the same history.
+//! A slow client slows the backend down (bounded channel) instead of making lit-mux buffer the
+//! answer.
 
 use std::time::Instant;
 
@@ -24,15 +25,14 @@ use super::context::{STATUS_INCOMPLETE, STATUS_KEY};
 use super::tool_call_scanner::{ScanEvent, ToolCallScanner};
 use super::tools::{self, ToolSetup};
 use super::{
-    BroadcastMessage, ChatError, ChatService, SendMessage, Turn, UnansweredGuard, reply_metadata,
+    BroadcastMessage, CLIENT_LEFT, ChatError, ChatService, SendMessage, Turn, UnansweredGuard,
+    reply_metadata,
 };
 use crate::backends::{BackendError, ChatEvent, ChatStream, ToolCall};
 use crate::store::Message;
 
 /// Events in flight between a backend and a slow client, per stream.
 const EVENT_BUFFER: usize = 64;
-/// Why what a client left behind is incomplete.
-const CLIENT_LEFT: &str = "the client disconnected before the answer was complete";
 
 /// One Server-Sent Event of a streamed reply. Every event names its backend, so that the
 /// interleaved events of a broadcast can be told apart.
@@ -60,11 +60,14 @@ pub enum ReplyEvent {
     },
     /// The answer is complete and stored: the stored message.
     Done(Message),
-    /// The backend failed; `status` is what the HTTP status would have been.
+    /// The backend failed; `status` is what the HTTP status would have been, `retry_after` the
+    /// `Retry-After` a rate-limited backend gave.
     Error {
         backend: String,
         detail: String,
         status: u16,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after: Option<String>,
     },
 }
 
@@ -81,10 +84,15 @@ impl ReplyEvent {
     }
 
     fn error(backend: &str, err: &BackendError) -> Self {
+        let retry_after = match err {
+            BackendError::RateLimited { retry_after, .. } => retry_after.clone(),
+            _ => None,
+        };
         Self::Error {
             backend: backend.to_owned(),
             detail: err.to_string(),
             status: crate::error::ApiError::from(err.clone()).status().as_u16(),
+            retry_after,
         }
     }
 }
@@ -220,7 +228,7 @@ impl ChatService {
                 {
                     round += 1;
                     let mut calls = calls;
-                    let skipped = tools::limit_calls(&mut calls);
+                    let notice = tools::skipped_notice(tools::limit_calls(&mut calls));
                     let answer = match self
                         .store_call_answer(&mut turn, &text, &model, metadata, &calls, setup)
                         .await
@@ -234,22 +242,15 @@ impl ChatService {
                         }
                     };
                     for (at, call) in calls.iter().enumerate() {
+                        let notice = tools::notice_for(&notice, at, &calls);
                         match self
-                            .streamed_tool_step(&mut turn, call, setup, &events)
+                            .streamed_tool_step(&mut turn, call, setup, notice, &events)
                             .await
                         {
                             StepEnd::Done => {}
                             StepEnd::ClientLeft { stored } => {
-                                for unanswered in &calls[at + usize::from(stored)..] {
-                                    self.store_cancelled_call(
-                                        &turn,
-                                        unanswered,
-                                        setup,
-                                        0,
-                                        CLIENT_LEFT,
-                                    )
-                                    .await;
-                                }
+                                let unanswered = &calls[at + usize::from(stored)..];
+                                self.store_cancelled_calls(&turn, unanswered, setup).await;
                                 self.mark_incomplete(&turn, answer, CLIENT_LEFT).await;
                                 return false;
                             }
@@ -261,7 +262,6 @@ impl ChatService {
                             }
                         }
                     }
-                    tools::note_skipped(&mut turn, skipped);
                     started = Instant::now();
                     stream = match turn.backend.chat_stream(turn.request.clone()).await {
                         Ok(next) => next,
@@ -290,6 +290,7 @@ impl ChatService {
                             backend: turn.backend_name.clone(),
                             detail: format!("the answer could not be stored: {err}"),
                             status: 500,
+                            retry_after: None,
                         },
                     };
                     let answered = matches!(event, ReplyEvent::Done(_));
@@ -410,13 +411,15 @@ impl ChatService {
         true
     }
 
-    /// Runs one call with its `tool_call` and `tool_result` events; a client that leaves
-    /// cancels the running call, whose cancelled result is then stored.
+    /// Runs one call with its `tool_call` and `tool_result` events, `notice` following the
+    /// result (see [`ChatService::record_step`]); a client that leaves cancels the running call,
+    /// whose cancelled result is then stored.
     async fn streamed_tool_step(
         &self,
         turn: &mut Turn,
         call: &ToolCall,
         setup: &ToolSetup,
+        notice: Option<&str>,
         events: &mpsc::Sender<ReplyEvent>,
     ) -> StepEnd {
         let (server, tool) = tools::target_names(call, setup);
@@ -443,7 +446,7 @@ impl ChatService {
                 .await;
             return StepEnd::ClientLeft { stored: true };
         };
-        match self.record_step(turn, call, setup, step).await {
+        match self.record_step(turn, call, setup, step, notice).await {
             Ok(step) => {
                 let result = ReplyEvent::ToolResult {
                     backend,
@@ -459,20 +462,6 @@ impl ChatService {
                 }
             }
             Err(err) => StepEnd::Failed(err),
-        }
-    }
-
-    /// Marks a stored answer incomplete with `reason` (nothing to do for a stateless turn).
-    async fn mark_incomplete(&self, turn: &Turn, answer: &mut Message, reason: &str) {
-        if turn.session_id.is_none() {
-            return;
-        }
-        let changes = Map::from_iter([
-            (STATUS_KEY.to_owned(), json!(STATUS_INCOMPLETE)),
-            ("error".to_owned(), json!(reason)),
-        ]);
-        if let Err(err) = self.store.update_message_metadata(answer, changes).await {
-            tracing::error!(%err, "cannot mark an answer incomplete");
         }
     }
 

@@ -10,18 +10,26 @@
 //! stored in the session in order — the assistant's answer holding the call(s), then one `tool`
 //! message per call — with what a replay needs (native steps are marked `tool_mode: native`);
 //! what the model is fed back is written by [`context::result_as_text`] and
-//! [`context::result_for_model`], which the replay uses too. A call a leaving client cuts off
-//! (streamed) still gets a result: [`CANCELLED_RESULT`], an error, marked incomplete.
+//! [`context::result_for_model`], which the replay uses too, and a notice the model is sent
+//! after the results (calls over [`MAX_CALLS_PER_ANSWER`] skipped) is stored with the last
+//! result, so the replay repeats it. A client that leaves, streamed or not, cancels the backend
+//! request or the running call and what was produced so far is kept: a call it cuts off (and
+//! those of the same answer not run yet) gets a result, [`CANCELLED_RESULT`], an error marked
+//! incomplete, and the answer holding the calls is marked incomplete; only a loop that stored
+//! nothing marks the user's message failed. Either way the history stays well-formed.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
 
-use super::context::{self, STATUS_INCOMPLETE, STATUS_KEY, TOOL_MODE_KEY, TOOL_MODE_NATIVE};
+use super::context::{
+    self, NOTICE_KEY, STATUS_INCOMPLETE, STATUS_KEY, TOOL_MODE_KEY, TOOL_MODE_NATIVE,
+};
 use super::tool_call_scanner::{FoundCall, ScanEvent, scan};
-use super::{ChatError, ChatService, Turn, reply_metadata};
+use super::{CLIENT_LEFT, ChatError, ChatService, Turn, reply_metadata};
 use crate::backends::config::ToolMode;
 use crate::backends::{BackendError, ChatMessage, ChatReply, Role, ToolAnswer, ToolCall, ToolSpec};
 use crate::mcp::hub::CatalogTool;
@@ -278,18 +286,25 @@ pub fn limit_calls(calls: &mut Vec<ToolCall>) -> usize {
     skipped
 }
 
-/// Tells the model, after the results, that some of its calls were not run (in native mode the
-/// stored answer holds only the calls that ran, so every call there has its result).
-pub(crate) fn note_skipped(turn: &mut Turn, skipped: usize) {
-    if skipped > 0 {
-        turn.request.messages.push(ChatMessage::text(
-            Role::User,
-            format!(
-                "Only the first {MAX_CALLS_PER_ANSWER} tool calls of an answer are run; \
-                 {skipped} more were skipped."
-            ),
-        ));
-    }
+/// What the model is told, after the results, when `skipped` of its calls were not run (in
+/// native mode the stored answer holds only the calls that ran, so every call there has its
+/// result).
+pub(crate) fn skipped_notice(skipped: usize) -> Option<String> {
+    (skipped > 0).then(|| {
+        format!(
+            "Only the first {MAX_CALLS_PER_ANSWER} tool calls of an answer are run; \
+             {skipped} more were skipped."
+        )
+    })
+}
+
+/// The notice to store with the result of the call at `at` of `calls`: only the last has it.
+pub(crate) fn notice_for<'a>(
+    notice: &'a Option<String>,
+    at: usize,
+    calls: &[ToolCall],
+) -> Option<&'a str> {
+    notice.as_deref().filter(|_| at + 1 == calls.len())
 }
 
 impl ChatService {
@@ -393,20 +408,79 @@ impl ChatService {
         }
     }
 
-    /// Runs the tool loop for `turn` and returns the final answer, stored.
+    /// Runs the tool loop for `turn` and returns the final answer, stored. The loop is a task of
+    /// its own: when this future is dropped (the client left and axum dropped the handler), the
+    /// loop is cancelled where it stands — the backend request or the running tool call — and
+    /// keeps what it produced, as a streamed reply does. A loop that fails or is cancelled marks
+    /// the answer holding its last calls incomplete, or the user's message failed when it
+    /// stored nothing.
     pub(crate) async fn answer_with_tools(
+        &self,
+        mut turn: Turn,
+        setup: ToolSetup,
+    ) -> Result<Message, BackendError> {
+        let left = CancellationToken::new();
+        let _cancel_when_dropped = left.clone().drop_guard();
+        let backend = turn.backend_name.clone();
+        let service = self.clone();
+        let task = tokio::spawn(async move {
+            let mut call_answer = None;
+            let outcome = service
+                .tool_loop(&mut turn, setup, &left, &mut call_answer)
+                .await;
+            if let Err(err) = &outcome {
+                match call_answer.as_mut() {
+                    Some(answer) => {
+                        let reason = if left.is_cancelled() {
+                            CLIENT_LEFT.to_owned()
+                        } else {
+                            err.to_string()
+                        };
+                        service.mark_incomplete(&turn, answer, &reason).await;
+                    }
+                    None => service.mark_failed(&mut turn, err).await,
+                }
+            }
+            outcome
+        });
+        match task.await {
+            Ok(outcome) => outcome,
+            Err(err) => Err(BackendError::Failed {
+                backend,
+                message: format!("the tool loop stopped: {err}"),
+            }),
+        }
+    }
+
+    /// The rounds of [`answer_with_tools`](Self::answer_with_tools) until `left` is cancelled;
+    /// `call_answer` is the stored answer holding the latest round's calls.
+    async fn tool_loop(
         &self,
         turn: &mut Turn,
         mut setup: ToolSetup,
+        left: &CancellationToken,
+        call_answer: &mut Option<Message>,
     ) -> Result<Message, BackendError> {
+        let client_left = |turn: &Turn| BackendError::Failed {
+            backend: turn.backend_name.clone(),
+            message: CLIENT_LEFT.to_owned(),
+        };
         let mut round = 0;
         loop {
             let started = Instant::now();
-            let reply = if round == 0 {
-                self.first_reply(turn, &mut setup).await?
-            } else {
-                turn.backend.chat(turn.request.clone()).await?
+            // Dropping the request (the client left) closes its connection: the backend stops.
+            let reply = tokio::select! {
+                biased;
+                () = left.cancelled() => None,
+                reply = async {
+                    if round == 0 {
+                        self.first_reply(turn, &mut setup).await
+                    } else {
+                        turn.backend.chat(turn.request.clone()).await
+                    }
+                } => Some(reply),
             };
+            let reply = reply.ok_or_else(|| client_left(turn))??;
             let calls = calls_of(&reply, &setup);
             let mut metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
             if calls.is_empty() || round >= setup.max_rounds {
@@ -423,13 +497,30 @@ impl ChatService {
             }
             round += 1;
             let mut calls = calls;
-            let skipped = limit_calls(&mut calls);
-            self.store_call_answer(turn, &reply.content, &reply.model, metadata, &calls, &setup)
+            let notice = skipped_notice(limit_calls(&mut calls));
+            let answer = self
+                .store_call_answer(turn, &reply.content, &reply.model, metadata, &calls, &setup)
                 .await?;
-            for call in &calls {
-                self.tool_step(turn, call, &setup).await?;
+            call_answer.replace(answer);
+            for (at, call) in calls.iter().enumerate() {
+                let started = Instant::now();
+                // Dropping the call's future (the client left) cancels the MCP request.
+                let ran = tokio::select! {
+                    biased;
+                    () = left.cancelled() => None,
+                    step = self.run_call(call, &setup) => Some(step),
+                };
+                let Some(step) = ran else {
+                    let ran_ms = started.elapsed().as_millis() as u64;
+                    self.store_cancelled_call(turn, call, &setup, ran_ms, CLIENT_LEFT)
+                        .await;
+                    self.store_cancelled_calls(turn, &calls[at + 1..], &setup)
+                        .await;
+                    return Err(client_left(turn));
+                };
+                let notice = notice_for(&notice, at, &calls);
+                self.record_step(turn, call, &setup, step, notice).await?;
             }
-            note_skipped(turn, skipped);
         }
     }
 
@@ -469,17 +560,6 @@ impl ChatService {
         Ok(stored)
     }
 
-    /// Runs one call, stores the result and adds it to the conversation.
-    pub(crate) async fn tool_step(
-        &self,
-        turn: &mut Turn,
-        call: &ToolCall,
-        setup: &ToolSetup,
-    ) -> Result<ToolStep, BackendError> {
-        let step = self.run_call(call, setup).await;
-        self.record_step(turn, call, setup, step).await
-    }
-
     /// Runs one call; an unresolvable one becomes an error result. Nothing is stored, so
     /// dropping this future (the client left) cancels the call and leaves no trace.
     pub(crate) async fn run_call(&self, call: &ToolCall, setup: &ToolSetup) -> ToolStep {
@@ -506,13 +586,15 @@ impl ChatService {
         }
     }
 
-    /// Stores a call's result and adds it to the conversation as the protocol feeds it back.
+    /// Stores a call's result and adds it to the conversation as the protocol feeds it back,
+    /// followed by `notice` (stored with the result, so that the replay repeats it).
     pub(crate) async fn record_step(
         &self,
         turn: &mut Turn,
         call: &ToolCall,
         setup: &ToolSetup,
         step: ToolStep,
+        notice: Option<&str>,
     ) -> Result<ToolStep, BackendError> {
         let ToolStep {
             server,
@@ -521,7 +603,10 @@ impl ChatService {
             ..
         } = &step;
         let native = setup.protocol == Protocol::Native;
-        let metadata = result_metadata(call, server.as_deref(), tool, outcome, native);
+        let mut metadata = result_metadata(call, server.as_deref(), tool, outcome, native);
+        if let Some(notice) = notice {
+            metadata.insert(NOTICE_KEY.to_owned(), json!(notice));
+        }
         self.store_tool_result(turn, outcome, metadata)
             .await
             .map_err(|err| stored_error(turn, &err))?;
@@ -541,6 +626,11 @@ impl ChatService {
                 context::result_as_text(&name, &outcome.text, outcome.is_error),
             )
         });
+        if let Some(notice) = notice {
+            turn.request
+                .messages
+                .push(ChatMessage::text(Role::User, notice));
+        }
         Ok(step)
     }
 
@@ -605,6 +695,20 @@ impl ChatService {
         metadata.insert("error".to_owned(), json!(reason));
         if let Err(err) = self.store_tool_result(turn, &outcome, metadata).await {
             tracing::error!(%err, "cannot store a cancelled tool call");
+        }
+    }
+
+    /// [`store_cancelled_call`](Self::store_cancelled_call) for `calls`, none of which started:
+    /// the client left before their turn.
+    pub(crate) async fn store_cancelled_calls(
+        &self,
+        turn: &Turn,
+        calls: &[ToolCall],
+        setup: &ToolSetup,
+    ) {
+        for call in calls {
+            self.store_cancelled_call(turn, call, setup, 0, CLIENT_LEFT)
+                .await;
         }
     }
 

@@ -163,6 +163,7 @@ struct Shared {
     wire: Wire,
     state: Mutex<FakeState>,
     aborted: AtomicUsize,
+    answered: AtomicUsize,
 }
 
 struct FakeState {
@@ -348,6 +349,12 @@ impl FakeBackend {
         self.shared.aborted.load(Ordering::SeqCst)
     }
 
+    /// Chat requests the fake finished answering: the whole answer (a streamed one's last chunk
+    /// included) was handed to the connection.
+    pub fn answered_requests(&self) -> usize {
+        self.shared.answered.load(Ordering::SeqCst)
+    }
+
     /// Waits until `n` chat requests were received; panics after `limit`.
     pub async fn wait_for_chats(&self, n: usize, limit: Duration) {
         let started = Instant::now();
@@ -388,6 +395,7 @@ fn server(
             requests: Vec::new(),
         }),
         aborted: AtomicUsize::new(0),
+        answered: AtomicUsize::new(0),
     });
     let app = Router::new().fallback(handle).with_state(shared.clone());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -401,7 +409,8 @@ fn server(
 }
 
 /// Counts a chat request as aborted when dropped before [`finish`](Self::finish): the handler
-/// future or the response body stream was dropped because the client went away.
+/// future or the response body stream was dropped because the client went away; as answered
+/// when finished.
 struct AbortGuard {
     shared: Arc<Shared>,
     finished: bool,
@@ -409,6 +418,9 @@ struct AbortGuard {
 
 impl AbortGuard {
     fn finish(&mut self) {
+        if !self.finished {
+            self.shared.answered.fetch_add(1, Ordering::SeqCst);
+        }
         self.finished = true;
     }
 }

@@ -78,7 +78,20 @@ impl TestHome {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
+        self.wrapped_command(&[], args)
+    }
+
+    /// Like [`command`](Self::command), but runs lit-mux through `wrapper` (a program and its
+    /// arguments; lit-mux and `args` follow them), in the same environment.
+    pub fn wrapped_command(&self, wrapper: &[&str], args: &[&str]) -> Command {
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(BIN);
+                command
+            }
+            None => Command::new(BIN),
+        };
         command
             .args(args)
             .current_dir(self.path())
@@ -95,27 +108,13 @@ impl TestHome {
 
     /// Runs a CLI command to completion (at most 30 s).
     pub fn run(&self, args: &[&str]) -> CliOutput {
-        let child = self
-            .command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn lit-mux");
-        let pid = child.id();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(output) => CliOutput::from(output.expect("wait for lit-mux")),
-            Err(_) => {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                panic!("lit-mux {args:?} did not finish within 30 s");
-            }
-        }
+        finish(self.command(args), args)
+    }
+
+    /// Runs a CLI command through `wrapper` (see [`wrapped_command`](Self::wrapped_command)) to
+    /// completion (at most 30 s).
+    pub fn run_wrapped(&self, wrapper: &[&str], args: &[&str]) -> CliOutput {
+        finish(self.wrapped_command(wrapper, args), args)
     }
 
     /// Starts `lit-mux start --port 0 EXTRA...` and waits until it listens.
@@ -181,6 +180,30 @@ impl TestHome {
                 let _ = child.wait();
                 Err(format!("exit status {status:?}; stderr:\n{}", stderr()))
             }
+        }
+    }
+}
+
+/// Runs `command` with its output captured; kills it after 30 s.
+fn finish(mut command: Command, args: &[&str]) -> CliOutput {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lit-mux");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(output) => CliOutput::from(output.expect("wait for lit-mux")),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("lit-mux {args:?} did not finish within 30 s");
         }
     }
 }
