@@ -130,6 +130,8 @@ async fn metrics_parse_and_count_what_happened() {
         assert_eq!(status, expected, "{body}");
     }
     let _ = server.get("/no/such/route").send().await.unwrap();
+    let (status, body) = server.post_json("/mcp/servers/fx/restart", &json!({})).await;
+    assert_eq!(status, 200, "{body}");
 
     let (families, samples) = parsed_metrics(&server).await;
     assert_eq!(families["lit_mux_http_requests"], "counter", "{families}");
@@ -213,6 +215,7 @@ async fn metrics_parse_and_count_what_happened() {
         ("servers_created", "lit_mux_mcp_server_starts_total"),
         ("servers_failed", "lit_mux_mcp_server_start_failures_total"),
         ("servers_removed", "lit_mux_mcp_server_removals_total"),
+        ("restarts", "lit_mux_mcp_restarts_total"),
         ("total_requests", "lit_mux_mcp_tool_requests_total"),
         ("failed_requests", "lit_mux_mcp_tool_request_failures_total"),
     ] {
@@ -222,6 +225,7 @@ async fn metrics_parse_and_count_what_happened() {
             "{key} vs {metric}"
         );
     }
+    assert_eq!(stats["restarts"], 1);
     assert_eq!(stats["total_requests"], 3);
     assert_eq!(stats["failed_requests"], 2);
 }

@@ -115,6 +115,8 @@ pub struct StatisticsView {
     pub servers_created: u64,
     pub servers_failed: u64,
     pub servers_removed: u64,
+    /// Restarts by the API or after a failure (`lit_mux_mcp_restarts_total` in /metrics).
+    pub restarts: u64,
     pub total_requests: u64,
     pub failed_requests: u64,
 }
@@ -125,6 +127,7 @@ impl Statistics {
             servers_created: self.servers_created.get(),
             servers_failed: self.servers_failed.get(),
             servers_removed: self.servers_removed.get(),
+            restarts: self.restarts.get(),
             total_requests: self.total_requests.get(),
             failed_requests: self.failed_requests.get(),
         }
