@@ -497,7 +497,7 @@ async fn serve(loaded: LoadedConfig, log_format: LogFormat) -> Result<(), Failur
         config: Arc::clone(&config),
         mcp: mcp.clone(),
         backends,
-        chat,
+        chat: chat.clone(),
         metrics,
         shutdown: shutdown.clone(),
     });
@@ -506,10 +506,15 @@ async fn serve(loaded: LoadedConfig, log_format: LogFormat) -> Result<(), Failur
         mcp.shutdown().await;
     };
     server::serve(listener, app, signals, timeouts, on_shutdown).await;
+    chat.finish(REPLIES_AT_SHUTDOWN).await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long shutdown waits, once the HTTP server has stopped, for replies that are storing what
+/// they produced (their clients are gone, so this is only their last writes).
+const REPLIES_AT_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Logs to stderr at the configured level; `RUST_LOG`, when set, overrides it.
 fn init_logging(level: &str, format: LogFormat) {

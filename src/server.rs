@@ -266,6 +266,10 @@ pub async fn serve(
         .header_read_timeout(timeouts.header_read);
     builder.http2().timer(TokioTimer::new());
     let connections = GracefulShutdown::new();
+    // Connections still open when the grace period ends are dropped (their sockets close), so
+    // that replies streaming to them see their client gone and store what they have.
+    let close_connections = tokio_util::sync::CancellationToken::new();
+    let connection_tasks = tokio_util::task::TaskTracker::new();
 
     let signal = loop {
         let (stream, peer) = tokio::select! {
@@ -290,9 +294,13 @@ pub async fn serve(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = connections.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
+        let close = close_connections.clone();
+        connection_tasks.spawn(async move {
+            tokio::select! {
+                result = connection => if let Err(err) = result {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                },
+                () = close.cancelled() => {}
             }
         });
     };
@@ -309,6 +317,9 @@ pub async fn serve(
         }
     };
     tokio::join!(drain, on_shutdown);
+    close_connections.cancel();
+    connection_tasks.close();
+    connection_tasks.wait().await;
 }
 
 /// SIGINT and SIGTERM handlers. Installed eagerly, before the server announces itself, so that a

@@ -130,7 +130,9 @@ async fn metrics_parse_and_count_what_happened() {
         assert_eq!(status, expected, "{body}");
     }
     let _ = server.get("/no/such/route").send().await.unwrap();
-    let (status, body) = server.post_json("/mcp/servers/fx/restart", &json!({})).await;
+    let (status, body) = server
+        .post_json("/mcp/servers/fx/restart", &json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
 
     let (families, samples) = parsed_metrics(&server).await;

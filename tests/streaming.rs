@@ -531,3 +531,44 @@ async fn a_rate_limited_stream_is_a_429_with_retry_after_and_in_a_broadcast_an_e
         .unwrap_or_else(|| panic!("no done for fine: {events:?}"));
     assert_eq!(done.1["content"], "ollama says: all of you");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_still_streaming_when_lit_mux_stops_is_kept_marked_incomplete() {
+    let fake = FakeBackend::start(Wire::Ollama).await;
+    fake.set_behaviour(Behaviour::Reply {
+        text: Some("a long answer that is still coming when the server stops".to_owned()),
+        delay: Duration::ZERO,
+        chunk_delay: Duration::from_millis(300),
+    });
+    let home = TestHome::new();
+    home.write_config(&format!(
+        "server:\n  shutdown_grace_secs: 1\n{}",
+        config_for(&[("llm", &fake, Wire::Ollama)])
+    ));
+    let mut server = home.start(&[]);
+    let id = session(&server, &["llm"]).await;
+    let mut events =
+        Events::new(stream_message(&server, &id, json!({"content": "go", "stream": true})).await);
+    let (name, first) = events.next().await.unwrap();
+    assert_eq!(name, "delta");
+
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, took) = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("lit-mux did not exit after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(6), "exit took {took:?}");
+    drop(events);
+
+    let server = home.start(&[]);
+    let messages = server.get_json(&format!("/sessions/{id}/messages")).await;
+    assert_eq!(messages.as_array().unwrap().len(), 2, "{messages}");
+    let partial = &messages[1];
+    assert_eq!(partial["role"], "assistant", "{partial}");
+    assert_eq!(partial["metadata"]["status"], "incomplete", "{partial}");
+    let content = partial["content"].as_str().unwrap();
+    assert!(
+        content.starts_with(first["text"].as_str().unwrap()),
+        "{content}"
+    );
+}

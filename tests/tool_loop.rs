@@ -614,12 +614,16 @@ async fn a_tool_that_times_out_is_an_error_result_and_the_loop_goes_on() {
         fed_back,
         json!({"role": "user", "content": "Tool fx.sleep failed:\nMCP server 'fx' did not answer within 1 s"})
     );
-    // The server was told to stop.
-    let logs = server.get_json("/mcp/servers/fx/logs").await;
-    assert!(
-        logs["logs"].as_str().unwrap().contains("cancelled"),
-        "{logs}"
-    );
+    // The server was told to stop (the notification reaches its stderr a moment later).
+    let told = eventually(Duration::from_secs(5), || async {
+        let logs = server.get_json("/mcp/servers/fx/logs").await;
+        logs["logs"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cancelled")
+    })
+    .await;
+    assert!(told, "{}", server.get_json("/mcp/servers/fx/logs").await);
 }
 
 #[tokio::test(flavor = "multi_thread")]

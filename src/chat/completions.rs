@@ -586,7 +586,7 @@ impl Completion {
         };
         let (events, mut receiver) = tokio::sync::mpsc::channel(64);
         let relay_service = service.clone();
-        tokio::spawn(async move {
+        service.spawn(async move {
             relay_service
                 .relay(turn, stream, started, events, &setup)
                 .await

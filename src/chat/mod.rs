@@ -133,6 +133,9 @@ pub struct ChatService {
     max_context: usize,
     /// Models that refused native tools (`tool_mode: auto`).
     prompt_only: tools::PromptOnly,
+    /// Replies produced apart from their request (streams, tool loops): shutdown waits for them,
+    /// so what they store reaches the store before it closes.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl ChatService {
@@ -143,6 +146,31 @@ impl ChatService {
             mcp,
             max_context,
             prompt_only: tools::PromptOnly::default(),
+            tasks: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    /// Runs a reply's work on a task that shutdown waits for.
+    fn spawn<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(work)
+    }
+
+    /// Waits, at most `limit`, for the replies still being produced. Called at shutdown once the
+    /// HTTP server has stopped (their clients are gone, so they are storing what they have).
+    pub async fn finish(&self, limit: std::time::Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(limit, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = self.tasks.len(),
+                "replies still running at shutdown were abandoned"
+            );
         }
     }
 

@@ -149,7 +149,7 @@ impl ChatService {
         };
         let (events, receiver) = mpsc::channel(EVENT_BUFFER);
         let service = self.clone();
-        tokio::spawn(async move { service.relay(turn, stream, started, events, &setup).await });
+        self.spawn(async move { service.relay(turn, stream, started, events, &setup).await });
         Ok(receiver)
     }
 
@@ -165,7 +165,7 @@ impl ChatService {
         let (events, receiver) = mpsc::channel(EVENT_BUFFER);
         let service = self.clone();
         let asked = turns.len();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let streams: Vec<_> = turns
                 .into_iter()
                 .map(|(mut turn, mut setup)| {

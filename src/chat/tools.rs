@@ -423,7 +423,7 @@ impl ChatService {
         let _cancel_when_dropped = left.clone().drop_guard();
         let backend = turn.backend_name.clone();
         let service = self.clone();
-        let task = tokio::spawn(async move {
+        let task = self.spawn(async move {
             let mut call_answer = None;
             let outcome = service
                 .tool_loop(&mut turn, setup, &left, &mut call_answer)
