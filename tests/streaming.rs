@@ -572,3 +572,44 @@ async fn a_reply_still_streaming_when_lit_mux_stops_is_kept_marked_incomplete() 
         "{content}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accept_event_stream_alone_asks_for_a_stream_and_json_beside_it_does_not() {
+    let home = TestHome::new();
+    let server = home.start(&[]);
+    let id = session(&server, &["echo"]).await;
+    let send = |accept: &'static str| {
+        server
+            .post(&format!("/sessions/{id}/message"))
+            .header("accept", accept)
+            .json(&json!({"content": "hello"}))
+            .send()
+    };
+
+    let streamed = send("text/event-stream").await.unwrap();
+    assert_eq!(streamed.status(), 200);
+    assert!(
+        streamed.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let events = Events::new(streamed).all().await;
+    let (name, done) = events.last().unwrap();
+    assert_eq!(name, "done");
+    assert_eq!(done["content"], "hello");
+
+    for accept in ["application/json, text/event-stream", "*/*"] {
+        let plain = send(accept).await.unwrap();
+        assert_eq!(plain.status(), 200);
+        assert!(
+            plain.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{accept}"
+        );
+        let body: Value = plain.json().await.unwrap();
+        assert_eq!(body["content"], "hello", "{accept}");
+    }
+}

@@ -143,12 +143,20 @@ async fn send_message(
     Ok(Json(state.chat.send(&id, body).await?).into_response())
 }
 
+/// A client that also accepts JSON (`application/json, text/event-stream`, as MCP clients send)
+/// gets JSON unless it asks for a stream in the body.
 fn wants_event_stream(headers: &HeaderMap) -> bool {
-    headers
+    let accepted: Vec<&str> = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .any(|accept| accept.contains("text/event-stream"))
+        .flat_map(|value| value.split(','))
+        .map(|media| media.split(';').next().unwrap_or_default().trim())
+        .collect();
+    accepted.contains(&"text/event-stream")
+        && !accepted
+            .iter()
+            .any(|media| matches!(*media, "application/json" | "application/*" | "*/*"))
 }
 
 /// The events as SSE, each `event: NAME` with its JSON as `data`; comments keep idle
