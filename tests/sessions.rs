@@ -1001,3 +1001,47 @@ async fn models_of_every_wire_are_listed_in_one_shape() {
     assert_eq!(listed[0].headers["anthropic-version"], "2023-06-01");
     assert_eq!(ollama.listing_requests()[0].path, "/api/tags");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anthropic_models_are_listed_from_every_page() {
+    let anthropic = FakeBackend::start(Wire::Anthropic).await;
+    let ids: Vec<String> = (1..=5).map(|n| format!("claude-{n}")).collect();
+    anthropic.set_models(ids.clone());
+    anthropic.set_models_page_size(2);
+    let home = TestHome::new();
+    let server = start_with_backends(
+        &home,
+        &[backend_entry("claude", &anthropic, Wire::Anthropic, "")],
+        "",
+    );
+
+    let models = server.get_json("/models").await;
+    let listed: Vec<&str> = models["models"]["claude"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no claude models: {models}"))
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ids, "{models}");
+    assert!(models.get("errors").is_none(), "{models}");
+
+    // Three pages of two, each asked for with the largest limit, after the previous page's last.
+    let requests = anthropic.listing_requests();
+    let pages: Vec<(Option<&str>, Option<&str>)> = requests
+        .iter()
+        .map(|r| {
+            (
+                r.query.get("limit").map(String::as_str),
+                r.query.get("after_id").map(String::as_str),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pages,
+        [
+            (Some("1000"), None),
+            (Some("1000"), Some("claude-2")),
+            (Some("1000"), Some("claude-4")),
+        ]
+    );
+}
