@@ -26,7 +26,7 @@ use super::tool_call_scanner::{ScanEvent, ToolCallScanner};
 use super::tools::{self, ToolSetup};
 use super::{
     BroadcastMessage, CLIENT_LEFT, ChatError, ChatService, SendMessage, Turn, UnansweredGuard,
-    reply_metadata,
+    client_left, reply_metadata,
 };
 use crate::backends::{BackendError, ChatEvent, ChatStream, ToolCall};
 use crate::store::Message;
@@ -320,10 +320,7 @@ impl ChatService {
                         match call_answer.as_mut() {
                             Some(answer) => self.mark_incomplete(&turn, answer, CLIENT_LEFT).await,
                             None => {
-                                let err = BackendError::Failed {
-                                    backend: turn.backend_name.clone(),
-                                    message: CLIENT_LEFT.to_owned(),
-                                };
+                                let err = client_left(&turn.backend_name);
                                 self.mark_failed(&mut turn, &err).await;
                             }
                         }
