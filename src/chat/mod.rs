@@ -38,6 +38,32 @@ pub(crate) fn client_left(backend: &str) -> BackendError {
     }
 }
 
+/// Runs a reply's `work`, a panic in it becoming a failure of `backend`'s reply, so that what
+/// the reply leaves is marked as after any other failure (not left as if still running).
+pub(crate) async fn unless_panicked<T>(
+    backend: &str,
+    work: impl Future<Output = Result<T, BackendError>>,
+) -> Result<T, BackendError> {
+    use futures_util::FutureExt;
+    // After a panic, the callers only read what cannot be left half-changed: the turn's ids and
+    // user message, and the stored answer last recorded (replaced whole).
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned());
+            tracing::error!(backend, panic = %what, "a reply panicked");
+            Err(BackendError::Failed {
+                backend: backend.to_owned(),
+                message: format!("the reply stopped: {what}"),
+            })
+        }
+    }
+}
+
 /// Why a chat operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
@@ -392,8 +418,9 @@ impl ChatService {
         let calls = turns.into_iter().map(|(turn, setup)| async move {
             let backend = turn.backend_name.clone();
             let outcome = if setup.is_empty() {
-                self.answer(&turn, left).await
+                unless_panicked(&backend, self.answer(&turn, left)).await
             } else {
+                // The loop catches its own panic, to mark what it stored.
                 self.answer_with_tools_until(turn, setup, left).await
             };
             match outcome {
@@ -745,4 +772,27 @@ fn failure_metadata(err: &BackendError) -> Map<String, Value> {
         ),
         ("error".to_owned(), json!(err.to_string())),
     ])
+}
+
+#[cfg(test)]
+#[allow(clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_reply_is_a_failure_of_its_backend() {
+        let outcome: Result<(), BackendError> =
+            unless_panicked("llm", async { panic!("boom {}", 42) }).await;
+        match outcome {
+            Err(BackendError::Failed { backend, message }) => {
+                assert_eq!(backend, "llm");
+                assert_eq!(message, "the reply stopped: boom 42");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            unless_panicked("llm", async { Ok::<_, BackendError>(7) }).await,
+            Ok(7)
+        ));
+    }
 }

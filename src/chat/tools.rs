@@ -29,7 +29,9 @@ use super::context::{
     self, NOTICE_KEY, STATUS_INCOMPLETE, STATUS_KEY, TOOL_MODE_KEY, TOOL_MODE_NATIVE,
 };
 use super::tool_call_scanner::{FoundCall, ScanEvent, scan};
-use super::{CLIENT_LEFT, ChatError, ChatService, Turn, client_left, reply_metadata};
+use super::{
+    CLIENT_LEFT, ChatError, ChatService, Turn, client_left, reply_metadata, unless_panicked,
+};
 use crate::backends::config::ToolMode;
 use crate::backends::{BackendError, ChatMessage, ChatReply, Role, ToolAnswer, ToolCall, ToolSpec};
 use crate::mcp::hub::CatalogTool;
@@ -411,9 +413,9 @@ impl ChatService {
     /// Runs the tool loop for `turn` and returns the final answer, stored. The loop is a task of
     /// its own: when this future is dropped (the client left and axum dropped the handler), the
     /// loop is cancelled where it stands — the backend request or the running tool call — and
-    /// keeps what it produced, as a streamed reply does. A loop that fails or is cancelled marks
-    /// the answer holding its last calls incomplete, or the user's message failed when it
-    /// stored nothing.
+    /// keeps what it produced, as a streamed reply does. A loop that fails, is cancelled or
+    /// panics marks the answer holding its last calls incomplete, or the user's message failed
+    /// when it stored nothing.
     pub(crate) async fn answer_with_tools(
         &self,
         turn: Turn,
@@ -435,8 +437,8 @@ impl ChatService {
     }
 
     /// The tool loop of [`answer_with_tools`](Self::answer_with_tools) on the caller's task,
-    /// cancelled where it stands when `left` is; marks what it leaves when it fails or is
-    /// cancelled.
+    /// cancelled where it stands when `left` is; marks what it leaves when it fails, is cancelled
+    /// or panics.
     pub(crate) async fn answer_with_tools_until(
         &self,
         mut turn: Turn,
@@ -444,9 +446,12 @@ impl ChatService {
         left: &CancellationToken,
     ) -> Result<Message, BackendError> {
         let mut call_answer = None;
-        let outcome = self
-            .tool_loop(&mut turn, setup, left, &mut call_answer)
-            .await;
+        let backend = turn.backend_name.clone();
+        let outcome = unless_panicked(
+            &backend,
+            self.tool_loop(&mut turn, setup, left, &mut call_answer),
+        )
+        .await;
         if let Err(err) = &outcome {
             match call_answer.as_mut() {
                 Some(answer) => {
