@@ -227,6 +227,67 @@ async fn lists_models_and_fails_on_demand() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn anthropic_lists_models_in_pages() {
+    let fake = FakeBackend::start(Wire::Anthropic).await;
+    let ids: Vec<String> = (1..=25).map(|n| format!("m-{n}")).collect();
+    fake.set_models(ids.clone());
+    let page = |query: &'static str| {
+        let url = format!("{}?{query}", models_url(&fake, Wire::Anthropic));
+        async move {
+            let response = reqwest::Client::new()
+                .get(url)
+                .header("x-api-key", "k")
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let summary = |body: &Value| {
+        (
+            body["data"].as_array().unwrap().len(),
+            body["has_more"].clone(),
+            body["first_id"].clone(),
+            body["last_id"].clone(),
+        )
+    };
+
+    // 20 by default; `limit` and `after_id` as the API takes them.
+    let (_, first) = page("").await;
+    assert_eq!(
+        summary(&first),
+        (20, json!(true), json!("m-1"), json!("m-20"))
+    );
+    let (_, rest) = page("limit=1000&after_id=m-20").await;
+    assert_eq!(
+        summary(&rest),
+        (5, json!(false), json!("m-21"), json!("m-25"))
+    );
+    let (_, unknown) = page("after_id=nope").await;
+    assert_eq!(
+        summary(&unknown),
+        (0, json!(false), json!(null), json!(null))
+    );
+    for bad in ["limit=0", "limit=1001", "limit=x"] {
+        let (status, body) = page(bad).await;
+        assert_eq!(status, 400, "{bad}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{bad}");
+    }
+
+    // A maximum page size holds the pages shorter than `limit` asks.
+    fake.set_models_page_size(10);
+    let (_, capped) = page("limit=1000&after_id=m-10").await;
+    assert_eq!(
+        summary(&capped),
+        (10, json!(true), json!("m-11"), json!("m-20"))
+    );
+    assert_eq!(fake.listing_requests()[1].query["after_id"], "m-20");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn anthropic_requires_an_api_key() {
     let fake = FakeBackend::start(Wire::Anthropic).await;
     let response = reqwest::Client::new()

@@ -840,6 +840,82 @@ async fn a_client_that_goes_away_cancels_the_backend_call_and_the_message_is_mar
     assert!(marked, "the abandoned message was not marked failed");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_a_broadcast_cancels_the_calls_still_running_and_they_are_marked() {
+    let slow = FakeBackend::start(Wire::Ollama).await;
+    slow.set_behaviour(Behaviour::Reply {
+        text: None,
+        delay: Duration::from_secs(60),
+        chunk_delay: Duration::ZERO,
+    });
+    let home = TestHome::new();
+    let server = start_with_backends(&home, &[backend_entry("slow", &slow, Wire::Ollama, "")], "");
+    let session = create_session(&server, json!({"backends": ["echo", "slow"]})).await;
+    let messages_path = format!("/sessions/{session}/messages");
+    let broadcast = |body: Value| {
+        tokio::spawn(
+            server
+                .post(&format!("/sessions/{session}/broadcast"))
+                .json(&body)
+                .send(),
+        )
+    };
+
+    // echo has answered, slow is still thinking: the client leaves.
+    let client = broadcast(json!({"content": "anyone there?"}));
+    slow.wait_for_chats(1, Duration::from_secs(10)).await;
+    let echoed = support::processes::eventually(Duration::from_secs(5), || async {
+        server
+            .get_json(&messages_path)
+            .await
+            .as_array()
+            .map(Vec::len)
+            == Some(2)
+    })
+    .await;
+    assert!(echoed, "echo's answer was not stored");
+    client.abort();
+
+    assert!(
+        support::processes::eventually(Duration::from_secs(5), || async {
+            slow.aborted_requests() == 1
+        })
+        .await,
+        "the slow backend's call was not cancelled"
+    );
+    let marked = support::processes::eventually(Duration::from_secs(5), || async {
+        server.get_json(&messages_path).await[0]["metadata"]["failed_backends"] == json!(["slow"])
+    })
+    .await;
+    let messages = server.get_json(&messages_path).await;
+    assert!(
+        marked,
+        "the unanswered backend was not recorded: {messages}"
+    );
+    // echo answered: the message itself did not fail, and echo's answer is kept.
+    assert!(messages[0]["metadata"]["status"].is_null(), "{messages}");
+    assert_eq!(
+        roles_and_contents(&messages),
+        pairs(&[("user", "anyone there?"), ("assistant", "anyone there?")])
+    );
+
+    // No backend answered: the message failed, as a single message would.
+    let client = broadcast(json!({"content": "still there?", "backends": ["slow"]}));
+    slow.wait_for_chats(2, Duration::from_secs(10)).await;
+    client.abort();
+    let failed = support::processes::eventually(Duration::from_secs(5), || async {
+        server.get_json(&messages_path).await[2]["metadata"]["status"] == "failed"
+    })
+    .await;
+    let messages = server.get_json(&messages_path).await;
+    assert!(
+        failed,
+        "the abandoned broadcast was not marked failed: {messages}"
+    );
+    assert_eq!(messages[2]["metadata"]["failed_backends"], json!(["slow"]));
+    assert_eq!(slow.aborted_requests(), 2);
+}
+
 /// The database file's journal mode as its header records it: bytes 18 and 19 are 2 in WAL mode
 /// (1 with a rollback journal).
 fn header_journal_bytes(path: &std::path::Path) -> [u8; 2] {
@@ -1000,4 +1076,48 @@ async fn models_of_every_wire_are_listed_in_one_shape() {
     assert_eq!(listed[0].headers["x-api-key"], "sk-ant-test");
     assert_eq!(listed[0].headers["anthropic-version"], "2023-06-01");
     assert_eq!(ollama.listing_requests()[0].path, "/api/tags");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anthropic_models_are_listed_from_every_page() {
+    let anthropic = FakeBackend::start(Wire::Anthropic).await;
+    let ids: Vec<String> = (1..=5).map(|n| format!("claude-{n}")).collect();
+    anthropic.set_models(ids.clone());
+    anthropic.set_models_page_size(2);
+    let home = TestHome::new();
+    let server = start_with_backends(
+        &home,
+        &[backend_entry("claude", &anthropic, Wire::Anthropic, "")],
+        "",
+    );
+
+    let models = server.get_json("/models").await;
+    let listed: Vec<&str> = models["models"]["claude"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no claude models: {models}"))
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ids, "{models}");
+    assert!(models.get("errors").is_none(), "{models}");
+
+    // Three pages of two, each asked for with the largest limit, after the previous page's last.
+    let requests = anthropic.listing_requests();
+    let pages: Vec<(Option<&str>, Option<&str>)> = requests
+        .iter()
+        .map(|r| {
+            (
+                r.query.get("limit").map(String::as_str),
+                r.query.get("after_id").map(String::as_str),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pages,
+        [
+            (Some("1000"), None),
+            (Some("1000"), Some("claude-2")),
+            (Some("1000"), Some("claude-4")),
+        ]
+    );
 }

@@ -421,6 +421,112 @@ async fn a_client_that_leaves_a_plain_request_mid_call_leaves_the_same_history_a
     }
 }
 
+/// Makes the database of the lit-mux running in `home` refuse the messages `when` (an SQL
+/// condition on `NEW`) holds for, with a trigger: a store that cannot keep one step, the one store
+/// failure a test can cause at will (the other steps are stored and marked as usual).
+async fn refuse_messages(home: &TestHome, when: &str) {
+    use sqlx::Connection;
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(home.path().join(".local/share/lit-mux/lit-mux.db"));
+    let mut db = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    for statement in [
+        "DROP TRIGGER IF EXISTS refuse_messages".to_owned(),
+        format!(
+            "CREATE TRIGGER refuse_messages BEFORE INSERT ON messages WHEN {when} \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_that_cannot_be_stored_marks_the_answer_incomplete_streamed_or_not() {
+    let home = TestHome::new();
+    let server = home.start(&[]);
+    with_fixture(&server, 5).await;
+
+    // The answer holding the call, the call's result, the final answer after it: what is kept,
+    // the tool event streamed, and the message marked.
+    let cases = [
+        (
+            "json_extract(NEW.metadata, '$.tool_calls') IS NOT NULL",
+            &["user"][..],
+            None,
+            (0, "failed"),
+        ),
+        (
+            "NEW.role = 'tool'",
+            &["user", "assistant"][..],
+            Some("tool_call"),
+            (1, "incomplete"),
+        ),
+        (
+            "json_extract(NEW.metadata, '$.tool_iterations') IS NOT NULL",
+            &["user", "assistant", "tool"][..],
+            Some("tool_result"),
+            (1, "incomplete"),
+        ),
+    ];
+    for (refused, kept, tool_event, (marked_at, status)) in cases {
+        refuse_messages(&home, refused).await;
+        for streamed in [false, true] {
+            let case = format!("{refused}, streamed: {streamed}");
+            let id = session(&server, "echo").await;
+            let response = server
+                .post(&format!("/sessions/{id}/message"))
+                .json(&json!({
+                    "content": r#"{"tool": "fx.echo", "arguments": {"message": "hi"}}"#,
+                    "stream": streamed,
+                }))
+                .send()
+                .await
+                .unwrap();
+            let detail = if streamed {
+                let events = support::sse::Events::new(response).all().await;
+                let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+                if let Some(tool_event) = tool_event {
+                    assert!(names.contains(&tool_event), "{case}: {names:?}");
+                }
+                assert_eq!(names.last(), Some(&"error"), "{case}");
+                events.last().unwrap().1["detail"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            } else {
+                let (status, body) = support::status_and_json(response).await;
+                assert_eq!(status, 502, "{case}: {body}");
+                body["detail"].as_str().unwrap().to_owned()
+            };
+            assert!(detail.contains("could not be stored"), "{case}: {detail}");
+
+            // What the loop got to is kept, and marked as after any failure of a step: the
+            // answer holding the call incomplete (the question then stays in the context), or
+            // the question failed when nothing answering it is stored.
+            let history = messages(&server, &id).await;
+            assert_eq!(roles(&history), kept, "{case}");
+            let marked = &history[marked_at]["metadata"];
+            assert_eq!(marked["status"], status, "{case}: {marked}");
+            assert!(
+                marked["error"]
+                    .as_str()
+                    .is_some_and(|error| error.contains("refused by the test")),
+                "{case}: {marked}"
+            );
+            if marked_at > 0 {
+                assert_eq!(marked["tool_calls"][0]["tool"], "fx.echo", "{case}");
+                assert_eq!(history[0]["metadata"].get("status"), None, "{case}");
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_over_the_limit_are_skipped_and_the_notice_replays_as_the_model_read_it() {
     let notice = "Only the first 16 tool calls of an answer are run; 2 more were skipped.";

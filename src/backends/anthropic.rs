@@ -1,5 +1,6 @@
 //! Anthropic's Messages API: `POST {base_url}/v1/messages` with `x-api-key` and
-//! `anthropic-version` (an SSE event stream when streamed), `GET {base_url}/v1/models`.
+//! `anthropic-version` (an SSE event stream when streamed), `GET {base_url}/v1/models` (paged:
+//! every page is read, up to [`MAX_MODEL_PAGES`]).
 //! The system prompt goes in the `system` field, never in `messages`.
 
 use futures_util::StreamExt;
@@ -134,6 +135,11 @@ fn wire_messages(request: &ChatRequest) -> (Option<String>, Vec<Value>) {
 /// Most bytes of `input_json_delta` one streamed tool call may assemble.
 const MAX_STREAMED_INPUT: usize = 4 * 1024 * 1024;
 
+/// Models asked for per page of `GET /v1/models`: the most the API allows.
+const MODELS_PER_PAGE: &str = "1000";
+/// Most pages of models read: a server that always says `has_more` must not keep us listing.
+const MAX_MODEL_PAGES: usize = 10;
+
 /// Anthropic's errors are `{"type": "error", "error": {"type", "message"}}`.
 fn error_message(body: &Value) -> Option<String> {
     let error = body.get("error")?;
@@ -208,6 +214,10 @@ struct Delta {
 struct ModelList {
     #[serde(default)]
     data: Vec<WireModel>,
+    #[serde(default)]
+    has_more: bool,
+    /// The cursor of the next page (`after_id`).
+    last_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -366,22 +376,49 @@ impl Backend for AnthropicBackend {
         Ok(super::until_done(events, self.upstream.cut_off()))
     }
 
+    /// Every page of the list, following `has_more` with `after_id`; stops early (keeping what
+    /// it read) at an empty page, a cursor that does not move, or [`MAX_MODEL_PAGES`].
     async fn models(&self) -> Result<Vec<ModelInfo>, BackendError> {
-        let url = format!("{}/v1/models", self.settings.base_url);
-        let response = self
-            .upstream
-            .send(self.with_headers(self.upstream.client().get(url)))
-            .await?;
-        let list: ModelList = self.upstream.json(response).await?;
-        Ok(list
-            .data
-            .into_iter()
-            .map(|model| ModelInfo {
+        let first_page = format!("{}/v1/models", self.settings.base_url);
+        let mut url =
+            reqwest::Url::parse(&first_page).map_err(|err| BackendError::Unreachable {
+                backend: self.upstream.backend().to_owned(),
+                message: format!("bad URL {first_page}: {err}"),
+            })?;
+        let mut models = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_MODEL_PAGES {
+            {
+                let mut query = url.query_pairs_mut();
+                query.clear().append_pair("limit", MODELS_PER_PAGE);
+                if let Some(after) = &after {
+                    query.append_pair("after_id", after);
+                }
+            }
+            let response = self
+                .upstream
+                .send(self.with_headers(self.upstream.client().get(url.clone())))
+                .await?;
+            let page: ModelList = self.upstream.json(response).await?;
+            let next = page.last_id.filter(|last| {
+                page.has_more && !page.data.is_empty() && after.as_ref() != Some(last)
+            });
+            models.extend(page.data.into_iter().map(|model| ModelInfo {
                 display_name: model.display_name.unwrap_or_else(|| model.id.clone()),
                 name: model.id,
                 size_mb: None,
                 digest: None,
-            })
-            .collect())
+            }));
+            match next {
+                Some(last) => after = Some(last),
+                None => return Ok(models),
+            }
+        }
+        tracing::warn!(
+            backend = self.upstream.backend(),
+            pages = MAX_MODEL_PAGES,
+            "the model list has more pages than are read; the rest is left out"
+        );
+        Ok(models)
     }
 }

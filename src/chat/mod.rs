@@ -4,7 +4,9 @@
 //! Invariants: the user's message is stored before any backend is called, so a failure never
 //! loses it (it is marked failed instead, unless a tool loop stored steps answering it: those are
 //! marked incomplete and it stays in the context); every answer is stored before it is returned;
-//! in a broadcast, every backend is called concurrently and one failing never fails the others.
+//! in a broadcast, every backend is called concurrently and one failing never fails the others,
+//! and the backends that did not answer (failed, or cut off by the client's leaving) are recorded
+//! on the user's message, which is marked failed when none answered.
 
 pub mod completions;
 pub mod context;
@@ -17,6 +19,7 @@ use std::time::Instant;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::backends::{BackendError, BackendLookupError, BackendRegistry, ChatRequest};
 use crate::mcp::hub::McpHub;
@@ -26,6 +29,40 @@ use crate::store::{ContextMessage, Message, NewMessage, Session, Store, StoreErr
 pub const MAX_PAGE: i64 = 1000;
 /// Why what a client left behind is incomplete.
 pub(crate) const CLIENT_LEFT: &str = "the client disconnected before the answer was complete";
+
+/// The failure of `backend`'s reply when its client left before it was complete.
+pub(crate) fn client_left(backend: &str) -> BackendError {
+    BackendError::Failed {
+        backend: backend.to_owned(),
+        message: CLIENT_LEFT.to_owned(),
+    }
+}
+
+/// Runs a reply's `work`, a panic in it becoming a failure of `backend`'s reply, so that what
+/// the reply leaves is marked as after any other failure (not left as if still running).
+pub(crate) async fn unless_panicked<T>(
+    backend: &str,
+    work: impl Future<Output = Result<T, BackendError>>,
+) -> Result<T, BackendError> {
+    use futures_util::FutureExt;
+    // After a panic, the callers only read what cannot be left half-changed: the turn's ids and
+    // user message, and the stored answer last recorded (replaced whole).
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned());
+            tracing::error!(backend, panic = %what, "a reply panicked");
+            Err(BackendError::Failed {
+                backend: backend.to_owned(),
+                message: format!("the reply stopped: {what}"),
+            })
+        }
+    }
+}
 
 /// Why a chat operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +247,7 @@ impl ChatService {
         // If the client goes away, axum drops this future mid-call: the guard still marks the
         // message, so the history never shows a question that silently got no answer.
         let guard = UnansweredGuard::new(&self.store, &turn.user_message);
-        let outcome = self.answer(&turn).await;
+        let outcome = self.answer(&turn, &CancellationToken::new()).await;
         guard.disarm();
         match outcome {
             Ok(message) => Ok(message),
@@ -344,18 +381,47 @@ impl ChatService {
     }
 
     /// Sends one message to several backends of the session at once and keeps every answer.
+    /// The calls are a task of their own, as a tool loop is: when this future is dropped (the
+    /// client left and axum dropped the handler), the calls still running are cancelled, and
+    /// which backends did not answer is recorded all the same.
     pub async fn broadcast(
         &self,
         session_id: &str,
         request: BroadcastMessage,
     ) -> Result<BroadcastResponse, ChatError> {
-        let (mut user_message, turns) = self.begin_broadcast(session_id, &request).await?;
+        let (user_message, turns) = self.begin_broadcast(session_id, &request).await?;
+        let targets: Vec<String> = turns
+            .iter()
+            .map(|(turn, _)| turn.backend_name.clone())
+            .collect();
+        let left = CancellationToken::new();
+        let _cancel_when_dropped = left.clone().drop_guard();
+        let service = self.clone();
+        let task =
+            self.spawn(async move { service.broadcast_until(user_message, turns, &left).await });
+        task.await.map_err(|err| {
+            ChatError::Backend(BackendError::Failed {
+                backend: targets.join(", "),
+                message: format!("the broadcast stopped: {err}"),
+            })
+        })
+    }
+
+    /// Every turn of a broadcast, concurrently, until `left` is cancelled; then which backends
+    /// did not answer is recorded on `user_message`.
+    async fn broadcast_until(
+        &self,
+        mut user_message: Message,
+        turns: Vec<(Turn, tools::ToolSetup)>,
+        left: &CancellationToken,
+    ) -> BroadcastResponse {
         let calls = turns.into_iter().map(|(turn, setup)| async move {
             let backend = turn.backend_name.clone();
             let outcome = if setup.is_empty() {
-                self.answer(&turn).await
+                unless_panicked(&backend, self.answer(&turn, left)).await
             } else {
-                self.answer_with_tools(turn, setup).await
+                // The loop catches its own panic, to mark what it stored.
+                self.answer_with_tools_until(turn, setup, left).await
             };
             match outcome {
                 Ok(message) => BroadcastOutcome::Answered { backend, message },
@@ -376,10 +442,10 @@ impl ChatService {
             .collect();
         self.record_broadcast_failures(&mut user_message, &failed, responses.len())
             .await;
-        Ok(BroadcastResponse {
+        BroadcastResponse {
             user_message,
             responses,
-        })
+        }
     }
 
     /// Checks a broadcast, stores the user's message, and returns one turn per backend with
@@ -442,10 +508,15 @@ impl ChatService {
         Ok((user_message, turns))
     }
 
-    /// One call to the backend, its answer stored.
-    async fn answer(&self, turn: &Turn) -> Result<Message, BackendError> {
+    /// One call to the backend, its answer stored; cancelling `left` drops the call, which
+    /// cancels it (dropping this future does the same).
+    async fn answer(&self, turn: &Turn, left: &CancellationToken) -> Result<Message, BackendError> {
         let started = Instant::now();
-        let reply = turn.backend.chat(turn.request.clone()).await?;
+        let reply = tokio::select! {
+            biased;
+            () = left.cancelled() => Err(client_left(&turn.backend_name)),
+            reply = turn.backend.chat(turn.request.clone()) => reply,
+        }?;
         let metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
         self.store_answer(turn, &reply.content, &reply.model, metadata)
             .await
@@ -701,4 +772,27 @@ fn failure_metadata(err: &BackendError) -> Map<String, Value> {
         ),
         ("error".to_owned(), json!(err.to_string())),
     ])
+}
+
+#[cfg(test)]
+#[allow(clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_reply_is_a_failure_of_its_backend() {
+        let outcome: Result<(), BackendError> =
+            unless_panicked("llm", async { panic!("boom {}", 42) }).await;
+        match outcome {
+            Err(BackendError::Failed { backend, message }) => {
+                assert_eq!(backend, "llm");
+                assert_eq!(message, "the reply stopped: boom 42");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            unless_panicked("llm", async { Ok::<_, BackendError>(7) }).await,
+            Ok(7)
+        ));
+    }
 }

@@ -7,8 +7,9 @@
 //! marked incomplete). A client that leaves during a tool round cancels the running call; that
 //! call and those not yet run get the error result [`tools::CANCELLED_RESULT`], so every stored
 //! call has its result and the history replays to native backends. When a tool loop is cut off
-//! with no text of a later answer to keep, the stored answer holding the last calls is marked
-//! incomplete instead; the plain loop ([`ChatService::answer_with_tools`]) leaves the same history.
+//! with no text of a later answer to keep, or a step of it cannot be stored, the stored answer
+//! holding the last calls is marked incomplete instead (the user's message failed when there is
+//! none); the plain loop ([`ChatService::answer_with_tools`]) leaves the same history.
 //! A slow client slows the backend down (bounded channel) instead of making lit-mux buffer the
 //! answer.
 
@@ -26,7 +27,7 @@ use super::tool_call_scanner::{ScanEvent, ToolCallScanner};
 use super::tools::{self, ToolSetup};
 use super::{
     BroadcastMessage, CLIENT_LEFT, ChatError, ChatService, SendMessage, Turn, UnansweredGuard,
-    reply_metadata,
+    client_left, reply_metadata,
 };
 use crate::backends::{BackendError, ChatEvent, ChatStream, ToolCall};
 use crate::store::Message;
@@ -235,6 +236,8 @@ impl ChatService {
                     {
                         Ok(answer) => call_answer.insert(answer),
                         Err(err) => {
+                            self.mark_cut_short(&mut turn, call_answer.as_mut(), &err)
+                                .await;
                             let _ = events
                                 .send(ReplyEvent::error(&turn.backend_name, &err))
                                 .await;
@@ -255,6 +258,7 @@ impl ChatService {
                                 return false;
                             }
                             StepEnd::Failed(err) => {
+                                self.mark_cut_short(&mut turn, Some(answer), &err).await;
                                 let _ = events
                                     .send(ReplyEvent::error(&turn.backend_name, &err))
                                     .await;
@@ -286,12 +290,21 @@ impl ChatService {
                     }
                     let event = match self.store_answer(&turn, &text, &model, metadata).await {
                         Ok(message) => ReplyEvent::Done(message),
-                        Err(err) => ReplyEvent::Error {
-                            backend: turn.backend_name.clone(),
-                            detail: format!("the answer could not be stored: {err}"),
-                            status: 500,
-                            retry_after: None,
-                        },
+                        Err(err) => {
+                            let detail = format!("the answer could not be stored: {err}");
+                            let err = BackendError::Failed {
+                                backend: turn.backend_name.clone(),
+                                message: detail.clone(),
+                            };
+                            self.mark_cut_short(&mut turn, call_answer.as_mut(), &err)
+                                .await;
+                            ReplyEvent::Error {
+                                backend: turn.backend_name.clone(),
+                                detail,
+                                status: 500,
+                                retry_after: None,
+                            }
+                        }
                     };
                     let answered = matches!(event, ReplyEvent::Done(_));
                     let _ = events.send(event).await;
@@ -301,12 +314,8 @@ impl ChatService {
                     self.keep_partial(&mut turn, &text, &err.to_string(), started)
                         .await;
                     if text.is_empty() {
-                        match call_answer.as_mut() {
-                            Some(answer) => {
-                                self.mark_incomplete(&turn, answer, &err.to_string()).await;
-                            }
-                            None => self.mark_failed(&mut turn, &err).await,
-                        }
+                        self.mark_cut_short(&mut turn, call_answer.as_mut(), &err)
+                            .await;
                     }
                     let _ = events
                         .send(ReplyEvent::error(&turn.backend_name, &err))
@@ -320,10 +329,7 @@ impl ChatService {
                         match call_answer.as_mut() {
                             Some(answer) => self.mark_incomplete(&turn, answer, CLIENT_LEFT).await,
                             None => {
-                                let err = BackendError::Failed {
-                                    backend: turn.backend_name.clone(),
-                                    message: CLIENT_LEFT.to_owned(),
-                                };
+                                let err = client_left(&turn.backend_name);
                                 self.mark_failed(&mut turn, &err).await;
                             }
                         }
@@ -462,6 +468,20 @@ impl ChatService {
                 }
             }
             Err(err) => StepEnd::Failed(err),
+        }
+    }
+
+    /// Marks what a reply cut short by `err` leaves, as the plain loop does: the stored answer
+    /// holding its latest calls incomplete, else the user's message failed.
+    async fn mark_cut_short(
+        &self,
+        turn: &mut Turn,
+        call_answer: Option<&mut Message>,
+        err: &BackendError,
+    ) {
+        match call_answer {
+            Some(answer) => self.mark_incomplete(turn, answer, &err.to_string()).await,
+            None => self.mark_failed(turn, err).await,
         }
     }
 

@@ -29,7 +29,9 @@ use super::context::{
     self, NOTICE_KEY, STATUS_INCOMPLETE, STATUS_KEY, TOOL_MODE_KEY, TOOL_MODE_NATIVE,
 };
 use super::tool_call_scanner::{FoundCall, ScanEvent, scan};
-use super::{CLIENT_LEFT, ChatError, ChatService, Turn, reply_metadata};
+use super::{
+    CLIENT_LEFT, ChatError, ChatService, Turn, client_left, reply_metadata, unless_panicked,
+};
 use crate::backends::config::ToolMode;
 use crate::backends::{BackendError, ChatMessage, ChatReply, Role, ToolAnswer, ToolCall, ToolSpec};
 use crate::mcp::hub::CatalogTool;
@@ -411,38 +413,20 @@ impl ChatService {
     /// Runs the tool loop for `turn` and returns the final answer, stored. The loop is a task of
     /// its own: when this future is dropped (the client left and axum dropped the handler), the
     /// loop is cancelled where it stands — the backend request or the running tool call — and
-    /// keeps what it produced, as a streamed reply does. A loop that fails or is cancelled marks
-    /// the answer holding its last calls incomplete, or the user's message failed when it
-    /// stored nothing.
+    /// keeps what it produced, as a streamed reply does. A loop that fails, is cancelled or
+    /// panics marks the answer holding its last calls incomplete, or the user's message failed
+    /// when it stored nothing.
     pub(crate) async fn answer_with_tools(
         &self,
-        mut turn: Turn,
+        turn: Turn,
         setup: ToolSetup,
     ) -> Result<Message, BackendError> {
         let left = CancellationToken::new();
         let _cancel_when_dropped = left.clone().drop_guard();
         let backend = turn.backend_name.clone();
         let service = self.clone();
-        let task = self.spawn(async move {
-            let mut call_answer = None;
-            let outcome = service
-                .tool_loop(&mut turn, setup, &left, &mut call_answer)
-                .await;
-            if let Err(err) = &outcome {
-                match call_answer.as_mut() {
-                    Some(answer) => {
-                        let reason = if left.is_cancelled() {
-                            CLIENT_LEFT.to_owned()
-                        } else {
-                            err.to_string()
-                        };
-                        service.mark_incomplete(&turn, answer, &reason).await;
-                    }
-                    None => service.mark_failed(&mut turn, err).await,
-                }
-            }
-            outcome
-        });
+        let task =
+            self.spawn(async move { service.answer_with_tools_until(turn, setup, &left).await });
         match task.await {
             Ok(outcome) => outcome,
             Err(err) => Err(BackendError::Failed {
@@ -450,6 +434,38 @@ impl ChatService {
                 message: format!("the tool loop stopped: {err}"),
             }),
         }
+    }
+
+    /// The tool loop of [`answer_with_tools`](Self::answer_with_tools) on the caller's task,
+    /// cancelled where it stands when `left` is; marks what it leaves when it fails, is cancelled
+    /// or panics.
+    pub(crate) async fn answer_with_tools_until(
+        &self,
+        mut turn: Turn,
+        setup: ToolSetup,
+        left: &CancellationToken,
+    ) -> Result<Message, BackendError> {
+        let mut call_answer = None;
+        let backend = turn.backend_name.clone();
+        let outcome = unless_panicked(
+            &backend,
+            self.tool_loop(&mut turn, setup, left, &mut call_answer),
+        )
+        .await;
+        if let Err(err) = &outcome {
+            match call_answer.as_mut() {
+                Some(answer) => {
+                    let reason = if left.is_cancelled() {
+                        CLIENT_LEFT.to_owned()
+                    } else {
+                        err.to_string()
+                    };
+                    self.mark_incomplete(&turn, answer, &reason).await;
+                }
+                None => self.mark_failed(&mut turn, err).await,
+            }
+        }
+        outcome
     }
 
     /// The rounds of [`answer_with_tools`](Self::answer_with_tools) until `left` is cancelled;
@@ -461,10 +477,6 @@ impl ChatService {
         left: &CancellationToken,
         call_answer: &mut Option<Message>,
     ) -> Result<Message, BackendError> {
-        let client_left = |turn: &Turn| BackendError::Failed {
-            backend: turn.backend_name.clone(),
-            message: CLIENT_LEFT.to_owned(),
-        };
         let mut round = 0;
         loop {
             let started = Instant::now();
@@ -480,7 +492,7 @@ impl ChatService {
                     }
                 } => Some(reply),
             };
-            let reply = reply.ok_or_else(|| client_left(turn))??;
+            let reply = reply.ok_or_else(|| client_left(&turn.backend_name))??;
             let calls = calls_of(&reply, &setup);
             let mut metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
             if calls.is_empty() || round >= setup.max_rounds {
@@ -516,7 +528,7 @@ impl ChatService {
                         .await;
                     self.store_cancelled_calls(turn, &calls[at + 1..], &setup)
                         .await;
-                    return Err(client_left(turn));
+                    return Err(client_left(&turn.backend_name));
                 };
                 let notice = notice_for(&notice, at, &calls);
                 self.record_step(turn, call, &setup, step, notice).await?;

@@ -76,6 +76,8 @@ impl Wire {
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    /// The query string's parameters, decoded.
+    pub query: BTreeMap<String, String>,
     /// Lowercase names; repeated headers joined with ", ".
     pub headers: BTreeMap<String, String>,
     /// `Value::Null` when the body is empty or not JSON.
@@ -172,6 +174,8 @@ struct FakeState {
     queued: VecDeque<Behaviour>,
     models: Vec<String>,
     models_failing: bool,
+    /// Anthropic's model list: the most models one page holds, whatever `limit` asks.
+    models_page_size: usize,
     /// How long health and model-list requests wait before they are answered.
     listing_delay: Duration,
     /// The model chat answers say they used; `None`: the one requested.
@@ -290,6 +294,12 @@ impl FakeBackend {
         self.shared.state().reported_model = model.map(str::to_owned);
     }
 
+    /// Anthropic's model list pages at most `size` models, so a short list takes several pages
+    /// (default: 1000, the API's largest `limit`).
+    pub fn set_models_page_size(&self, size: usize) {
+        self.shared.state().models_page_size = size;
+    }
+
     /// Health and model-list endpoints answer 500 while set.
     pub fn set_models_failing(&self, failing: bool) {
         self.shared.state().models_failing = failing;
@@ -390,6 +400,7 @@ fn server(
             queued: VecDeque::new(),
             models: vec!["fake-model".to_owned()],
             models_failing: false,
+            models_page_size: ANTHROPIC_MAX_LIMIT,
             listing_delay: Duration::ZERO,
             reported_model: None,
             requests: Vec::new(),
@@ -449,15 +460,19 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             })
             .or_insert_with(|| value.into_owned());
     }
+    let query = axum::extract::Query::<BTreeMap<String, String>>::try_from_uri(&parts.uri)
+        .map(|query| query.0)
+        .unwrap_or_default();
     let recorded = Recorded {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
+        query,
         headers,
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     };
     let wire = shared.wire;
     let is_chat = parts.method == Method::POST && recorded.path == wire.chat_path();
-    let (behaviour, models, models_failing, listing_delay, reported_model) = {
+    let (behaviour, models, models_failing, models_page_size, listing_delay, reported_model) = {
         let mut state = shared.state();
         state.requests.push(recorded.clone());
         let queued = if is_chat {
@@ -469,6 +484,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             queued.unwrap_or_else(|| state.behaviour.clone()),
             state.models.clone(),
             state.models_failing,
+            state.models_page_size,
             state.listing_delay,
             state.reported_model.clone(),
         )
@@ -505,7 +521,12 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             (Wire::Ollama, "/api/version") => json!({"version": "0.12.0"}),
             (Wire::Ollama, _) => ollama_tags(&models),
             (Wire::OpenAi, _) => openai_models(&models),
-            (Wire::Anthropic, _) => anthropic_models(&models),
+            (Wire::Anthropic, _) => {
+                match anthropic_models(&models, &recorded.query, models_page_size) {
+                    Ok(page) => page,
+                    Err(problem) => return error(wire, 400, &problem),
+                }
+            }
         },
     )
 }
@@ -931,8 +952,33 @@ fn openai_models(models: &[String]) -> Value {
     json!({"object": "list", "data": data})
 }
 
-fn anthropic_models(models: &[String]) -> Value {
-    let data: Vec<Value> = models
+/// The largest `limit` Anthropic's model list takes (its default is 20).
+const ANTHROPIC_MAX_LIMIT: usize = 1000;
+
+/// One page of Anthropic's model list as the API pages it: `limit` models (1 to 1000, default
+/// 20; at most `page_size`) after the model `after_id` names (an unknown one: an empty page).
+fn anthropic_models(
+    models: &[String],
+    query: &BTreeMap<String, String>,
+    page_size: usize,
+) -> Result<Value, String> {
+    let limit = match query.get("limit") {
+        None => 20,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(limit) if (1..=ANTHROPIC_MAX_LIMIT).contains(&limit) => limit,
+            _ => return Err(format!("limit: must be between 1 and 1000, got {raw:?}")),
+        },
+    };
+    let start = match query.get("after_id") {
+        None => 0,
+        Some(after) => models
+            .iter()
+            .position(|id| id == after)
+            .map_or(models.len(), |at| at + 1),
+    };
+    let end = models.len().min(start + limit.min(page_size));
+    let page = &models[start..end];
+    let data: Vec<Value> = page
         .iter()
         .map(|id| {
             json!({
@@ -941,10 +987,10 @@ fn anthropic_models(models: &[String]) -> Value {
             })
         })
         .collect();
-    json!({
-        "data": data, "has_more": false,
-        "first_id": models.first(), "last_id": models.last(),
-    })
+    Ok(json!({
+        "data": data, "has_more": end < models.len(),
+        "first_id": page.first(), "last_id": page.last(),
+    }))
 }
 
 /// `fake-model` → `Fake Model`.
