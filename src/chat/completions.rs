@@ -652,7 +652,7 @@ impl Completion {
     /// Marks the session's question failed if dropped armed (the client left).
     fn unanswered_guard(&self) -> Option<UnansweredGuard> {
         let message = self.record.as_ref()?.user_message.as_ref()?;
-        Some(UnansweredGuard::new(&self.service.store, message))
+        Some(UnansweredGuard::new(&self.service, message))
     }
 
     /// Appends the answer to the session, when there is one.

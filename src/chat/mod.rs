@@ -246,7 +246,7 @@ impl ChatService {
         }
         // If the client goes away, axum drops this future mid-call: the guard still marks the
         // message, so the history never shows a question that silently got no answer.
-        let guard = UnansweredGuard::new(&self.store, &turn.user_message);
+        let guard = UnansweredGuard::new(self, &turn.user_message);
         let outcome = self.answer(&turn, &CancellationToken::new()).await;
         guard.disarm();
         match outcome {
@@ -721,15 +721,18 @@ fn reply_metadata(
 }
 
 /// Marks a user message failed when dropped before [`disarm`](Self::disarm): the request was
-/// abandoned (client disconnected, shutdown) while its backend call was running.
+/// abandoned (client disconnected, shutdown) while its backend call was running. The mark is
+/// written on a task that shutdown waits for, like the replies'.
 struct UnansweredGuard {
     armed: Option<(Store, Message)>,
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl UnansweredGuard {
-    fn new(store: &Store, message: &Message) -> Self {
+    fn new(service: &ChatService, message: &Message) -> Self {
         Self {
-            armed: Some((store.clone(), message.clone())),
+            armed: Some((service.store.clone(), message.clone())),
+            tasks: service.tasks.clone(),
         }
     }
 
@@ -746,21 +749,24 @@ impl Drop for UnansweredGuard {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        runtime.spawn(async move {
-            let changes = Map::from_iter([
-                (
-                    context::STATUS_KEY.to_owned(),
-                    json!(context::STATUS_FAILED),
-                ),
-                (
-                    "error".to_owned(),
-                    json!("the request was abandoned before the backend answered"),
-                ),
-            ]);
-            if let Err(err) = store.update_message_metadata(&mut message, changes).await {
-                tracing::warn!(%err, "cannot mark an abandoned message");
-            }
-        });
+        self.tasks.spawn_on(
+            async move {
+                let changes = Map::from_iter([
+                    (
+                        context::STATUS_KEY.to_owned(),
+                        json!(context::STATUS_FAILED),
+                    ),
+                    (
+                        "error".to_owned(),
+                        json!("the request was abandoned before the backend answered"),
+                    ),
+                ]);
+                if let Err(err) = store.update_message_metadata(&mut message, changes).await {
+                    tracing::warn!(%err, "cannot mark an abandoned message");
+                }
+            },
+            &runtime,
+        );
     }
 }
 

@@ -132,7 +132,7 @@ impl ChatService {
         let mut turn = self.begin_turn(session_id, &request).await?;
         let mut setup = self.tool_setup(&turn, request.use_tools, max_rounds);
         Self::prepare_tools(&mut turn, &setup);
-        let guard = UnansweredGuard::new(&self.store, &turn.user_message);
+        let guard = UnansweredGuard::new(self, &turn.user_message);
         let started = Instant::now();
         let opened = match turn.backend.chat_stream(turn.request.clone()).await {
             Err(err) if self.fall_back_to_prompt(&mut turn, &mut setup, &err) => {
