@@ -297,6 +297,43 @@ async fn a_call_in_flight_fails_at_once_when_the_child_dies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_closes_its_stdout_but_lives_on_is_stopped() {
+    let h = Harness::start();
+    let (status, body) = h.add("mute", "healthy", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let pid = pid_of(&body);
+
+    // The child closes stdout mid-call and hangs, ignoring stdin EOF: only SIGTERM ends it.
+    let started = Instant::now();
+    let (status, called) = h
+        .server
+        .post_json("/tools/mute/close_stdout", &json!({}))
+        .await;
+    assert_eq!(status, 502, "{called}");
+    let stopped = eventually(Duration::from_secs(6), || async {
+        h.server.get_json("/mcp/servers/mute").await["state"] == "exited"
+    })
+    .await;
+    assert!(stopped, "{}", h.server.get_json("/mcp/servers/mute").await);
+    assert!(started.elapsed() < Duration::from_secs(6));
+    let info = h.server.get_json("/mcp/servers/mute").await;
+    assert_eq!(
+        info["exit_status"]["signal"], 15,
+        "stopped with SIGTERM: {info}"
+    );
+    assert_eq!(info["tool_count"], 0, "its tools left the catalog");
+    let (status, again) = h
+        .server
+        .post_json("/tools/mute/echo", &json!({"message": "x"}))
+        .await;
+    assert_eq!(status, 502, "{again}");
+    assert!(detail(&again).contains("SIGTERM"), "{again}");
+    let (status, _) = h.server.delete_json("/mcp/servers/mute").await;
+    assert_eq!(status, 200);
+    h.assert_clean(&[pid]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_call_times_out_with_504_and_is_cancelled() {
     let h = Harness::start();
     let mut request = fixture_server("slow", "healthy", &[]);

@@ -245,6 +245,25 @@ impl McpChild {
                 stdin.close().await;
             }
         });
+        // A child that closes its stdout can never answer again, even if it keeps running: it
+        // is stopped like any other, so its exit is seen (state, catalog, restart policy) and
+        // nothing of it lingers.
+        let stdout_closed = CancellationToken::new();
+        io_tasks.spawn({
+            let (stdout_closed, io_stop, close_stdin) =
+                (stdout_closed.clone(), io_stop.clone(), close_stdin.clone());
+            let (exit, name) = (exit_rx.clone(), spec.name.clone());
+            async move {
+                tokio::select! {
+                    () = stdout_closed.cancelled() => {}
+                    () = io_stop.cancelled() => return,
+                }
+                if exit.borrow().is_none() {
+                    tracing::warn!(server = %name, pid, "MCP server closed its stdout; stopping it");
+                    stop_process(pid, &close_stdin, exit).await;
+                }
+            }
+        });
         io_tasks.close();
 
         // The transport owns stdin and stdout and does their I/O in place (a relay task per pipe
@@ -254,6 +273,7 @@ impl McpChild {
             stdout: StdoutReader::new(stdout, spec.max_message_bytes, spec.name.clone()),
             stdin,
             io_stop: io_stop.clone(),
+            stdout_closed,
         };
         let (tools_changed_tx, tools_changed) = mpsc::channel(1);
         let handler = LitMuxClient {
@@ -861,6 +881,8 @@ struct ChildTransport {
     /// Shared with send futures, which rmcp runs concurrently; keeps their lines in send order.
     stdin: OrderedWriter<ChildStdin>,
     io_stop: CancellationToken,
+    /// Cancelled when stdout ends (EOF or a read error) while the child was not being stopped.
+    stdout_closed: CancellationToken,
 }
 
 impl Transport<RoleClient> for ChildTransport {
@@ -885,7 +907,12 @@ impl Transport<RoleClient> for ChildTransport {
 
     async fn receive(&mut self) -> Option<ServerJsonRpcMessage> {
         tokio::select! {
-            message = self.stdout.next_message() => message,
+            message = self.stdout.next_message() => {
+                if message.is_none() {
+                    self.stdout_closed.cancel();
+                }
+                message
+            }
             () = self.io_stop.cancelled() => None,
         }
     }
