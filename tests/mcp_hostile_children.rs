@@ -334,6 +334,41 @@ async fn a_child_that_closes_its_stdout_but_lives_on_is_stopped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_closes_its_stdin_but_lives_on_is_stopped() {
+    let h = Harness::start();
+    let (status, body) = h.add("deaf", "deaf-after-list", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let pid = pid_of(&body);
+
+    // The request cannot reach it: the call fails at once, not at its timeout.
+    let started = Instant::now();
+    let (status, called) = h
+        .server
+        .post_json("/tools/deaf/echo", &json!({"message": "x"}))
+        .await;
+    assert_eq!(status, 502, "{called}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let stopped = eventually(Duration::from_secs(6), || async {
+        h.server.get_json("/mcp/servers/deaf").await["state"] == "exited"
+    })
+    .await;
+    assert!(stopped, "{}", h.server.get_json("/mcp/servers/deaf").await);
+    let info = h.server.get_json("/mcp/servers/deaf").await;
+    assert_eq!(
+        info["exit_status"]["signal"], 15,
+        "stopped with SIGTERM: {info}"
+    );
+    assert_eq!(h.server.get_json("/tools").await["total"], 0);
+    let (status, _) = h.server.delete_json("/mcp/servers/deaf").await;
+    assert_eq!(status, 200);
+    h.assert_clean(&[pid]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_call_times_out_with_504_and_is_cancelled() {
     let h = Harness::start();
     let mut request = fixture_server("slow", "healthy", &[]);

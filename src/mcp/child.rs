@@ -245,21 +245,22 @@ impl McpChild {
                 stdin.close().await;
             }
         });
-        // A child that closes its stdout can never answer again, even if it keeps running: it
-        // is stopped like any other, so its exit is seen (state, catalog, restart policy) and
-        // nothing of it lingers.
-        let stdout_closed = CancellationToken::new();
+        // A child that closes its stdout (it can never answer again) or its stdin (it can never
+        // be asked again) but keeps running is stopped like any other, so its exit is seen
+        // (state, catalog, restart policy) and nothing of it lingers.
+        let pipe_lost = CancellationToken::new();
         io_tasks.spawn({
-            let (stdout_closed, io_stop, close_stdin) =
-                (stdout_closed.clone(), io_stop.clone(), close_stdin.clone());
+            let (pipe_lost, io_stop, close_stdin) =
+                (pipe_lost.clone(), io_stop.clone(), close_stdin.clone());
             let (exit, name) = (exit_rx.clone(), spec.name.clone());
             async move {
                 tokio::select! {
-                    () = stdout_closed.cancelled() => {}
+                    () = pipe_lost.cancelled() => {}
                     () = io_stop.cancelled() => return,
                 }
-                if exit.borrow().is_none() {
-                    tracing::warn!(server = %name, pid, "MCP server closed its stdout; stopping it");
+                // Not when it has exited already, or is being stopped (which closes stdin).
+                if exit.borrow().is_none() && !close_stdin.is_cancelled() {
+                    tracing::warn!(server = %name, pid, "MCP server closed its stdin or stdout; stopping it");
                     stop_process(pid, &close_stdin, exit).await;
                 }
             }
@@ -273,7 +274,7 @@ impl McpChild {
             stdout: StdoutReader::new(stdout, spec.max_message_bytes, spec.name.clone()),
             stdin,
             io_stop: io_stop.clone(),
-            stdout_closed,
+            pipe_lost,
         };
         let (tools_changed_tx, tools_changed) = mpsc::channel(1);
         let handler = LitMuxClient {
@@ -881,8 +882,8 @@ struct ChildTransport {
     /// Shared with send futures, which rmcp runs concurrently; keeps their lines in send order.
     stdin: OrderedWriter<ChildStdin>,
     io_stop: CancellationToken,
-    /// Cancelled when stdout ends (EOF or a read error) while the child was not being stopped.
-    stdout_closed: CancellationToken,
+    /// Cancelled when stdout ends (EOF or a read error) or a write to stdin fails.
+    pipe_lost: CancellationToken,
 }
 
 impl Transport<RoleClient> for ChildTransport {
@@ -897,11 +898,16 @@ impl Transport<RoleClient> for ChildTransport {
             line.push(b'\n');
             self.stdin.send(line)
         });
+        let pipe_lost = self.pipe_lost.clone();
         async move {
-            match queued {
+            let written = match queued {
                 Ok(written) => written.await,
-                Err(_) => Err(PipeClosed),
+                Err(_) => return Err(PipeClosed),
+            };
+            if written.is_err() {
+                pipe_lost.cancel();
             }
+            written
         }
     }
 
@@ -909,7 +915,7 @@ impl Transport<RoleClient> for ChildTransport {
         tokio::select! {
             message = self.stdout.next_message() => {
                 if message.is_none() {
-                    self.stdout_closed.cancel();
+                    self.pipe_lost.cancel();
                 }
                 message
             }
