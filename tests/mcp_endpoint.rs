@@ -9,7 +9,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -20,17 +19,6 @@ use support::{Server, TestHome, status_and_json};
 
 const KEY: &str = "mcp-endpoint-key-1";
 const PROTOCOL: &str = "2025-11-25";
-
-/// The venv `scripts/test` installs the pinned clients into.
-fn client_python() -> PathBuf {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/.venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run ./scripts/test, which installs the pinned Python clients",
-        python.display()
-    );
-    python
-}
 
 /// A keyed lit-mux running the fixture as `alpha` and `beta`.
 async fn two_children(extra_config: &str) -> (TestHome, Server) {
@@ -81,7 +69,7 @@ async fn rest_catalog(server: &Server) -> serde_json::Map<String, Value> {
 async fn official_client(server: &Server, mode: &str) -> Value {
     let output = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::process::Command::new(client_python())
+        tokio::process::Command::new(support::client_python())
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/clients/mcp_client.py"

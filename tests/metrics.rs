@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 
 use serde_json::{Value, json};
@@ -29,11 +28,7 @@ async fn parsed_metrics(server: &Server) -> (Value, Vec<(String, Value, f64)>) {
         "{content_type}"
     );
     let text = response.text().await.unwrap();
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/.venv/bin/python");
-    assert!(
-        python.exists(),
-        "run ./scripts/test, which installs the pinned Python parsers"
-    );
+    let python = support::client_python();
     let mut parser = tokio::process::Command::new(python)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),

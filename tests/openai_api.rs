@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -14,17 +13,6 @@ use support::fake_backends::{Behaviour, FakeBackend, Wire};
 use support::{Server, TestHome, status_and_json};
 
 const KEY: &str = "front-door-key-123";
-
-/// The venv `scripts/test` installs the pinned clients into.
-fn client_python() -> PathBuf {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/.venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run ./scripts/test, which installs the pinned Python clients",
-        python.display()
-    );
-    python
-}
 
 async fn completion(server: &Server, body: Value) -> (u16, Value) {
     status_and_json(
@@ -72,7 +60,7 @@ async fn the_official_openai_client_works_unchanged() {
     assert_eq!(status, 200, "{created}");
     let session_id = created["id"].as_str().unwrap().to_owned();
 
-    let output = tokio::process::Command::new(client_python())
+    let output = tokio::process::Command::new(support::client_python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/clients/openai_client.py"

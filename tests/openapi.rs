@@ -7,7 +7,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::Stdio;
 
 use serde_json::Value;
@@ -50,11 +49,7 @@ async fn the_api_description_validates_and_covers_every_route() {
     let text = response.text().await.unwrap();
     let spec: Value = serde_json::from_str(&text).unwrap();
 
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/.venv/bin/python");
-    assert!(
-        python.exists(),
-        "run ./scripts/test, which installs the pinned validator"
-    );
+    let python = support::client_python();
     let mut validator = tokio::process::Command::new(python)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),

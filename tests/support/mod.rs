@@ -389,3 +389,15 @@ fn find_body_end(bytes: &[u8]) -> Option<usize> {
     let end = head.len() + 4 + length;
     (bytes.len() >= end).then_some(end)
 }
+
+/// The Python of the venv `scripts/test` installs the pinned official clients, parsers and
+/// validators into (`tests/clients/requirements.txt`).
+pub fn client_python() -> PathBuf {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run ./scripts/test, which installs the pinned Python clients",
+        python.display()
+    );
+    python
+}
