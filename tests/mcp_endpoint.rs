@@ -552,3 +552,63 @@ async fn an_open_stream_does_not_hold_up_shutdown() {
             .is_ok()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_the_client_cancels_is_cancelled_on_the_child() {
+    let (_home, server) = two_children("").await;
+    let session = open_session(&server).await;
+    let call = mcp_post(
+        &server,
+        Some(&session),
+        &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                "params": {"name": "alpha__sleep", "arguments": {"ms": 30000}}}),
+    )
+    .send();
+    let call = tokio::spawn(call);
+    let logs = || async {
+        get_json(&server, "/mcp/servers/alpha/logs").await["logs"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let started = support::processes::eventually(Duration::from_secs(5), || async {
+        logs().await.contains("sleeping 30000 ms")
+    })
+    .await;
+    assert!(
+        started,
+        "the call did not reach the child: {}",
+        logs().await
+    );
+
+    let cancel = mcp_post(
+        &server,
+        Some(&session),
+        &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": 7, "reason": "the user changed their mind"}}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(cancel.status(), 202);
+    // lit-mux drops its call to the child, which sends the child notifications/cancelled.
+    let cancelled = support::processes::eventually(Duration::from_secs(5), || async {
+        logs().await.contains("cancelled")
+    })
+    .await;
+    assert!(cancelled, "the child was not told: {}", logs().await);
+    call.abort();
+    // The server is still usable.
+    let answer = rpc(
+        &server,
+        &session,
+        8,
+        "tools/call",
+        json!({"name": "beta__echo", "arguments": {"message": "still here"}}),
+    )
+    .await;
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "Echo: still here",
+        "{answer}"
+    );
+}
