@@ -84,13 +84,7 @@ async fn official_client(server: &Server, mode: &str) -> Value {
     .await
     .expect("the client finished within 60 s")
     .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap()
+    support::client_json(&output)
 }
 
 /// What the official client must have seen in either mode.
@@ -243,6 +237,20 @@ async fn open_session(server: &Server) -> String {
     session
 }
 
+/// The session's standalone stream (`GET /mcp`), where its notifications arrive.
+async fn session_stream(server: &Server, session: &str) -> Events {
+    let stream = server
+        .get("/mcp")
+        .bearer_auth(KEY)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", PROTOCOL)
+        .send()
+        .await
+        .unwrap();
+    Events::new(stream)
+}
+
 /// A request on `session` and its answer.
 async fn rpc(server: &Server, session: &str, id: u64, method: &str, params: Value) -> Value {
     let response = mcp_post(
@@ -307,16 +315,7 @@ async fn a_session_hears_servers_come_and_go_on_its_stream_and_can_be_ended() {
     );
     assert!(!first.iter().any(|n| n.starts_with("gamma__")));
 
-    let stream = server
-        .get("/mcp")
-        .bearer_auth(KEY)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", PROTOCOL)
-        .send()
-        .await
-        .unwrap();
-    let mut events = Events::new(stream);
+    let mut events = session_stream(&server, &session).await;
 
     // A server becoming ready changes the catalog.
     let (status, body) = status_and_json(
@@ -524,16 +523,7 @@ async fn browsers_may_send_and_read_the_mcp_headers() {
 async fn an_open_stream_does_not_hold_up_shutdown() {
     let (_home, mut server) = two_children("  shutdown_grace_secs: 30\n").await;
     let session = open_session(&server).await;
-    let stream = server
-        .get("/mcp")
-        .bearer_auth(KEY)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", PROTOCOL)
-        .send()
-        .await
-        .unwrap();
-    let events = Events::new(stream);
+    let events = session_stream(&server, &session).await;
     server.signal(Signal::SIGTERM);
     let (status, took) = server
         .wait_exit(Duration::from_secs(20))

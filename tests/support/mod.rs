@@ -401,3 +401,15 @@ pub fn client_python() -> PathBuf {
     );
     python
 }
+
+/// What a Python client script printed as its last act: one JSON value on stdout. Fails the test
+/// with both of its outputs when the script failed.
+pub fn client_json(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
