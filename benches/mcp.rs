@@ -41,9 +41,10 @@ async fn direct_client() -> rmcp::service::RunningService<rmcp::RoleClient, Clie
         .unwrap()
 }
 
-/// The direct client again, but spawning the fixture with the guarantees lit-mux must give every
-/// child: its own process group and `PR_SET_PDEATHSIG`. The hook forces the standard library
-/// to fork instead of `posix_spawn`; this row tells that cost apart from lit-mux's own.
+/// The direct client again, but spawning the fixture with the guarantees lit-mux gives every
+/// child (its own process group and `PR_SET_PDEATHSIG`) the standard library's way: a
+/// `pre_exec` hook, which makes it fork instead of `posix_spawn`. This row shows the cost that
+/// lit-mux's own vfork-style spawn (`src/mcp/spawn.rs`) avoids.
 #[allow(unsafe_code)]
 async fn direct_guarded_client() -> rmcp::service::RunningService<rmcp::RoleClient, ClientConfig> {
     let mut command = tokio::process::Command::new(FIXTURE);
@@ -373,6 +374,12 @@ async fn main() {
     if std::env::args().any(|a| a == "--calls-only") {
         let lit_mux = LitMux::start(None);
         bench_tool_calls(&lit_mux, 40_000).await;
+        return;
+    }
+    // `--add-only`: just the add-latency section (200 rounds).
+    if std::env::args().any(|a| a == "--add-only") {
+        let lit_mux = LitMux::start(None);
+        bench_add_latency(&lit_mux, &reqwest::Client::new(), 200).await;
         return;
     }
     // `--rss-only`: just the idle-RSS section.

@@ -158,6 +158,25 @@ pub struct McpServerConfig {
     pub restart: RestartPolicy,
 }
 
+impl McpServerConfig {
+    /// The first field holding a NUL byte, which no command line or environment can carry.
+    pub fn nul_byte(&self) -> Option<&'static str> {
+        if self.command.contains('\0') {
+            Some("command")
+        } else if self.args.iter().any(|arg| arg.contains('\0')) {
+            Some("args")
+        } else if self
+            .env
+            .iter()
+            .any(|(key, value)| key.contains('\0') || value.contains('\0'))
+        {
+            Some("env")
+        } else {
+            None
+        }
+    }
+}
+
 fn default_mcp_timeout() -> u64 {
     30
 }

@@ -60,6 +60,50 @@ async fn sigkill_of_lit_mux_leaves_no_child_or_grandchild() {
     );
 }
 
+/// `killall -9 lit-mux` kills the orphan guard too: then only `PR_SET_PDEATHSIG`, which the
+/// kernel acts on, stands between lit-mux's children and init. (Grandchildren are the guard's
+/// job: they are not part of this test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_die_with_lit_mux_even_when_its_orphan_guard_dies_first() {
+    let home = TestHome::new();
+    let mut server = home.start(&[]);
+    let mut pids = Vec::new();
+    for (name, mode) in [
+        ("plain", "healthy"),
+        ("stubborn", "ignore-sigterm"),
+        ("deaf", "ignore-stdin-eof"),
+    ] {
+        let (status, body) = server
+            .post_json("/mcp/servers", &fixture_server(name, mode, &[]))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        pids.push(body["server"]["pid"].as_i64().unwrap() as i32);
+    }
+    let guard = descendants(server.pid())
+        .into_iter()
+        .find(|p| is_orphan_guard(p.pid))
+        .expect("lit-mux runs its orphan guard");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(guard.pid), Signal::SIGKILL).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !is_alive(guard.pid)));
+    assert!(
+        pids.iter().all(|&pid| is_alive(pid)),
+        "the guard kills nobody when it dies"
+    );
+    server.signal(Signal::SIGKILL);
+    assert!(server.wait_exit(Duration::from_secs(5)).is_some());
+    let all_gone = wait_until(Duration::from_secs(5), || {
+        pids.iter().all(|&pid| !is_alive(pid))
+    });
+    let survivors: Vec<i32> = pids.iter().copied().filter(|&pid| is_alive(pid)).collect();
+    for &pid in &survivors {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    assert!(
+        all_gone,
+        "alive after SIGKILL of lit-mux and its guard: {survivors:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_every_child_and_exits_0_within_6_s() {
     let home = TestHome::new();

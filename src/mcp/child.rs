@@ -611,6 +611,16 @@ struct Spawned {
 }
 
 fn spawn_process(spec: &ChildSpec) -> std::io::Result<Spawned> {
+    // The standard library would quietly turn such a string into a placeholder.
+    let strings = std::iter::once(&spec.command)
+        .chain(&spec.args)
+        .chain(spec.env.iter().flat_map(|(key, value)| [key, value]));
+    if let Some(bad) = strings.into_iter().find(|s| s.contains('\0')) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{bad:?} contains a NUL byte"),
+        ));
+    }
     let mut command = tokio::process::Command::new(&spec.command);
     command
         .args(&spec.args)
@@ -618,10 +628,10 @@ fn spawn_process(spec: &ChildSpec) -> std::io::Result<Spawned> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    super::pdeathsig::kill_child_when_parent_thread_dies(&mut command)?;
     let mut wrapped = CommandWrap::from(command);
     wrapped.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
-    let mut child = wrapped.spawn()?;
+    // Own group and PR_SET_PDEATHSIG, spawned the posix_spawn way (see spawn.rs).
+    let mut child = wrapped.spawn_with_child(super::spawn::spawn_guarded)?;
     let pid = child
         .id()
         .ok_or_else(|| std::io::Error::other("the child has no pid"))?;

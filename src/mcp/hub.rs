@@ -462,6 +462,11 @@ impl McpHub {
                 "command must not be empty".to_owned(),
             ));
         }
+        if let Some(field) = config.nul_byte() {
+            return Err(McpError::InvalidRequest(format!(
+                "{field} contains a NUL byte, which a process's command line and environment cannot hold"
+            )));
+        }
         if config.timeout == 0 {
             return Err(McpError::InvalidRequest(
                 "timeout must be at least 1 second".to_owned(),

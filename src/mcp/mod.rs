@@ -6,7 +6,7 @@ pub mod endpoint;
 pub mod hub;
 mod ordered_writer;
 pub mod orphan_guard;
-mod pdeathsig;
+mod spawn;
 pub mod tool_names;
 
 /// What can go wrong with MCP servers and tool calls; each maps to one HTTP status.
