@@ -434,6 +434,56 @@ async fn an_oversized_response_fails_that_call_only() {
     h.assert_clean(&[pid]);
 }
 
+/// rmcp's own pager follows `nextCursor` for as long as a server hands one out: lit-mux's stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_listing_that_never_ends_fails_at_once_instead_of_filling_memory() {
+    let h = Harness::start();
+    let started = Instant::now();
+    let (status, body) = h.add("pager", "endless-pages", &["--page-size", "2"]).await;
+    assert_eq!(status, 502, "{body}");
+    let text = detail(&body);
+    assert!(
+        text.contains("tools/list") && text.contains("still paging after 1000 pages"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stopped by the page bound, not the 5 s timeout: {:?}",
+        started.elapsed()
+    );
+    h.assert_clean(&[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_catalog_larger_than_max_message_bytes_fails_though_each_page_fits() {
+    let h = Harness::with_config("mcp:\n  max_message_bytes: 1048576\n");
+    let wordy = |tools: &'static str| {
+        [
+            "--tools",
+            tools,
+            "--page-size",
+            "50",
+            "--description-bytes",
+            "4096",
+        ]
+    };
+    // 400 tools of ~4 KiB: 1.6 MB in all, in pages of ~200 KB.
+    let (status, body) = h.add("wordy", "healthy", &wordy("400")).await;
+    assert_eq!(status, 502, "{body}");
+    let text = detail(&body);
+    assert!(
+        text.contains("tools/list") && text.contains("max_message_bytes"),
+        "{text}"
+    );
+    // Half as many fit, and are all listed.
+    let (status, body) = h.add("wordy", "healthy", &wordy("200")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["server"]["tool_count"], 200 + 9, "{body}");
+    let pid = pid_of(&body);
+    assert_eq!(h.server.delete_json("/mcp/servers/wordy").await.0, 200);
+    h.assert_clean(&[pid]);
+}
+
 fn rss(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status

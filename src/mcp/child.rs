@@ -167,6 +167,8 @@ pub struct McpChild {
     /// service (which owns the transport, hence stdout) has stopped, every pipe is closed.
     io_tasks: TaskTracker,
     timeout: Duration,
+    /// The most all pages of its `tools/list` may hold (`mcp.max_message_bytes`).
+    tool_list_bytes: usize,
     stop_lock: tokio::sync::Mutex<()>,
 }
 
@@ -307,7 +309,10 @@ impl McpChild {
         };
         let tools = match child
             .within(deadline, StartStage::ListTools, async {
-                peer.list_all_tools().await.map_err(|err| err.to_string())
+                match list_every_tool(&peer, spec.max_message_bytes).await {
+                    Ok(listed) => listed,
+                    Err(err) => Err(err.to_string()),
+                }
             })
             .await
         {
@@ -332,6 +337,7 @@ impl McpChild {
                 stderr_done: stderr_settled,
                 io_tasks,
                 timeout: spec.timeout,
+                tool_list_bytes: spec.max_message_bytes,
                 stop_lock: tokio::sync::Mutex::new(()),
             },
             tools,
@@ -376,7 +382,16 @@ impl McpChild {
 
     /// Lists every page of tools again (after `notifications/tools/list_changed`).
     pub async fn list_tools(&self) -> Result<Vec<Tool>, McpError> {
-        self.request("tools/list", self.peer.list_all_tools()).await
+        self.request(
+            "tools/list",
+            list_every_tool(&self.peer, self.tool_list_bytes),
+        )
+        .await?
+        .map_err(|message| McpError::Protocol {
+            server: self.name.clone(),
+            code: None,
+            message: format!("tools/list: {message}"),
+        })
     }
 
     /// Calls a tool. Concurrent calls run side by side (multiplexed by JSON-RPC id). A call that
@@ -600,6 +615,48 @@ fn descendants_outside_group(pid: u32) -> Vec<Pid> {
         }
     }
     found.into_iter().map(Pid::from_raw).collect()
+}
+
+/// The most pages of `tools/list` one listing follows.
+const MAX_TOOL_PAGES: usize = 1000;
+
+/// Every page of `tools/list`, within bounds: rmcp's own pager follows `nextCursor` for as long as
+/// a server hands one out, keeping every page, so a server that pages forever (or returns the
+/// same cursor again) would fill lit-mux's memory until the timeout. Here a listing stops with an
+/// error after [`MAX_TOOL_PAGES`] pages, or once the tools of all pages together take more than
+/// `max_bytes` as JSON (the bound on one message: a catalog needs no more than a message may carry).
+/// The outer error is the protocol's, the inner one that bound.
+async fn list_every_tool(
+    peer: &Peer<RoleClient>,
+    max_bytes: usize,
+) -> Result<Result<Vec<Tool>, String>, rmcp::service::ServiceError> {
+    let mut tools = Vec::new();
+    let mut bytes = 0usize;
+    let mut cursor = None;
+    for _ in 0..MAX_TOOL_PAGES {
+        let page = peer
+            .list_tools(Some(
+                rmcp::model::PaginatedRequestParams::default().with_cursor(cursor),
+            ))
+            .await?;
+        bytes = bytes.saturating_add(serde_json::to_vec(&page.tools).map_or(0, |json| json.len()));
+        if bytes > max_bytes {
+            return Ok(Err(format!(
+                "the tools listed take more than {max_bytes} bytes \
+                 (mcp.max_message_bytes), {} tools so far",
+                tools.len() + page.tools.len()
+            )));
+        }
+        tools.extend(page.tools);
+        match page.next_cursor {
+            None => return Ok(Ok(tools)),
+            Some(next) => cursor = Some(next),
+        }
+    }
+    Ok(Err(format!(
+        "still paging after {MAX_TOOL_PAGES} pages ({} tools so far)",
+        tools.len()
+    )))
 }
 
 struct Spawned {
