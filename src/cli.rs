@@ -427,19 +427,20 @@ fn start(args: StartArgs) -> Result<(), Failure> {
             server.host
         )));
     }
+    // Kept to the end: dropping it writes out the lines still queued.
+    let _log_writer = init_logging(loaded.config.server.log_level.as_filter(), args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("lit-mux")
         .build()
         .map_err(|err| Failure::runtime(format!("cannot start the async runtime: {err}")))?;
-    let outcome = runtime.block_on(serve(loaded, args.log_format));
+    let outcome = runtime.block_on(serve(loaded));
     // The MCP children are gone; let the guard go too.
     orphan_guard::shutdown();
     outcome
 }
 
-async fn serve(loaded: LoadedConfig, log_format: LogFormat) -> Result<(), Failure> {
-    init_logging(loaded.config.server.log_level.as_filter(), log_format);
+async fn serve(loaded: LoadedConfig) -> Result<(), Failure> {
     match loaded.source {
         ConfigSource::File => tracing::info!(path = %loaded.path.display(), "config loaded"),
         ConfigSource::Defaults => tracing::info!(
@@ -517,8 +518,20 @@ async fn serve(loaded: LoadedConfig, log_format: LogFormat) -> Result<(), Failur
 const REPLIES_AT_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Logs to stderr at the configured level; `RUST_LOG`, when set, overrides it.
-fn init_logging(level: &str, format: LogFormat) {
+/// Log lines queued for stderr at most (a few hundred KiB); beyond that, new lines are dropped.
+const LOG_LINES_QUEUED: usize = 4096;
+
+/// Logs go to stderr through a queue and a thread of their own: a stderr that nobody reads (a
+/// full pipe, a stalled log collector) must never stop the server, as a blocking write from a
+/// runtime thread would once the pipe's 64 KiB are full. When the queue is full, lines are lost
+/// rather than waited for.
+fn init_logging(level: &str, format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_LINES_QUEUED)
+        .thread_name("lit-mux-log")
+        .finish(std::io::stderr());
     let filter = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())
@@ -527,12 +540,13 @@ fn init_logging(level: &str, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     // A second initialisation (only possible in tests) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    guard
 }
 
 /// rmcp logs several INFO lines per MCP session and per child (service started, initialized,

@@ -306,6 +306,10 @@ async fn json_logs_and_rust_log_override() {
     let home = TestHome::new();
     let server = home.start(&["--log-format", "json"]);
     server.get("/health").send().await.unwrap();
+    // Logs are written by a thread of their own: the request's line follows its answer.
+    support::processes::wait_until(std::time::Duration::from_secs(5), || {
+        server.stderr().contains("\"status\":200")
+    });
     drop(server);
     let log_files: Vec<_> = std::fs::read_dir(home.path())
         .unwrap()
@@ -343,6 +347,31 @@ async fn json_logs_and_rust_log_override() {
         "",
         "RUST_LOG=error hides info lines"
     );
+}
+
+/// A stderr nobody reads (a full pipe: a stalled log collector, a paused `| less`) must not stop
+/// the server. With logs written straight from the runtime threads it stopped after ~120 debug-
+/// level requests, once the pipe's 64 KiB were full; logs now go through a queue that drops lines
+/// rather than wait.
+#[tokio::test]
+async fn a_stderr_that_nobody_reads_never_stops_the_server() {
+    let home = TestHome::new().env("RUST_LOG", "debug");
+    let (unread, stderr) = std::io::pipe().unwrap();
+    let server = home.start_with_stderr(&[], stderr.into());
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    // Each request logs about 500 bytes at debug level: 2000 of them are 1 MB, 15 pipes' worth.
+    for i in 0..2000 {
+        let response = client
+            .get(server.url("/health"))
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("request {i}: {err}"));
+        assert_eq!(response.status(), 200, "request {i}");
+    }
+    drop(unread);
 }
 
 #[tokio::test]

@@ -478,9 +478,41 @@ async fn a_tool_catalog_larger_than_max_message_bytes_fails_though_each_page_fit
     // Half as many fit, and are all listed.
     let (status, body) = h.add("wordy", "healthy", &wordy("200")).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["server"]["tool_count"], 200 + 9, "{body}");
+    assert_eq!(body["server"]["tool_count"], 200 + 10, "{body}");
     let pid = pid_of(&body);
     assert_eq!(h.server.delete_json("/mcp/servers/wordy").await.0, 200);
+    h.assert_clean(&[pid]);
+}
+
+/// A child that writes junk on stdout without end does not write lit-mux's log without end: 20
+/// skipped lines a minute are logged one by one, the rest are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_on_stdout_is_skipped_and_its_logging_bounded() {
+    let h = Harness::start();
+    let (status, body) = h.add("junky", "healthy", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let pid = pid_of(&body);
+    let (status, done) = h
+        .server
+        .post_json("/tools/junky/junk", &json!({"lines": 5000}))
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["content"][0]["text"], "wrote 5000 junk lines");
+    assert_eq!(h.server.delete_json("/mcp/servers/junky").await.0, 200);
+    // The count of the lines not logged is reported once the child is gone.
+    assert!(
+        wait_until(Duration::from_secs(5), || h
+            .server
+            .stderr()
+            .contains("lines=4980")),
+        "{}",
+        h.server.stderr()
+    );
+    let stderr = h.server.stderr();
+    let one_by_one = stderr
+        .matches("skipping a stdout line that is not a JSON-RPC message")
+        .count();
+    assert_eq!(one_by_one, 20, "{stderr}");
     h.assert_clean(&[pid]);
 }
 

@@ -777,6 +777,7 @@ struct StdoutReader {
     oversize: Option<OversizeLine>,
     max_bytes: usize,
     name: String,
+    skipped: SkippedLines,
 }
 
 impl StdoutReader {
@@ -787,6 +788,7 @@ impl StdoutReader {
             oversize: None,
             max_bytes,
             name,
+            skipped: SkippedLines::default(),
         }
     }
 
@@ -818,7 +820,7 @@ impl StdoutReader {
             }
             let message = match self.oversize.take() {
                 Some(big) => big.into_error_response(&self.name, self.max_bytes),
-                None => parse_message(&self.line, &self.name),
+                None => parse_message(&self.line, &self.name, &mut self.skipped),
             };
             self.line.clear();
             if message.is_some() {
@@ -828,13 +830,79 @@ impl StdoutReader {
     }
 }
 
-fn parse_message(line: &[u8], name: &str) -> Option<ServerJsonRpcMessage> {
+impl Drop for StdoutReader {
+    fn drop(&mut self) {
+        self.skipped.report(&self.name);
+    }
+}
+
+/// Skipped stdout lines logged one by one per minute; the rest are counted.
+const SKIPPED_LINES_LOGGED_PER_MINUTE: u32 = 20;
+const SKIPPED_LINES_WINDOW: Duration = Duration::from_secs(60);
+
+/// Keeps a child that writes junk on stdout without end from writing lit-mux's log without end.
+struct SkippedLines {
+    window_start: Instant,
+    logged: u32,
+    unlogged: u64,
+}
+
+impl Default for SkippedLines {
+    fn default() -> Self {
+        Self {
+            window_start: Instant::now(),
+            logged: 0,
+            unlogged: 0,
+        }
+    }
+}
+
+impl SkippedLines {
+    /// Whether one more skipped line may be logged.
+    fn admit(&mut self, name: &str) -> bool {
+        if self.window_start.elapsed() >= SKIPPED_LINES_WINDOW {
+            self.report(name);
+            *self = Self::default();
+        }
+        if self.logged < SKIPPED_LINES_LOGGED_PER_MINUTE {
+            self.logged += 1;
+            return true;
+        }
+        if self.unlogged == 0 {
+            tracing::warn!(
+                server = %name,
+                "more stdout lines that are not JSON-RPC messages: counted, not logged, until the minute is over"
+            );
+        }
+        self.unlogged += 1;
+        false
+    }
+
+    /// Logs how many lines were skipped without a line of their own, if any.
+    fn report(&mut self, name: &str) {
+        if self.unlogged > 0 {
+            tracing::warn!(
+                server = %name,
+                lines = self.unlogged,
+                "skipped stdout lines that are not JSON-RPC messages (not logged one by one)"
+            );
+            self.unlogged = 0;
+        }
+    }
+}
+
+fn parse_message(
+    line: &[u8],
+    name: &str,
+    skipped: &mut SkippedLines,
+) -> Option<ServerJsonRpcMessage> {
     let text = line.trim_ascii();
     if text.is_empty() {
         return None;
     }
     match serde_json::from_slice::<ServerJsonRpcMessage>(text) {
         Ok(message) => Some(message),
+        Err(_) if !skipped.admit(name) => None,
         Err(err) => {
             tracing::warn!(
                 server = %name,

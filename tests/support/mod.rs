@@ -125,8 +125,6 @@ impl TestHome {
 
     /// Like [`start`](Self::start) but returns what happened when the server does not come up.
     pub fn try_start(&self, extra: &[&str]) -> Result<Server, String> {
-        let mut args = vec!["start", "--port", "0"];
-        args.extend_from_slice(extra);
         let stderr_path = self.path().join(format!(
             "lit-mux-stderr-{}.log",
             std::time::SystemTime::now()
@@ -135,10 +133,27 @@ impl TestHome {
                 .unwrap_or_default()
         ));
         let stderr_file = std::fs::File::create(&stderr_path).expect("create stderr log");
+        self.launch(extra, stderr_file.into(), stderr_path)
+    }
+
+    /// Starts lit-mux with its stderr going to `stderr` (then [`Server::stderr`] is empty).
+    pub fn start_with_stderr(&self, extra: &[&str], stderr: Stdio) -> Server {
+        self.launch(extra, stderr, PathBuf::new())
+            .unwrap_or_else(|failure| panic!("lit-mux did not start: {failure}"))
+    }
+
+    fn launch(
+        &self,
+        extra: &[&str],
+        stderr: Stdio,
+        stderr_path: PathBuf,
+    ) -> Result<Server, String> {
+        let mut args = vec!["start", "--port", "0"];
+        args.extend_from_slice(extra);
         let mut child = self
             .command(&args)
             .stdout(Stdio::piped())
-            .stderr(stderr_file)
+            .stderr(stderr)
             .spawn()
             .expect("spawn lit-mux start");
         let stdout = child.stdout.take().expect("stdout piped");
