@@ -112,21 +112,28 @@ pub fn spawn_guarded(command: &mut Command) -> io::Result<Box<dyn ChildWrapper>>
             ));
         }
     };
-    Ok(Box::new(GuardedChild {
+    // Killed and reaped on drop until it is handed over: if registering a pipe with the runtime
+    // fails below, the child must not outlive this function.
+    let mut child = GuardedChild {
         pid: pid as u32,
         pidfd: Some(pidfd),
         status: None,
-        kill_on_drop,
-        stdin: Some(ChildStdin::from_std(std::process::ChildStdin::from(
-            stdin_ours,
-        ))?),
-        stdout: Some(ChildStdout::from_std(std::process::ChildStdout::from(
-            stdout_ours,
-        ))?),
-        stderr: Some(ChildStderr::from_std(std::process::ChildStderr::from(
-            stderr_ours,
-        ))?),
-    }))
+        kill_on_drop: true,
+        stdin: None,
+        stdout: None,
+        stderr: None,
+    };
+    child.stdin = Some(ChildStdin::from_std(std::process::ChildStdin::from(
+        stdin_ours,
+    ))?);
+    child.stdout = Some(ChildStdout::from_std(std::process::ChildStdout::from(
+        stdout_ours,
+    ))?);
+    child.stderr = Some(ChildStderr::from_std(std::process::ChildStderr::from(
+        stderr_ours,
+    ))?);
+    child.kill_on_drop = kill_on_drop;
+    Ok(Box::new(child))
 }
 
 /// lit-mux's environment with the command's changes applied.
