@@ -521,6 +521,17 @@ const REPLIES_AT_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(
 /// Log lines queued for stderr at most (a few hundred KiB); beyond that, new lines are dropped.
 const LOG_LINES_QUEUED: usize = 4096;
 
+/// Counts the log lines dropped because the queue was full.
+static DROPPED_LOG_LINES: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// Log lines dropped since the start because stderr did not keep up (`/metrics`).
+pub fn dropped_log_lines() -> u64 {
+    DROPPED_LOG_LINES
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
+}
+
 /// Logs go to stderr through a queue and a thread of their own: a stderr that nobody reads (a
 /// full pipe, a stalled log collector) must never stop the server, as a blocking write from a
 /// runtime thread would once the pipe's 64 KiB are full. When the queue is full, lines are lost
@@ -532,6 +543,7 @@ fn init_logging(level: &str, format: LogFormat) -> tracing_appender::non_blockin
         .buffered_lines_limit(LOG_LINES_QUEUED)
         .thread_name("lit-mux-log")
         .finish(std::io::stderr());
+    let _ = DROPPED_LOG_LINES.set(writer.error_counter());
     let filter = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())

@@ -67,6 +67,7 @@ struct Inner {
     max_fds: Gauge,
     rss_bytes: Gauge,
     child_processes: Gauge,
+    dropped_log_lines: Gauge,
     hub: McpHub,
 }
 
@@ -125,6 +126,12 @@ impl Metrics {
             "Processes whose parent is lit-mux (zombies included)",
             child_processes.clone(),
         );
+        let dropped_log_lines = Gauge::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped since the start because stderr did not keep up",
+            dropped_log_lines.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -135,6 +142,7 @@ impl Metrics {
                 max_fds,
                 rss_bytes,
                 child_processes,
+                dropped_log_lines,
                 hub: hub.clone(),
             }),
         }
@@ -151,6 +159,10 @@ impl Metrics {
         set(&inner.max_fds, resources.max_fds);
         set(&inner.rss_bytes, resources.rss_bytes);
         set(&inner.child_processes, resources.children);
+        set(
+            &inner.dropped_log_lines,
+            Some(crate::cli::dropped_log_lines()),
+        );
         let servers = inner.hub.list();
         for state in ServerState::ALL {
             let count = servers.iter().filter(|s| s.state == state).count();

@@ -371,6 +371,23 @@ async fn a_stderr_that_nobody_reads_never_stops_the_server() {
             .unwrap_or_else(|err| panic!("request {i}: {err}"));
         assert_eq!(response.status(), 200, "request {i}");
     }
+    // What did not fit the queue was dropped, and counted.
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("lit_mux_log_lines_dropped "))
+        .unwrap_or_else(|| panic!("no lit_mux_log_lines_dropped in {metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(dropped > 0, "{metrics}");
     drop(unread);
 }
 
