@@ -10,19 +10,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::Server;
-use support::mcp::{FIXTURE, Harness, fixture_server};
+use support::mcp::{FIXTURE, Harness, fixture_server, pid_of};
 use support::processes::{eventually, is_alive, wait_until};
 
 fn detail(body: &Value) -> &str {
     body["detail"]
         .as_str()
         .unwrap_or_else(|| panic!("no detail in {body}"))
-}
-
-fn pid_of(body: &Value) -> i32 {
-    body["server"]["pid"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no pid in {body}")) as i32
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,13 +11,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde_json::{Value, json};
-use support::mcp::{FIXTURE, Harness};
+use support::mcp::{FIXTURE, Harness, pid_of};
 use support::processes::{self, fd_listing};
 
-fn pid_of(body: &Value) -> i32 {
-    body["server"]["pid"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no pid in {body}")) as i32
+/// Posts `request` to `/mcp/servers`, expects 502 and returns the detail.
+async fn add_fails(h: &Harness, request: Value) -> String {
+    let (status, body) = h.server.post_json("/mcp/servers", &request).await;
+    assert_eq!(status, 502, "{body}");
+    body["detail"].as_str().unwrap().to_owned()
 }
 
 /// The objects (`pipe:[123]`, `socket:[456]`, paths) behind descriptors in a `fd_listing`.
@@ -187,55 +188,32 @@ async fn a_bare_command_is_looked_up_in_the_path_the_child_gets() {
     assert_eq!(status, 200);
 
     // Not on that PATH at all (lit-mux's own PATH is not searched when the request sets one).
-    let (status, body) = h
-        .server
-        .post_json(
-            "/mcp/servers",
-            &json!({"name": "lost", "command": "probe-server",
-                    "env": {"PATH": "/usr/bin:/bin"}}),
-        )
-        .await;
-    assert_eq!(status, 502, "{body}");
-    let detail = body["detail"].as_str().unwrap();
+    let detail = add_fails(
+        &h,
+        json!({"name": "lost", "command": "probe-server", "env": {"PATH": "/usr/bin:/bin"}}),
+    )
+    .await;
     assert!(
         detail.contains("spawn") && detail.contains("No such file or directory"),
         "{detail}"
     );
 
     // Only a copy that cannot be executed.
-    let (status, body) = h
-        .server
-        .post_json(
-            "/mcp/servers",
-            &json!({"name": "denied", "command": "probe-server",
-                    "env": {"PATH": root.join("first").display().to_string()}}),
-        )
-        .await;
-    assert_eq!(status, 502, "{body}");
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("Permission denied"),
-        "{body}"
-    );
+    let only_denied = root.join("first").display().to_string();
+    let detail = add_fails(
+        &h,
+        json!({"name": "denied", "command": "probe-server", "env": {"PATH": only_denied}}),
+    )
+    .await;
+    assert!(detail.contains("Permission denied"), "{detail}");
 
     // A path to a file that cannot be executed fails in the child, at exec; still reported.
-    let (status, body) = h
-        .server
-        .post_json(
-            "/mcp/servers",
-            &json!({"name": "denied", "command": root.join("first/probe-server")}),
-        )
-        .await;
-    assert_eq!(status, 502, "{body}");
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("Permission denied"),
-        "{body}"
-    );
+    let detail = add_fails(
+        &h,
+        json!({"name": "denied", "command": root.join("first/probe-server")}),
+    )
+    .await;
+    assert!(detail.contains("Permission denied"), "{detail}");
     h.assert_clean(&[child]);
 }
 

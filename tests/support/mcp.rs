@@ -40,6 +40,13 @@ pub fn fixture_server(name: &str, mode: &str, extra: &[&str]) -> Value {
     json!({"name": name, "command": FIXTURE, "args": args, "timeout": 5})
 }
 
+/// The pid in a `POST /mcp/servers` answer.
+pub fn pid_of(body: &Value) -> i32 {
+    body["server"]["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no pid in {body}")) as i32
+}
+
 /// A lit-mux with its descriptor baseline taken before any child ran.
 pub struct Harness {
     pub home: TestHome,
