@@ -20,7 +20,7 @@ use rmcp::model::{
 };
 use rmcp::transport::TokioChildProcess;
 use serde_json::json;
-use support::{LitMux, median, micros, percentile};
+use support::{LitMux, Load, median, micros, percentile, run_level};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_mcp-fixture");
 
@@ -116,35 +116,18 @@ async fn bench_add_latency(lit_mux: &LitMux, http: &reqwest::Client, rounds: usi
     );
 }
 
-/// Runs `concurrency` workers doing `per_worker` calls each; latencies and throughput.
-async fn run_load<F, Fut>(concurrency: usize, per_worker: usize, call: F) -> (Vec<Duration>, f64)
+/// `call` from `concurrency` clients sending as `load` says; latencies and throughput.
+async fn run_load<F, Fut>(
+    load: Load,
+    concurrency: usize,
+    per_worker: usize,
+    call: F,
+) -> (Vec<Duration>, f64)
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let call = Arc::new(call);
-    let started = Instant::now();
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let call = Arc::clone(&call);
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_worker);
-                for _ in 0..per_worker {
-                    let t = Instant::now();
-                    call().await;
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for worker in workers {
-        all.extend(worker.await.unwrap());
-    }
-    let throughput = all.len() as f64 / started.elapsed().as_secs_f64();
-    all.sort();
-    (all, throughput)
+    run_level(load, concurrency, per_worker, || async {}, move |_| call()).await
 }
 
 async fn bench_tool_calls(lit_mux: &LitMux, calls_per_level: usize) {
@@ -164,13 +147,22 @@ async fn bench_tool_calls(lit_mux: &LitMux, calls_per_level: usize) {
     let url = format!("{}/tools/bench-call/echo", lit_mux.url);
     println!("## Tool call: `POST /tools/{{server}}/{{tool}}` vs a direct stdio call (echo)\n");
     println!(
-        "| concurrency | lit-mux p50 | lit-mux p99 | direct p50 | direct p99 | p50 overhead | lit-mux calls/s | direct calls/s |"
+        "| concurrency | load | lit-mux p50 | lit-mux p99 | direct p50 | direct p99 | p50 overhead | lit-mux calls/s | direct calls/s |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for concurrency in [1usize, 16, 64] {
+    println!("|---|---|---|---|---|---|---|---|---|");
+    // Closed loops (each client calls again as soon as it has its answer: the 2 cores saturate)
+    // and 64 clients at fixed rates below saturation.
+    let levels = [
+        (1usize, Load::Closed),
+        (16, Load::Closed),
+        (64, Load::Closed),
+        (64, Load::Paced(2000.0)),
+        (64, Load::Paced(5000.0)),
+    ];
+    for (concurrency, load) in levels {
         let per_worker = (calls_per_level / concurrency).max(20);
         // Warm-up: connections, caches.
-        let _ = run_load(concurrency, 5, {
+        let _ = run_load(Load::Closed, concurrency, 5, {
             let (http, url) = (http.clone(), url.clone());
             move || {
                 let (http, url) = (http.clone(), url.clone());
@@ -187,7 +179,7 @@ async fn bench_tool_calls(lit_mux: &LitMux, calls_per_level: usize) {
             }
         })
         .await;
-        let (ours, ours_rate) = run_load(concurrency, per_worker, {
+        let (ours, ours_rate) = run_load(load, concurrency, per_worker, {
             let (http, url) = (http.clone(), url.clone());
             move || {
                 let (http, url) = (http.clone(), url.clone());
@@ -204,7 +196,7 @@ async fn bench_tool_calls(lit_mux: &LitMux, calls_per_level: usize) {
             }
         })
         .await;
-        let (theirs, theirs_rate) = run_load(concurrency, per_worker, {
+        let (theirs, theirs_rate) = run_load(load, concurrency, per_worker, {
             let direct = Arc::clone(&direct);
             move || {
                 let direct = Arc::clone(&direct);
@@ -222,7 +214,7 @@ async fn bench_tool_calls(lit_mux: &LitMux, calls_per_level: usize) {
         let (p50, p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
         let (d50, d99) = (percentile(&theirs, 0.5), percentile(&theirs, 0.99));
         println!(
-            "| {concurrency} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | **{:.0} µs** | {:.0} | {:.0} |",
+            "| {concurrency} | {load} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | **{:.0} µs** | {:.0} | {:.0} |",
             micros(p50),
             micros(p99),
             micros(d50),

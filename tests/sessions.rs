@@ -132,6 +132,50 @@ async fn every_wire_format_receives_the_whole_conversation_with_its_system_promp
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn any_text_comes_back_from_the_store_exactly_as_it_was_sent() {
+    // The context is read back from SQLite as one JSON document: characters JSON escapes, a NUL
+    // (which C string functions stop at), text that looks like JSON, and a long message must all
+    // reach the backend unchanged.
+    let tricky = [
+        "nul \u{0} inside, then \u{1}\u{1f} control characters",
+        "quotes \" and \\ backslashes \\\" and a \n newline\r\n\ttab",
+        "[\"looks\", \"like\", {\"json\": null}]",
+        "unicode: é ß 漢字 🦀 \u{200b} \u{fffd}",
+    ]
+    .map(str::to_owned);
+    let long = "0123456789abcdef".repeat(8 * 1024);
+    let fake = FakeBackend::start(Wire::OpenAi).await;
+    let home = TestHome::new();
+    let server = start_with_backends(
+        &home,
+        &[backend_entry("model", &fake, Wire::OpenAi, "")],
+        "",
+    );
+    let session = create_session(&server, json!({"backends": ["model"]})).await;
+    let texts: Vec<String> = tricky.iter().cloned().chain([long]).collect();
+    for text in &texts {
+        let (status, reply) = send(&server, &session, json!({"content": text})).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    let (status, _) = send(&server, &session, json!({"content": "last"})).await;
+    assert_eq!(status, 200);
+
+    let sent = roles_and_contents(&fake.last_chat().body["messages"]);
+    let mut expected = Vec::new();
+    for text in &texts {
+        expected.push(("user".to_owned(), text.clone()));
+        expected.push(("assistant".to_owned(), format!("openai says: {text}")));
+    }
+    expected.push(("user".to_owned(), "last".to_owned()));
+    assert_eq!(sent, expected);
+
+    let stored = server
+        .get_json(&format!("/sessions/{session}/messages"))
+        .await;
+    assert_eq!(roles_and_contents(&stored)[..expected.len()], expected[..]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_model_comes_from_the_request_then_the_session_then_the_backend() {
     let fake = FakeBackend::start(Wire::Ollama).await;
     let home = TestHome::new();

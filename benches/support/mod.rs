@@ -9,6 +9,12 @@ use std::time::{Duration, Instant};
 
 pub const LIT_MUX: &str = env!("CARGO_BIN_EXE_lit-mux");
 
+/// The lit-mux to measure: `LIT_MUX_BENCH_BIN` when set (to compare builds, or to profile one
+/// built with frame pointers), else the release binary cargo built.
+pub fn lit_mux_binary() -> String {
+    std::env::var("LIT_MUX_BENCH_BIN").unwrap_or_else(|_| LIT_MUX.to_owned())
+}
+
 /// `lit-mux start` on a free port, with `config` as its config file when given; SIGTERM on drop.
 pub struct LitMux {
     pub child: Child,
@@ -19,7 +25,7 @@ pub struct LitMux {
 impl LitMux {
     pub fn start(config: Option<&str>) -> Self {
         let home = tempfile::tempdir().unwrap();
-        let mut command = Command::new(LIT_MUX);
+        let mut command = Command::new(lit_mux_binary());
         command.args(["start", "--port", "0"]);
         if let Some(yaml) = config {
             let path = home.path().join("config.yaml");
@@ -143,4 +149,105 @@ where
     let throughput = all.len() as f64 / started.elapsed().as_secs_f64();
     all.sort();
     (all, throughput)
+}
+
+/// `concurrency` clients, each with its own state from `setup`, together sending `rate` calls a
+/// second on a fixed schedule (client `i` at `i/rate`, `(i + concurrency)/rate`, ...), each
+/// client waiting for its answer before its next call. A call that had to wait for its
+/// client's previous one counts that wait (latency from its scheduled time: no coordinated
+/// omission). Open-loop-like as long as the rate is below what the system
+/// sustains; returns the sorted latencies and the rate achieved.
+pub async fn run_paced<S, Setup, SetupFut, Call, CallFut>(
+    concurrency: usize,
+    per_worker: usize,
+    rate: f64,
+    setup: Setup,
+    call: Call,
+) -> (Vec<Duration>, f64)
+where
+    S: Send + Sync + 'static,
+    Setup: Fn() -> SetupFut,
+    SetupFut: std::future::Future<Output = S>,
+    Call: Fn(Arc<S>) -> CallFut + Send + Sync + 'static,
+    CallFut: std::future::Future<Output = ()> + Send,
+{
+    let mut states = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        states.push(Arc::new(setup().await));
+    }
+    let call = Arc::new(call);
+    let period = Duration::from_secs_f64(concurrency as f64 / rate);
+    let started = tokio::time::Instant::now() + Duration::from_millis(10);
+    let workers: Vec<_> = states
+        .into_iter()
+        .enumerate()
+        .map(|(index, state)| {
+            let call = Arc::clone(&call);
+            let first = started + Duration::from_secs_f64(index as f64 / rate);
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_worker);
+                for round in 0..per_worker {
+                    let scheduled = first + period * round as u32;
+                    // Late (the previous call took too long): count from the scheduled time.
+                    // Early: wait, and count from the wake-up, not the timer's lateness (tokio's
+                    // timer ticks in milliseconds).
+                    let from = if tokio::time::Instant::now() >= scheduled {
+                        scheduled
+                    } else {
+                        tokio::time::sleep_until(scheduled).await;
+                        tokio::time::Instant::now()
+                    };
+                    call(Arc::clone(&state)).await;
+                    latencies.push(from.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    let achieved = all.len() as f64 / started.elapsed().as_secs_f64();
+    all.sort();
+    (all, achieved)
+}
+
+/// How the clients of a benchmark level send.
+#[derive(Clone, Copy)]
+pub enum Load {
+    /// Each client sends its next call as soon as it has the answer (`run_load`).
+    Closed,
+    /// The clients together send this many calls a second (`run_paced`).
+    Paced(f64),
+}
+
+impl std::fmt::Display for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Load::Closed => write!(f, "closed loop"),
+            Load::Paced(rate) => write!(f, "{rate:.0}/s"),
+        }
+    }
+}
+
+/// `run_load` or `run_paced`, as `load` says.
+pub async fn run_level<S, Setup, SetupFut, Call, CallFut>(
+    load: Load,
+    concurrency: usize,
+    per_worker: usize,
+    setup: Setup,
+    call: Call,
+) -> (Vec<Duration>, f64)
+where
+    S: Send + Sync + 'static,
+    Setup: Fn() -> SetupFut,
+    SetupFut: std::future::Future<Output = S>,
+    Call: Fn(Arc<S>) -> CallFut + Send + Sync + 'static,
+    CallFut: std::future::Future<Output = ()> + Send,
+{
+    match load {
+        Load::Closed => run_load(concurrency, per_worker, setup, call).await,
+        Load::Paced(rate) => run_paced(concurrency, per_worker, rate, setup, call).await,
+    }
 }

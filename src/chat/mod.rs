@@ -265,7 +265,10 @@ impl ChatService {
         request: &SendMessage,
     ) -> Result<Turn, ChatError> {
         let content = non_empty_content(&request.content)?;
-        let session = self.store.session(session_id).await?;
+        let (session, history) = self
+            .store
+            .session_with_context(session_id, self.max_context as i64)
+            .await?;
         let backend_name = match request.backend.as_deref() {
             Some(name) => name.to_owned(),
             None => session.backends.first().cloned().ok_or_else(|| {
@@ -280,7 +283,7 @@ impl ChatService {
             request.model.as_deref(),
             backend.default_model(),
         );
-        let history = self.history_for_one(&session).await?;
+        let history = self.complete_history(&session, history).await?;
         let chat = ChatRequest {
             model: model.clone(),
             system: self.system_prompt(&session, &backend_name),
@@ -552,11 +555,14 @@ impl ChatService {
         }
     }
 
-    /// The history for a message to one backend: usually just the context's worth of rows; all
-    /// that [`history`](Self::history) reads when some of those rows will be left out.
-    async fn history_for_one(&self, session: &Session) -> Result<Vec<ContextMessage>, ChatError> {
+    /// The history for a message to one backend, given the last context's worth of rows: those
+    /// rows, or all that [`history`](Self::history) reads when some of them will be left out.
+    async fn complete_history(
+        &self,
+        session: &Session,
+        history: Vec<ContextMessage>,
+    ) -> Result<Vec<ContextMessage>, ChatError> {
         let rows = self.max_context as i64;
-        let history = self.store.context_messages(&session.id, rows).await?;
         let some_left_out = history.iter().any(|m| m.failed)
             || history
                 .windows(2)

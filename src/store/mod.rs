@@ -10,17 +10,18 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{FromRow, Row};
 
+mod connections;
 mod writer;
 
+use connections::Connections;
 use writer::MessageWriter;
 
 /// How long a statement waits for a lock held by another process sharing the file.
@@ -99,13 +100,14 @@ pub enum StoreError {
 /// The database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    /// The one write connection.
+    writer: Arc<Connections>,
+    readers: Arc<Connections>,
     appends: MessageWriter,
 }
 
 /// A message as the context builder needs it: no metadata to decode.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct ContextMessage {
     pub role: String,
     pub content: String,
@@ -163,30 +165,22 @@ impl Store {
             .pragma("wal_autocheckpoint", "0")
             // Pages are read through a memory map rather than one pread(2) each.
             .pragma("mmap_size", "268435456");
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .connect_with(options.clone())
-            .await
-            .map_err(|err| open_error(err.to_string()))?;
+        let writer = Connections::new(options.clone(), 1);
         sqlx::migrate!("./migrations")
-            .run(&writer)
+            .run(
+                &mut *writer
+                    .acquire()
+                    .await
+                    .map_err(|err| open_error(err.to_string()))?,
+            )
             .await
             .map_err(|err| open_error(format!("migration failed: {err}")))?;
-        let checkpointer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .map_err(|err| open_error(err.to_string()))?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(READERS)
-            .connect_with(options.read_only(true))
-            .await
-            .map_err(|err| open_error(err.to_string()))?;
-        let appends = MessageWriter::start(writer.clone(), checkpointer);
+        let checkpointer = Connections::new(options.clone(), 1);
+        let readers = Connections::new(options.read_only(true), READERS);
+        let appends = MessageWriter::start(Arc::clone(&writer), checkpointer);
         Ok(Self {
             writer,
-            reader,
+            readers,
             appends,
         })
     }
@@ -194,13 +188,18 @@ impl Store {
     /// Closes every connection after a last checkpoint, leaving only the database file.
     pub async fn close(&self) {
         self.appends.stop();
-        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.writer)
-            .await
-        {
-            tracing::warn!(%err, "final WAL checkpoint failed");
+        match self.writer.acquire().await {
+            Ok(mut writer) => {
+                if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&mut *writer)
+                    .await
+                {
+                    tracing::warn!(%err, "final WAL checkpoint failed");
+                }
+            }
+            Err(err) => tracing::warn!(%err, "final WAL checkpoint skipped"),
         }
-        self.reader.close().await;
+        self.readers.close().await;
         self.writer.close().await;
     }
 
@@ -230,7 +229,7 @@ impl Store {
         .bind(json_text(&session.metadata))
         .bind(&session.created_at)
         .bind(&session.updated_at)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.acquire().await?)
         .await?;
         Ok(session)
     }
@@ -243,14 +242,14 @@ impl Store {
         )
         .bind(limit)
         .bind(offset)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.readers.acquire().await?)
         .await?;
         rows.into_iter().map(SessionRow::into_session).collect()
     }
 
     pub async fn count_sessions(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query("SELECT COUNT(*) FROM sessions")
-            .fetch_one(&self.reader)
+            .fetch_one(&mut *self.readers.acquire().await?)
             .await?
             .try_get(0)?)
     }
@@ -261,7 +260,7 @@ impl Store {
              FROM sessions WHERE id = ?",
         )
         .bind(id)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.readers.acquire().await?)
         .await?;
         row.ok_or_else(|| StoreError::SessionNotFound(id.to_owned()))?
             .into_session()
@@ -271,7 +270,7 @@ impl Store {
     pub async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
         let deleted = sqlx::query("DELETE FROM sessions WHERE id = ?")
             .bind(id)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.acquire().await?)
             .await?;
         if deleted.rows_affected() == 0 {
             return Err(StoreError::SessionNotFound(id.to_owned()));
@@ -293,7 +292,7 @@ impl Store {
         .bind(session_id)
         .bind(limit)
         .bind(offset)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.readers.acquire().await?)
         .await?;
         rows.into_iter().map(MessageRow::into_message).collect()
     }
@@ -304,21 +303,30 @@ impl Store {
         session_id: &str,
         count: i64,
     ) -> Result<Vec<ContextMessage>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT role, content, backend, failed, tool_step FROM \
-             (SELECT seq, role, content, backend, \
-                     coalesce(json_extract(metadata, '$.status') = 'failed', 0) AS failed, \
-                     CASE WHEN role = 'tool' \
-                            OR (role = 'assistant' \
-                                AND json_extract(metadata, '$.tool_mode') = 'native') \
-                          THEN metadata END AS tool_step \
-              FROM messages WHERE session_id = ? ORDER BY seq DESC LIMIT ?) \
-             ORDER BY seq",
-        )
-        .bind(session_id)
-        .bind(count)
-        .fetch_all(&self.reader)
-        .await?)
+        let context: String = sqlx::query_scalar(CONTEXT_OF_ONE_SESSION)
+            .bind(count)
+            .bind(session_id)
+            .fetch_one(&mut *self.readers.acquire().await?)
+            .await?;
+        decode_context(&context)
+    }
+
+    /// The session and its last `count` messages (oldest first), read together: one statement,
+    /// one read transaction, one row.
+    pub async fn session_with_context(
+        &self,
+        id: &str,
+        count: i64,
+    ) -> Result<(Session, Vec<ContextMessage>), StoreError> {
+        let row = sqlx::query(SESSION_WITH_CONTEXT)
+            .bind(count)
+            .bind(id)
+            .fetch_optional(&mut *self.readers.acquire().await?)
+            .await?
+            .ok_or_else(|| StoreError::SessionNotFound(id.to_owned()))?;
+        let context: String = row.try_get("context")?;
+        let session = SessionRow::from_row(&row)?.into_session()?;
+        Ok((session, decode_context(&context)?))
     }
 
     /// Appends a message and updates the session's `updated_at` and count, atomically.
@@ -344,10 +352,58 @@ impl Store {
         sqlx::query("UPDATE messages SET metadata = ? WHERE id = ?")
             .bind(json_text(&message.metadata))
             .bind(&message.id)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.acquire().await?)
             .await?;
         Ok(())
     }
+}
+
+/// The context rows of the session whose id is `$session` (a parameter or a column), the last
+/// `?1` of them, as one JSON array of `[role, content, backend, failed, tool_step]`, oldest
+/// first. One row instead of one per message: sqlx hands each row over from its connection
+/// thread on its own, and a context is tens of rows.
+macro_rules! context_of {
+    ($session:literal) => {
+        concat!(
+            "(SELECT json_group_array(json_array(role, content, backend, failed, tool_step) \
+                                      ORDER BY seq) FROM \
+              (SELECT seq, role, content, backend, \
+                      coalesce(json_extract(metadata, '$.status') = 'failed', 0) AS failed, \
+                      CASE WHEN role = 'tool' \
+                             OR (role = 'assistant' \
+                                 AND json_extract(metadata, '$.tool_mode') = 'native') \
+                           THEN metadata END AS tool_step \
+               FROM messages WHERE session_id = ",
+            $session,
+            " ORDER BY seq DESC LIMIT ?1))"
+        )
+    };
+}
+
+const CONTEXT_OF_ONE_SESSION: &str = concat!("SELECT ", context_of!("?2"));
+
+const SESSION_WITH_CONTEXT: &str = concat!(
+    "SELECT id, name, backends, metadata, created_at, updated_at, message_count, ",
+    context_of!("sessions.id"),
+    " AS context FROM sessions WHERE id = ?2"
+);
+
+/// A context as [`context_of`] encodes it.
+fn decode_context(text: &str) -> Result<Vec<ContextMessage>, StoreError> {
+    type Row = (String, String, Option<String>, i64, Option<String>);
+    let rows: Vec<Row> = from_json_text(text)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(role, content, backend, failed, tool_step)| ContextMessage {
+                role,
+                content,
+                backend,
+                failed: failed != 0,
+                tool_step,
+            },
+        )
+        .collect())
 }
 
 #[derive(FromRow)]

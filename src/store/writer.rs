@@ -14,10 +14,10 @@
 
 use std::sync::Arc;
 
-use sqlx::sqlite::SqlitePool;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::connections::Connections;
 use super::{Message, StoreError, json_text};
 
 /// Most rows in one statement (8 parameters each, far below SQLite's 32766).
@@ -43,7 +43,7 @@ pub struct MessageWriter {
 impl MessageWriter {
     /// Starts the writer on `writer` (the one write connection) and the checkpointer on
     /// `checkpointer` (a connection of its own).
-    pub fn start(writer: SqlitePool, checkpointer: SqlitePool) -> Self {
+    pub fn start(writer: Arc<Connections>, checkpointer: Arc<Connections>) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE);
         let checkpoint_due = Arc::new(Notify::new());
         let stopped = CancellationToken::new();
@@ -77,7 +77,7 @@ impl MessageWriter {
 }
 
 async fn write_batches(
-    pool: SqlitePool,
+    writer: Arc<Connections>,
     mut requests: mpsc::Receiver<Append>,
     checkpoint_due: Arc<Notify>,
 ) {
@@ -85,7 +85,7 @@ async fn write_batches(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let rows = batch.len();
-        match insert(&pool, &batch).await {
+        match insert(&writer, &batch).await {
             Ok(()) => {
                 for append in batch.drain(..) {
                     let _ = append.done.send(Ok(()));
@@ -94,7 +94,7 @@ async fn write_batches(
             Err(_) if rows > 1 => {
                 // Find the row at fault: each alone, so the others still succeed.
                 for append in batch.drain(..) {
-                    let result = insert(&pool, std::slice::from_ref(&append)).await;
+                    let result = insert(&writer, std::slice::from_ref(&append)).await;
                     let _ = append.done.send(result);
                 }
             }
@@ -112,7 +112,7 @@ async fn write_batches(
     }
 }
 
-async fn insert(pool: &SqlitePool, batch: &[Append]) -> Result<(), StoreError> {
+async fn insert(writer: &Arc<Connections>, batch: &[Append]) -> Result<(), StoreError> {
     let mut sql = String::from(
         "INSERT INTO messages (id, session_id, role, content, backend, model, timestamp, metadata) VALUES ",
     );
@@ -135,7 +135,7 @@ async fn insert(pool: &SqlitePool, batch: &[Append]) -> Result<(), StoreError> {
             .bind(message.timestamp.clone())
             .bind(json_text(&message.metadata));
     }
-    match query.execute(pool).await {
+    match query.execute(&mut *writer.acquire().await?).await {
         Ok(_) => Ok(()),
         // The foreign key: the session does not exist (or was just deleted).
         Err(sqlx::Error::Database(err)) if err.is_foreign_key_violation() && batch.len() == 1 => {
@@ -153,22 +153,30 @@ fn clone_error(err: &StoreError) -> StoreError {
     }
 }
 
-async fn checkpoint_when_due(pool: SqlitePool, due: Arc<Notify>, stopped: CancellationToken) {
+async fn checkpoint_when_due(
+    checkpointer: Arc<Connections>,
+    due: Arc<Notify>,
+    stopped: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = due.notified() => {
-                if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                if let Err(err) = checkpoint(&checkpointer, "PRAGMA wal_checkpoint(PASSIVE)").await {
                     tracing::warn!(%err, "WAL checkpoint failed");
                 }
             }
             () = stopped.cancelled() => break,
         }
     }
-    if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(&pool)
-        .await
-    {
+    if let Err(err) = checkpoint(&checkpointer, "PRAGMA wal_checkpoint(TRUNCATE)").await {
         tracing::warn!(%err, "final WAL checkpoint failed");
     }
-    pool.close().await;
+    checkpointer.close().await;
+}
+
+async fn checkpoint(on: &Arc<Connections>, statement: &'static str) -> Result<(), StoreError> {
+    sqlx::query(statement)
+        .execute(&mut *on.acquire().await?)
+        .await?;
+    Ok(())
 }
