@@ -83,7 +83,7 @@ async fn main() {
                 (http, path)
             }
         };
-        // Sessions are set up first (inside run_load), so the CPU count covers the measured
+        // Sessions are set up first (inside run_level), so the CPU count covers the measured
         // messages and the warm-up; the warm-up is subtracted below.
         let cpu_before = cpu_time(lit_mux.child.id());
         let (ours, ours_rate) = run_level(

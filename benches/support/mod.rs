@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const LIT_MUX: &str = env!("CARGO_BIN_EXE_lit-mux");
 
@@ -107,118 +107,14 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_micros(ticks * 1_000_000 / per_second)
 }
 
-/// `concurrency` workers, each with its own state from `setup`, doing `per_worker` calls.
-pub async fn run_load<S, Setup, SetupFut, Call, CallFut>(
-    concurrency: usize,
-    per_worker: usize,
-    setup: Setup,
-    call: Call,
-) -> (Vec<Duration>, f64)
-where
-    S: Send + Sync + 'static,
-    Setup: Fn() -> SetupFut,
-    SetupFut: std::future::Future<Output = S>,
-    Call: Fn(Arc<S>) -> CallFut + Send + Sync + 'static,
-    CallFut: std::future::Future<Output = ()> + Send,
-{
-    let mut states = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
-        states.push(Arc::new(setup().await));
-    }
-    let call = Arc::new(call);
-    let started = Instant::now();
-    let workers: Vec<_> = states
-        .into_iter()
-        .map(|state| {
-            let call = Arc::clone(&call);
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_worker);
-                for _ in 0..per_worker {
-                    let t = Instant::now();
-                    call(Arc::clone(&state)).await;
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for worker in workers {
-        all.extend(worker.await.unwrap());
-    }
-    let throughput = all.len() as f64 / started.elapsed().as_secs_f64();
-    all.sort();
-    (all, throughput)
-}
-
-/// `concurrency` clients, each with its own state from `setup`, together sending `rate` calls a
-/// second on a fixed schedule (client `i` at `i/rate`, `(i + concurrency)/rate`, ...), each
-/// client waiting for its answer before its next call. A call that had to wait for its
-/// client's previous one counts that wait (latency from its scheduled time: no coordinated
-/// omission). Open-loop-like as long as the rate is below what the system
-/// sustains; returns the sorted latencies and the rate achieved.
-pub async fn run_paced<S, Setup, SetupFut, Call, CallFut>(
-    concurrency: usize,
-    per_worker: usize,
-    rate: f64,
-    setup: Setup,
-    call: Call,
-) -> (Vec<Duration>, f64)
-where
-    S: Send + Sync + 'static,
-    Setup: Fn() -> SetupFut,
-    SetupFut: std::future::Future<Output = S>,
-    Call: Fn(Arc<S>) -> CallFut + Send + Sync + 'static,
-    CallFut: std::future::Future<Output = ()> + Send,
-{
-    let mut states = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
-        states.push(Arc::new(setup().await));
-    }
-    let call = Arc::new(call);
-    let period = Duration::from_secs_f64(concurrency as f64 / rate);
-    let started = tokio::time::Instant::now() + Duration::from_millis(10);
-    let workers: Vec<_> = states
-        .into_iter()
-        .enumerate()
-        .map(|(index, state)| {
-            let call = Arc::clone(&call);
-            let first = started + Duration::from_secs_f64(index as f64 / rate);
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_worker);
-                for round in 0..per_worker {
-                    let scheduled = first + period * round as u32;
-                    // Late (the previous call took too long): count from the scheduled time.
-                    // Early: wait, and count from the wake-up, not the timer's lateness (tokio's
-                    // timer ticks in milliseconds).
-                    let from = if tokio::time::Instant::now() >= scheduled {
-                        scheduled
-                    } else {
-                        tokio::time::sleep_until(scheduled).await;
-                        tokio::time::Instant::now()
-                    };
-                    call(Arc::clone(&state)).await;
-                    latencies.push(from.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for worker in workers {
-        all.extend(worker.await.unwrap());
-    }
-    let achieved = all.len() as f64 / started.elapsed().as_secs_f64();
-    all.sort();
-    (all, achieved)
-}
-
 /// How the clients of a benchmark level send.
 #[derive(Clone, Copy)]
 pub enum Load {
-    /// Each client sends its next call as soon as it has the answer (`run_load`).
+    /// Each client sends its next call as soon as it has the answer.
     Closed,
-    /// The clients together send this many calls a second (`run_paced`).
+    /// The clients together send this many calls a second on a fixed schedule (client `i` at
+    /// `i/rate`, `(i + concurrency)/rate`, ...), each still waiting for its answer before its
+    /// next call. Open-loop-like as long as the rate is below what the system sustains.
     Paced(f64),
 }
 
@@ -231,7 +127,10 @@ impl std::fmt::Display for Load {
     }
 }
 
-/// `run_load` or `run_paced`, as `load` says.
+/// `concurrency` clients, each with its own state from `setup`, doing `per_worker` calls as
+/// `load` says; the sorted latencies and the calls per second achieved. A paced call that had
+/// to wait for its client's previous one counts that wait (latency from its scheduled time: no
+/// coordinated omission).
 pub async fn run_level<S, Setup, SetupFut, Call, CallFut>(
     load: Load,
     concurrency: usize,
@@ -246,8 +145,50 @@ where
     Call: Fn(Arc<S>) -> CallFut + Send + Sync + 'static,
     CallFut: std::future::Future<Output = ()> + Send,
 {
-    match load {
-        Load::Closed => run_load(concurrency, per_worker, setup, call).await,
-        Load::Paced(rate) => run_paced(concurrency, per_worker, rate, setup, call).await,
+    let mut states = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        states.push(Arc::new(setup().await));
     }
+    let call = Arc::new(call);
+    let started = tokio::time::Instant::now();
+    let workers: Vec<_> = states
+        .into_iter()
+        .enumerate()
+        .map(|(index, state)| {
+            let call = Arc::clone(&call);
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_worker);
+                for round in 0..per_worker {
+                    let from = match load {
+                        Load::Closed => tokio::time::Instant::now(),
+                        Load::Paced(rate) => {
+                            let scheduled = started
+                                + Duration::from_secs_f64(
+                                    (index + round * concurrency) as f64 / rate,
+                                );
+                            // Late (the previous call took too long): count from the scheduled
+                            // time. Early: wait, and count from the wake-up, not the timer's
+                            // lateness (tokio's timer ticks in milliseconds).
+                            if tokio::time::Instant::now() >= scheduled {
+                                scheduled
+                            } else {
+                                tokio::time::sleep_until(scheduled).await;
+                                tokio::time::Instant::now()
+                            }
+                        }
+                    };
+                    call(Arc::clone(&state)).await;
+                    latencies.push(from.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    let throughput = all.len() as f64 / started.elapsed().as_secs_f64();
+    all.sort();
+    (all, throughput)
 }
