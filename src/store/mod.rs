@@ -6,7 +6,8 @@
 //! write that returned survives the process being killed (only a power loss may take the last
 //! transactions back). All writes go through one connection, in the order they were asked (SQLite
 //! has one writer at a time; several connections would only wait on each other's locks); reads
-//! use their own pool and never wait for a write.
+//! use connections of their own and never wait for a write. Connections are handed out by
+//! `connections`, not by `sqlx::Pool` (which pings each one on every use).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -361,7 +362,8 @@ impl Store {
 /// The context rows of the session whose id is `$session` (a parameter or a column), the last
 /// `?1` of them, as one JSON array of `[role, content, backend, failed, tool_step]`, oldest
 /// first. One row instead of one per message: sqlx hands each row over from its connection
-/// thread on its own, and a context is tens of rows.
+/// thread on its own, and a context is tens of rows. (`ORDER BY` inside an aggregate needs
+/// SQLite 3.44; sqlx's `sqlite` feature builds the bundled 3.46.)
 macro_rules! context_of {
     ($session:literal) => {
         concat!(
