@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use fake_backends::{FakeBackend, Wire};
 use serde_json::{Value, json};
-use support::{LitMux, Load, cpu_time, micros, percentile, run_level};
+use support::{LitMux, Load, WARM_UP_CALLS, cpu_time, micros, percentile, run_level};
 
 #[tokio::main]
 async fn main() {
@@ -83,8 +83,8 @@ async fn main() {
             },
         )
         .await;
-        let cpu_per_request =
-            (cpu_time(lit_mux.child.id()) - cpu_before) / (concurrency * per_worker) as u32;
+        let cpu_per_request = (cpu_time(lit_mux.child.id()) - cpu_before)
+            / (concurrency * (per_worker + WARM_UP_CALLS)) as u32;
 
         // The direct baseline sends what lit-mux sent last.
         let sent = fake.last_chat().body;

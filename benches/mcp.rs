@@ -161,24 +161,6 @@ async fn bench_tool_calls(lit_mux: &LitMux, calls_per_level: usize) {
     ];
     for (concurrency, load) in levels {
         let per_worker = (calls_per_level / concurrency).max(20);
-        // Warm-up: connections, caches.
-        let _ = run_load(Load::Closed, concurrency, 5, {
-            let (http, url) = (http.clone(), url.clone());
-            move || {
-                let (http, url) = (http.clone(), url.clone());
-                async move {
-                    http.post(&url)
-                        .json(&json!({"message": "warm"}))
-                        .send()
-                        .await
-                        .unwrap()
-                        .bytes()
-                        .await
-                        .unwrap();
-                }
-            }
-        })
-        .await;
         let (ours, ours_rate) = run_load(load, concurrency, per_worker, {
             let (http, url) = (http.clone(), url.clone());
             move || {
