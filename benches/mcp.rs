@@ -20,7 +20,7 @@ use rmcp::model::{
 };
 use rmcp::transport::TokioChildProcess;
 use serde_json::json;
-use support::{LitMux, Load, median, micros, percentile, run_level};
+use support::{LitMux, Load, levels, median, micros, percentile, run_level};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_mcp-fixture");
 
@@ -150,16 +150,7 @@ async fn bench_tool_calls(lit_mux: &LitMux, calls_per_level: usize) {
         "| concurrency | load | lit-mux p50 | lit-mux p99 | direct p50 | direct p99 | p50 overhead | lit-mux calls/s | direct calls/s |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    // Closed loops (each client calls again as soon as it has its answer: the 2 cores saturate)
-    // and 64 clients at fixed rates below saturation.
-    let levels = [
-        (1usize, Load::Closed),
-        (16, Load::Closed),
-        (64, Load::Closed),
-        (64, Load::Paced(2000.0)),
-        (64, Load::Paced(5000.0)),
-    ];
-    for (concurrency, load) in levels {
+    for (concurrency, load) in levels([2000.0, 5000.0]) {
         let per_worker = (calls_per_level / concurrency).max(20);
         let (ours, ours_rate) = run_load(load, concurrency, per_worker, {
             let (http, url) = (http.clone(), url.clone());

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use fake_backends::{FakeBackend, Wire};
 use serde_json::{Value, json};
-use support::{LitMux, Load, WARM_UP_CALLS, cpu_time, micros, percentile, run_level};
+use support::{LitMux, WARM_UP_CALLS, cpu_time, levels, micros, percentile, run_level};
 
 #[tokio::main]
 async fn main() {
@@ -44,16 +44,7 @@ async fn main() {
         "| clients | load | lit-mux p50 | lit-mux p99 | direct p50 | direct p99 | p50 overhead | p99 overhead | lit-mux msg/s | direct req/s | lit-mux CPU per message |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    // Closed loops (each client sends again as soon as it has its answer: the 2 cores saturate)
-    // and 64 clients at fixed rates below saturation.
-    let levels = [
-        (1usize, Load::Closed),
-        (16, Load::Closed),
-        (64, Load::Closed),
-        (64, Load::Paced(500.0)),
-        (64, Load::Paced(1000.0)),
-    ];
-    for (concurrency, load) in levels {
+    for (concurrency, load) in levels([500.0, 1000.0]) {
         let per_worker = (calls_per_level / concurrency).max(50);
         // Each client its own session, warmed up so that its history is at steady state
         // (the context holds the last 50 messages).

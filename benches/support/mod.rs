@@ -121,6 +121,19 @@ pub enum Load {
     Paced(f64),
 }
 
+/// The levels every benchmark runs: closed loops at 1, 16 and 64 clients (each sends again as
+/// soon as it has its answer, so at 16 and 64 the 2 cores saturate), then 64 clients at the two
+/// fixed `rates`, chosen below what the path sustains.
+pub fn levels(rates: [f64; 2]) -> [(usize, Load); 5] {
+    [
+        (1, Load::Closed),
+        (16, Load::Closed),
+        (64, Load::Closed),
+        (64, Load::Paced(rates[0])),
+        (64, Load::Paced(rates[1])),
+    ]
+}
+
 impl std::fmt::Display for Load {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
