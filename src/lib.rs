@@ -14,6 +14,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod resources;
 pub mod routes;
+pub mod self_wake;
 pub mod server;
 pub mod store;
 

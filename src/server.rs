@@ -27,6 +27,7 @@ use crate::error::{ApiError, detail_for_status};
 use crate::extract::BodyLimit;
 use crate::mcp::hub::McpHub;
 use crate::routes;
+use crate::self_wake::PollAgainOnSelfWake;
 
 /// What every handler can reach. Cheap to clone: a set of `Arc`s.
 #[derive(Clone)]
@@ -293,7 +294,7 @@ pub async fn serve(
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let connection = connections.watch(connection);
+        let connection = PollAgainOnSelfWake::new(connections.watch(connection));
         let close = close_connections.clone();
         connection_tasks.spawn(async move {
             tokio::select! {

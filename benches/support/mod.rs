@@ -32,6 +32,11 @@ impl LitMux {
             std::fs::write(&path, yaml).unwrap();
             command.arg("--config").arg(path);
         }
+        // `LIT_MUX_BENCH_WORKERS=N`: lit-mux's tokio worker threads (TOKIO_WORKER_THREADS for it
+        // alone, not for the benchmark's own runtime).
+        if let Ok(workers) = std::env::var("LIT_MUX_BENCH_WORKERS") {
+            command.env("TOKIO_WORKER_THREADS", workers);
+        }
         let mut child = command
             .env("HOME", home.path())
             .env_remove("XDG_CONFIG_HOME")

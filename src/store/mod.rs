@@ -164,8 +164,12 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT)
             // Checkpoints run on a connection of their own (see `writer`), not on the writer's.
             .pragma("wal_autocheckpoint", "0")
-            // Pages are read through a memory map rather than one pread(2) each.
-            .pragma("mmap_size", "268435456");
+            // No memory-mapped reads: a connection starting a read after another connection's
+            // commit drops its whole map (SQLite's `unixUnfetch`), so with a map every message
+            // cost each reader an munmap, a TLB shootdown across cores and the page faults to map
+            // again, more than the pread(2)s it saves (7 % of lit-mux's CPU in the messaging
+            // benchmark; see BENCHMARKS.md).
+            .pragma("mmap_size", "0");
         let writer = Connections::new(options.clone(), 1);
         sqlx::migrate!("./migrations")
             .run(
