@@ -122,6 +122,16 @@ mod tests {
         }
     }
 
+    /// Polls `future` once as a task would: what it returned, and the task's wake-up counter.
+    fn poll_as_task<F: Future>(
+        future: &mut PollAgainOnSelfWake<F>,
+    ) -> (Poll<F::Output>, Arc<CountingWaker>) {
+        let task = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&task));
+        let polled = Pin::new(future).poll(&mut Context::from_waker(&waker));
+        (polled, task)
+    }
+
     #[test]
     fn a_self_wake_polls_again_without_waking_the_task() {
         let polls = Arc::new(AtomicUsize::new(0));
@@ -135,9 +145,7 @@ mod tests {
                 Poll::Ready(())
             }
         }));
-        let task = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&task));
-        let polled = Pin::new(&mut future).poll(&mut Context::from_waker(&waker));
+        let (polled, task) = poll_as_task(&mut future);
         assert!(polled.is_ready());
         assert_eq!(polls.load(Ordering::SeqCst), 3);
         assert_eq!(task.0.load(Ordering::SeqCst), 0);
@@ -151,13 +159,8 @@ mod tests {
             *keep.lock().unwrap() = Some(cx.waker().clone());
             Poll::<()>::Pending
         }));
-        let task = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&task));
-        assert!(
-            Pin::new(&mut future)
-                .poll(&mut Context::from_waker(&waker))
-                .is_pending()
-        );
+        let (polled, task) = poll_as_task(&mut future);
+        assert!(polled.is_pending());
         assert_eq!(task.0.load(Ordering::SeqCst), 0);
         let inner_waker = stored.lock().unwrap().take().unwrap();
         std::thread::spawn(move || inner_waker.wake())
@@ -172,13 +175,8 @@ mod tests {
             cx.waker().wake_by_ref();
             Poll::<()>::Pending
         }));
-        let task = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&task));
-        assert!(
-            Pin::new(&mut future)
-                .poll(&mut Context::from_waker(&waker))
-                .is_pending()
-        );
+        let (polled, task) = poll_as_task(&mut future);
+        assert!(polled.is_pending());
         assert_eq!(task.0.load(Ordering::SeqCst), 1);
     }
 }
