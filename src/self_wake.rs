@@ -7,10 +7,10 @@
 //! data, then its end) wake the very task that is running. Tokio takes a task woken during its
 //! own poll for a task that yields: it queues it and wakes a parked worker thread to take it.
 //! That cost every POST two more context switches and 20–40 µs of CPU on this project's machine
-//! (2.9 switches per request against 1.0 for a GET; a tool call 3.9 against 2.0 now). Running each handler in a task of its own was
-//! tried and is worse: the chain connection → handler → connection → handler passes tokio's
-//! limit of three polls in a row from its LIFO slot, after which every wake queues a task and
-//! wakes the other thread as well.
+//! (2.9 switches per request against 1.0 for a GET; a tool call 3.9 against 2.0 now). Running
+//! each handler in a task of its own was tried and is worse: the chain connection → handler →
+//! connection → handler passes tokio's limit of three polls in a row from its LIFO slot, after
+//! which every wake queues a task and wakes the other thread as well.
 //!
 //! Invariant: no wake-up is lost. A wake-up that arrives while the future is being polled (from
 //! any thread) makes the poll run it again; one that arrives at any other time wakes the task.
