@@ -681,6 +681,127 @@ async fn sessions_survive_a_restart_and_a_sigkill_right_after_an_answer() {
     );
 }
 
+/// The default database of `home`.
+fn default_database(home: &TestHome) -> std::path::PathBuf {
+    home.path().join(".local/share/lit-mux/lit-mux.db")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_wal_stays_bounded_under_a_steady_stream_of_messages() {
+    // A checkpoint only lets SQLite start the WAL over once it has caught up with the writes;
+    // one running beside a steady stream of them never does, and the WAL then grew by every
+    // commit (~45 KB a message here: 70 MB for these 1,500).
+    let home = TestHome::new();
+    let server = home.start(&[]);
+    let mut clients = Vec::new();
+    for client in 0..2 {
+        let session = create_session(&server, json!({"backends": ["echo"]})).await;
+        let url = server.url(&format!("/sessions/{session}/message"));
+        clients.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for index in 0..750 {
+                let response = http
+                    .post(&url)
+                    .json(&json!({"content": format!("client {client} message {index}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+            session
+        }));
+    }
+    let mut sessions = Vec::new();
+    for client in clients {
+        sessions.push(client.await.unwrap());
+    }
+    for session in &sessions {
+        let stored = server.get_json(&format!("/sessions/{session}")).await;
+        assert_eq!(stored["message_count"], 1500, "{stored}");
+    }
+    let wal = default_database(&home).with_extension("db-wal");
+    let size = std::fs::metadata(&wal).unwrap().len();
+    assert!(
+        size < 16 << 20,
+        "the WAL grew to {size} bytes over 3,000 messages"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_waits_for_another_process_holding_the_write_lock() {
+    let home = TestHome::new();
+    let server = home.start(&[]);
+    let session = create_session(&server, json!({"backends": ["echo"]})).await;
+    let (status, _) = send(&server, &session, json!({"content": "before the lock"})).await;
+    assert_eq!(status, 200);
+
+    // Another process takes SQLite's write lock and holds it until told to let go.
+    let mut holder = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             db = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             db.execute('BEGIN IMMEDIATE')\n\
+             print('locked', flush=True)\n\
+             sys.stdin.readline()\n\
+             db.execute('ROLLBACK')\n",
+        )
+        .arg(default_database(&home))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert_eq!(said.trim(), "locked");
+
+    let sending = {
+        let url = server.url(&format!("/sessions/{session}/message"));
+        tokio::spawn(async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .json(&json!({"content": "while locked"}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        })
+    };
+    // Reads need no lock in WAL mode: the session is readable meanwhile.
+    let during = server.get_json(&format!("/sessions/{session}")).await;
+    assert_eq!(during["message_count"], 2, "{during}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !sending.is_finished(),
+        "the message did not wait for the lock"
+    );
+
+    let released = Instant::now();
+    drop(holder.stdin.take()); // readline returns: the holder rolls back and exits.
+    let (status, answer) = sending.await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["content"], "while locked");
+    assert!(released.elapsed() < Duration::from_secs(3));
+    assert!(holder.wait().unwrap().success());
+    let messages = server
+        .get_json(&format!("/sessions/{session}/messages"))
+        .await;
+    assert_eq!(
+        roles_and_contents(&messages),
+        pairs(&[
+            ("user", "before the lock"),
+            ("assistant", "before the lock"),
+            ("user", "while locked"),
+            ("assistant", "while locked"),
+        ])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn backends_and_models_are_listed_with_health() {
     let ollama = FakeBackend::start(Wire::Ollama).await;

@@ -7,11 +7,13 @@
 //! transactions back). All writes go through one connection, in the order they were asked (SQLite
 //! has one writer at a time; several connections would only wait on each other's locks); reads
 //! use connections of their own and never wait for a write. Connections are handed out by
-//! `connections`, not by `sqlx::Pool` (which pings each one on every use).
+//! `connections`, not by `sqlx::Pool` (which pings each one on every use). The statements every
+//! message runs (the session with its context, the appends) run on the calling thread through
+//! `inline`, falling back to sqlx when another connection holds a lock they need.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -20,9 +22,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{FromRow, Row};
 
 mod connections;
+mod inline;
 mod writer;
 
 use connections::Connections;
+use inline::{InlineConnection, InlineError, Param};
 use writer::MessageWriter;
 
 /// How long a statement waits for a lock held by another process sharing the file.
@@ -96,6 +100,8 @@ pub enum StoreError {
     Closed,
     #[error("database write failed: {0}")]
     Write(String),
+    #[error("database error: {0}")]
+    Inline(#[from] InlineError),
 }
 
 /// The database. Cheap to clone.
@@ -104,7 +110,62 @@ pub struct Store {
     /// The one write connection.
     writer: Arc<Connections>,
     readers: Arc<Connections>,
+    /// Readers for the statement every message runs first (see `inline`).
+    inline_readers: Arc<InlineReaders>,
     appends: MessageWriter,
+}
+
+/// Idle read connections of `inline`, opened when first needed.
+struct InlineReaders {
+    path: PathBuf,
+    /// `None` once the store is closed.
+    idle: std::sync::Mutex<Option<Vec<InlineConnection>>>,
+}
+
+impl InlineReaders {
+    /// Runs `read` on an idle connection, or a new one; `None` when none can be had (the store
+    /// is closed, or opening failed), and the caller reads through sqlx instead.
+    fn read<T>(
+        &self,
+        read: impl FnOnce(&mut InlineConnection) -> Result<T, InlineError>,
+    ) -> Option<Result<T, InlineError>> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()?
+            .pop();
+        let mut connection = match idle {
+            Some(connection) => connection,
+            None => match InlineConnection::open(&self.path, true) {
+                Ok(connection) => connection,
+                Err(err) => {
+                    tracing::debug!(%err, "opening an inline reader failed; reading through sqlx");
+                    return None;
+                }
+            },
+        };
+        let result = read(&mut connection);
+        if let Some(idle) = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            && idle.len() < READERS as usize
+        {
+            idle.push(connection);
+        }
+        Some(result)
+    }
+
+    fn close(&self) {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(idle);
+    }
 }
 
 /// A message as the context builder needs it: no metadata to decode.
@@ -182,17 +243,22 @@ impl Store {
             .map_err(|err| open_error(format!("migration failed: {err}")))?;
         let checkpointer = Connections::new(options.clone(), 1);
         let readers = Connections::new(options.read_only(true), READERS);
-        let appends = MessageWriter::start(Arc::clone(&writer), checkpointer);
+        let appends = MessageWriter::start(Arc::clone(&writer), path.to_owned(), checkpointer);
         Ok(Self {
             writer,
             readers,
+            inline_readers: Arc::new(InlineReaders {
+                path: path.to_owned(),
+                idle: std::sync::Mutex::new(Some(Vec::new())),
+            }),
             appends,
         })
     }
 
     /// Closes every connection after a last checkpoint, leaving only the database file.
     pub async fn close(&self) {
-        self.appends.stop();
+        self.inline_readers.close();
+        self.appends.stop().await;
         match self.writer.acquire().await {
             Ok(mut writer) => {
                 if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -323,6 +389,33 @@ impl Store {
         id: &str,
         count: i64,
     ) -> Result<(Session, Vec<ContextMessage>), StoreError> {
+        let inline = self.inline_readers.read(|connection| {
+            let mut found = None;
+            connection.run(
+                SESSION_WITH_CONTEXT,
+                &[Param::Integer(count), Param::Text(id)],
+                |row| {
+                    let session = SessionRow {
+                        id: row.required_text(0)?.to_owned(),
+                        name: row.text(1)?.map(str::to_owned),
+                        backends: row.required_text(2)?.to_owned(),
+                        metadata: row.required_text(3)?.to_owned(),
+                        created_at: row.required_text(4)?.to_owned(),
+                        updated_at: row.required_text(5)?.to_owned(),
+                        message_count: row.integer(6),
+                    };
+                    found = Some((session, decode_context(row.required_text(7)?)));
+                    Ok(())
+                },
+            )?;
+            Ok(found)
+        });
+        match inline {
+            Some(Ok(Some((session, context)))) => return Ok((session.into_session()?, context?)),
+            Some(Ok(None)) => return Err(StoreError::SessionNotFound(id.to_owned())),
+            Some(Err(InlineError::Busy)) | None => {} // Through sqlx, which may wait.
+            Some(Err(err)) => return Err(err.into()),
+        }
         let row = sqlx::query(SESSION_WITH_CONTEXT)
             .bind(count)
             .bind(id)

@@ -598,7 +598,7 @@ async fn chat(
             return tool_call_answer(wire, body, model, text.as_deref(), &calls, stream);
         }
     };
-    tokio::time::sleep(delay).await;
+    pause(delay).await;
     let reply = Reply {
         model,
         prompt_tokens: count_words(&all_message_text(body)).max(1),
@@ -683,10 +683,18 @@ struct Feed {
     started: bool,
 }
 
+/// Waits `delay`; not at all for none. (`tokio::time::sleep(ZERO)` waits for the timer's next
+/// millisecond tick: it made every answer of the fake ~1 ms slower than an echo-speed backend.)
+async fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}
+
 async fn next_chunk(feed: Option<Feed>) -> Option<(io::Result<String>, Option<Feed>)> {
     let mut feed = feed?;
     if feed.started && (!feed.chunks.is_empty() || feed.ending == Ending::Cut) {
-        tokio::time::sleep(feed.chunk_delay).await;
+        pause(feed.chunk_delay).await;
     }
     feed.started = true;
     if let Some(chunk) = feed.chunks.pop_front() {
