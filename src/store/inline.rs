@@ -1,13 +1,10 @@
-//! SQLite connections run on the calling thread, for the statements every message runs: reading
-//! the session with its context, and appending messages.
+//! SQLite connections run on the calling thread, for the read every message starts with: the
+//! session with its context.
 //!
 //! Why: sqlx runs each SQLite connection on a thread of its own, so every statement is a round
-//! trip to that thread: wake it, wait, be woken by it. For a session message (one read, two
-//! appends) that was about 12 of its 15 context switches and half of lit-mux's CPU (perf, echo
-//! backend, one client; BENCHMARKS.md). These statements take tens of microseconds on a warm
-//! page cache and never `fsync` (WAL with `synchronous = NORMAL`; checkpoints run elsewhere),
-//! so running them in place costs less than handing them over. Everything else (migrations,
-//! checkpoints, listing, deletes) stays on sqlx.
+//! trip to that thread: wake it, wait, be woken by it, each a context switch. The read takes
+//! tens of microseconds from the page cache, less than handing it over. Everything else stays
+//! on sqlx: migrations, checkpoints, listings, and the writes (see `writer` for why).
 //!
 //! Invariants: a connection here has no busy handler, so a statement never waits on the
 //! calling thread for another connection's lock: it fails at once with [`InlineError::Busy`],
@@ -36,17 +33,10 @@ pub enum InlineError {
     Invalid(String),
 }
 
-impl InlineError {
-    pub fn is_foreign_key_violation(&self) -> bool {
-        matches!(self, Self::Sqlite { code, .. } if *code == ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
-    }
-}
-
 /// A value bound to a statement's parameter.
 #[derive(Debug, Clone, Copy)]
 pub enum Param<'a> {
     Text(&'a str),
-    OptionalText(Option<&'a str>),
     Integer(i64),
 }
 
@@ -97,7 +87,7 @@ impl InlineConnection {
         Ok(connection)
     }
 
-    /// Runs statements without parameters or results (pragmas, `BEGIN`, `COMMIT`).
+    /// Runs statements without parameters or results (pragmas).
     pub fn execute_script(&mut self, sql: &CStr) -> Result<(), InlineError> {
         // SAFETY: `sql` is NUL-terminated; no callback, so no callback argument; SQLite's own
         // error message is not asked for (read from the handle instead).
@@ -117,12 +107,6 @@ impl InlineConnection {
         }
     }
 
-    /// Whether a transaction is open (SQLite rolls one back by itself after some errors).
-    pub fn in_transaction(&self) -> bool {
-        // SAFETY: a valid handle.
-        unsafe { ffi::sqlite3_get_autocommit(self.db.as_ptr()) == 0 }
-    }
-
     /// Runs the one statement `sql` with `params` (bound to `?1`, `?2`, … in order), calling
     /// `on_row` for each row it returns.
     pub fn run(
@@ -137,7 +121,7 @@ impl InlineConnection {
             let index = c_int::try_from(index + 1)
                 .map_err(|_| InlineError::Invalid("too many parameters".into()))?;
             let code = match *param {
-                Param::Text(text) | Param::OptionalText(Some(text)) => {
+                Param::Text(text) => {
                     let length = c_int::try_from(text.len()).map_err(|_| {
                         InlineError::Invalid("a text is too long for SQLite".into())
                     })?;
@@ -155,10 +139,6 @@ impl InlineConnection {
                     }
                 }
                 // SAFETY: a valid statement and parameter index.
-                Param::OptionalText(None) => unsafe {
-                    ffi::sqlite3_bind_null(statement.as_ptr(), index)
-                },
-                // SAFETY: as above.
                 Param::Integer(value) => unsafe {
                     ffi::sqlite3_bind_int64(statement.as_ptr(), index, value)
                 },

@@ -7,9 +7,9 @@
 //! transactions back). All writes go through one connection, in the order they were asked (SQLite
 //! has one writer at a time; several connections would only wait on each other's locks); reads
 //! use connections of their own and never wait for a write. Connections are handed out by
-//! `connections`, not by `sqlx::Pool` (which pings each one on every use). The statements every
-//! message runs (the session with its context, the appends) run on the calling thread through
-//! `inline`, falling back to sqlx when another connection holds a lock they need.
+//! `connections`, not by `sqlx::Pool` (which pings each one on every use). The read every
+//! message starts with (the session with its context) runs on the calling thread through
+//! `inline`, falling back to sqlx when it would have to wait for a lock.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -243,7 +243,7 @@ impl Store {
             .map_err(|err| open_error(format!("migration failed: {err}")))?;
         let checkpointer = Connections::new(options.clone(), 1);
         let readers = Connections::new(options.read_only(true), READERS);
-        let appends = MessageWriter::start(Arc::clone(&writer), path.to_owned(), checkpointer);
+        let appends = MessageWriter::start(Arc::clone(&writer), checkpointer);
         Ok(Self {
             writer,
             readers,

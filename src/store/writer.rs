@@ -12,15 +12,16 @@
 //! it, the writer runs a second one between two batches, which copies only the few frames
 //! written meanwhile, and the next transaction starts the WAL over.
 //!
-//! A batch is one transaction on a connection of `inline`, run in the writer task itself (no
-//! round trip to a connection thread); when another connection holds the write lock (a
-//! statement through sqlx, another process), the batch goes through sqlx's writer instead,
-//! which waits for it.
+//! The writes stay on sqlx's connection thread, not on `inline` as the reads do: run in the
+//! writer task itself, a batch blocks the runtime thread its requests run on, so fewer of them
+//! queue behind it and batches shrink, and an occasional `pwrite` stall of tens of
+//! milliseconds (ext4's journal) holds up that thread's other requests. Measured (tried at stop
+//! 15): at 64 clients in a closed loop, 2,070–2,440 messages/s in place against 2,440–3,630
+//! through sqlx (BENCHMARKS.md).
 //!
 //! Invariants: an append is acknowledged only after the transaction holding it committed; a
 //! message for a session deleted meanwhile fails only its own request, not its batch.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -29,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connections::Connections;
-use super::inline::{InlineConnection, InlineError, Param};
 use super::{Message, StoreError, json_text};
 
 /// Most rows in one statement (8 parameters each, far below SQLite's 32766).
@@ -64,16 +64,15 @@ pub struct MessageWriter {
 }
 
 impl MessageWriter {
-    /// Starts the writer on `writer` (the one sqlx write connection) and an inline connection
-    /// to `path`, and the checkpointer on `checkpointer` (a connection of its own).
-    pub fn start(writer: Arc<Connections>, path: PathBuf, checkpointer: Arc<Connections>) -> Self {
+    /// Starts the writer on `writer` (the one write connection) and the checkpointer on
+    /// `checkpointer` (a connection of its own).
+    pub fn start(writer: Arc<Connections>, checkpointer: Arc<Connections>) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE);
         let checkpoints = Arc::new(Checkpoints::default());
         let stopped = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(write_batches(
             writer,
-            InlineWriter::new(path),
             requests,
             Arc::clone(&checkpoints),
             stopped.clone(),
@@ -115,7 +114,6 @@ impl MessageWriter {
 
 async fn write_batches(
     writer: Arc<Connections>,
-    mut inline: InlineWriter,
     mut requests: mpsc::Receiver<Append>,
     checkpoints: Arc<Checkpoints>,
     stopped: CancellationToken,
@@ -135,10 +133,7 @@ async fn write_batches(
             break;
         }
         let rows = batch.len();
-        let outcomes = match inline.insert(&batch) {
-            Some(outcomes) => outcomes,
-            None => insert_through_sqlx(&writer, &batch).await,
-        };
+        let outcomes = insert_through_sqlx(&writer, &batch).await;
         for (append, outcome) in batch.drain(..).zip(outcomes) {
             let _ = append.done.send(outcome);
         }
@@ -148,117 +143,12 @@ async fn write_batches(
             checkpoints.due.notify_one();
         }
         if checkpoints.finish.swap(false, Ordering::AcqRel) {
-            let finished = match inline.checkpoint() {
-                Some(result) => result.map_err(StoreError::from),
-                None => checkpoint(&writer, "PRAGMA wal_checkpoint(PASSIVE)").await,
-            };
-            if let Err(err) = finished {
+            // PASSIVE: never waits, for the busy timeout or anything else.
+            if let Err(err) = checkpoint(&writer, "PRAGMA wal_checkpoint(PASSIVE)").await {
                 tracing::warn!(%err, "finishing a WAL checkpoint failed");
             }
         }
     }
-}
-
-const INSERT_ONE: &str = "INSERT INTO messages \
-     (id, session_id, role, content, backend, model, timestamp, metadata) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
-
-/// The writer's inline connection, opened when first needed.
-struct InlineWriter {
-    path: PathBuf,
-    connection: Option<InlineConnection>,
-    /// Opening failed once: every batch goes through sqlx.
-    unavailable: bool,
-}
-
-impl InlineWriter {
-    fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            connection: None,
-            unavailable: false,
-        }
-    }
-
-    /// A checkpoint on this connection (no busy handler: when another connection is
-    /// checkpointing, it is skipped); `None` without a connection.
-    fn checkpoint(&mut self) -> Option<Result<(), InlineError>> {
-        let connection = self.connection.as_mut()?;
-        Some(
-            match connection.execute_script(c"PRAGMA wal_checkpoint(PASSIVE)") {
-                Err(InlineError::Busy) => Ok(()),
-                other => other,
-            },
-        )
-    }
-
-    /// Each row's outcome, all committed in one transaction; `None` when nothing was written
-    /// (the write lock is held elsewhere, or the transaction failed as a whole).
-    fn insert(&mut self, batch: &[Append]) -> Option<Vec<Result<(), StoreError>>> {
-        if self.unavailable {
-            return None;
-        }
-        if self.connection.is_none() {
-            match InlineConnection::open(&self.path, false) {
-                Ok(connection) => self.connection = Some(connection),
-                Err(err) => {
-                    tracing::warn!(%err, "the inline database writer cannot open; writing through sqlx");
-                    self.unavailable = true;
-                    return None;
-                }
-            }
-        }
-        let connection = self.connection.as_mut()?;
-        match insert_in_transaction(connection, batch) {
-            Ok(outcomes) => Some(outcomes),
-            Err(err) => {
-                if connection.in_transaction()
-                    && let Err(err) = connection.execute_script(c"ROLLBACK")
-                {
-                    // A connection in an unknown state is not used again.
-                    tracing::warn!(%err, "rolling back a failed batch failed");
-                    self.connection = None;
-                }
-                if !matches!(err, InlineError::Busy) {
-                    tracing::debug!(%err, "an inline batch failed; writing it through sqlx");
-                }
-                None
-            }
-        }
-    }
-}
-
-fn insert_in_transaction(
-    connection: &mut InlineConnection,
-    batch: &[Append],
-) -> Result<Vec<Result<(), StoreError>>, InlineError> {
-    connection.execute_script(c"BEGIN IMMEDIATE")?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for append in batch {
-        let message = &append.message;
-        let metadata = json_text(&message.metadata);
-        let params = [
-            Param::Text(&message.id),
-            Param::Text(&append.session_id),
-            Param::Text(&message.role),
-            Param::Text(&message.content),
-            Param::OptionalText(message.backend.as_deref()),
-            Param::OptionalText(message.model.as_deref()),
-            Param::Text(&message.timestamp),
-            Param::Text(&metadata),
-        ];
-        match connection.run(INSERT_ONE, &params, |_| Ok(())) {
-            Ok(()) => outcomes.push(Ok(())),
-            // The foreign key: the session does not exist (or was just deleted). Only this
-            // statement is undone; the transaction goes on.
-            Err(err) if err.is_foreign_key_violation() => {
-                outcomes.push(Err(StoreError::SessionNotFound(append.session_id.clone())));
-            }
-            Err(err) => return Err(err),
-        }
-    }
-    connection.execute_script(c"COMMIT")?;
-    Ok(outcomes)
 }
 
 /// Each row's outcome, written through sqlx: the batch as one statement, or, when it fails,
