@@ -12,12 +12,13 @@
 //! it, the writer runs a second one between two batches, which copies only the few frames
 //! written meanwhile, and the next transaction starts the WAL over.
 //!
-//! The writes stay on sqlx's connection thread, not on `inline` as the reads do: run in the
-//! writer task itself, a batch blocks the runtime thread its requests run on, so fewer of them
-//! queue behind it and batches shrink, and an occasional `pwrite` stall of tens of
-//! milliseconds (ext4's journal) holds up that thread's other requests. Measured (tried at stop
-//! 15): at 64 clients in a closed loop, 2,070–2,440 messages/s in place against 2,440–3,630
-//! through sqlx (BENCHMARKS.md).
+//! The writes stay on sqlx's connection thread, not on `inline` as the reads do. Run in the
+//! writer task, a write blocks the runtime thread it runs on: a `pwrite` waiting for ext4's
+//! journal (tens of milliseconds, seen here) or a slow disk would hold up every request queued
+//! on that thread, `/health` included, where on sqlx's thread only the appends wait. Tried at
+//! stop 15: in place, a message cost 3.4 instead of 11 context switches and ~390 instead of
+//! ~560 µs of CPU (echo backend, one client), but at 64 clients no more messages a second and
+//! no better tails (BENCHMARKS.md).
 //!
 //! Invariants: an append is acknowledged only after the transaction holding it committed; a
 //! message for a session deleted meanwhile fails only its own request, not its batch.
