@@ -676,7 +676,7 @@ async fn sessions_survive_a_restart_and_a_sigkill_right_after_an_answer() {
         );
     }
     assert!(
-        home.path().join(".local/share/lit-mux/lit-mux.db").exists(),
+        default_database(&home).exists(),
         "the database is in the XDG data directory"
     );
 }
@@ -1113,7 +1113,7 @@ async fn storage_url_chooses_the_database_file_in_each_form_and_it_is_in_wal_mod
         assert!(server.wait_exit(Duration::from_secs(10)).is_some());
         assert_eq!(header_journal_bytes(&file), [2, 2], "{url}: WAL mode");
         assert!(
-            !home.path().join(".local/share/lit-mux/lit-mux.db").exists(),
+            !default_database(&home).exists(),
             "{url}: the default database was created too"
         );
 

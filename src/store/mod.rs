@@ -129,12 +129,7 @@ impl InlineReaders {
         &self,
         read: impl FnOnce(&mut InlineConnection) -> Result<T, InlineError>,
     ) -> Option<Result<T, InlineError>> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_mut()?
-            .pop();
+        let idle = self.idle().as_mut()?.pop();
         let mut connection = match idle {
             Some(connection) => connection,
             None => match InlineConnection::open(&self.path, true) {
@@ -146,11 +141,7 @@ impl InlineReaders {
             },
         };
         let result = read(&mut connection);
-        if let Some(idle) = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_mut()
+        if let Some(idle) = self.idle().as_mut()
             && idle.len() < READERS as usize
         {
             idle.push(connection);
@@ -159,12 +150,12 @@ impl InlineReaders {
     }
 
     fn close(&self) {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let idle = self.idle().take();
         drop(idle);
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Option<Vec<InlineConnection>>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
