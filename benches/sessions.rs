@@ -4,7 +4,9 @@
 //! Overhead of `POST /sessions/{id}/message` (release lit-mux, SQLite persistence on, the
 //! conversation read and both messages written per call) over calling the same fake
 //! OpenAI-compatible backend directly with the same request lit-mux sends it, at 1, 16 and 64
-//! concurrent clients, each client in its own session.
+//! concurrent clients, each client in its own session. Beside it, the floor: the same request
+//! through `passthrough-proxy`, a proxy on lit-mux's stack that only forwards (no parsing, no
+//! storage), i.e. what any proxy costs on this machine before it does anything.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
@@ -18,7 +20,9 @@ use std::sync::Arc;
 
 use fake_backends::{FakeBackend, Wire};
 use serde_json::{Value, json};
-use support::{LitMux, WARM_UP_CALLS, cpu_time, levels, micros, percentile, run_level};
+use support::{
+    LitMux, PassthroughProxy, WARM_UP_CALLS, cpu_time, levels, micros, percentile, run_level,
+};
 
 #[tokio::main]
 async fn main() {
@@ -34,6 +38,8 @@ async fn main() {
         .build()
         .unwrap();
     let chat_url = format!("{}/chat/completions", fake.url());
+    let proxy = PassthroughProxy::start(&fake.url());
+    let proxied_url = format!("{}/chat/completions", proxy.url);
 
     println!(
         "# lit-mux messaging benchmark{}\n",
@@ -41,9 +47,9 @@ async fn main() {
     );
     println!("## `POST /sessions/{{id}}/message` vs the fake backend called directly\n");
     println!(
-        "| clients | load | lit-mux p50 | lit-mux p99 | direct p50 | direct p99 | p50 overhead | p99 overhead | lit-mux msg/s | direct req/s | lit-mux CPU per message |"
+        "| clients | load | lit-mux p50 | lit-mux p99 | direct p50 | direct p99 | p50 overhead | p99 overhead | lit-mux msg/s | direct req/s | lit-mux CPU per message | floor p50 overhead | floor p99 overhead | floor req/s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (concurrency, load) in levels([500.0, 1000.0]) {
         let per_worker = (calls_per_level / concurrency).max(50);
         // Each client its own session, warmed up so that its history is at steady state
@@ -100,35 +106,43 @@ async fn main() {
         let cpu_per_message = (cpu_time(lit_mux.child.id()) - cpu_before)
             / (concurrency * (per_worker + 25 + WARM_UP_CALLS) + concurrency) as u32;
 
-        // The direct baseline sends what lit-mux sent last: the same conversation size.
+        // The direct baseline and the floor send what lit-mux sent last: the same
+        // conversation size.
         let sent = fake.last_chat().body;
-        let direct_setup = || {
-            let (http, url, body) = (http.clone(), chat_url.clone(), sent.clone());
-            async move { (http, url, body) }
+        let send_chat_to = |url: &String| {
+            let setup = {
+                let (http, url, body) = (http.clone(), url.clone(), sent.clone());
+                move || {
+                    let (http, url, body) = (http.clone(), url.clone(), body.clone());
+                    async move { (http, url, body) }
+                }
+            };
+            run_level(
+                load,
+                concurrency,
+                per_worker,
+                setup,
+                |state: Arc<(reqwest::Client, String, Value)>| async move {
+                    let (http, url, body) = &*state;
+                    let response = http
+                        .post(url)
+                        .bearer_auth("none")
+                        .json(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(response.status().is_success());
+                    response.bytes().await.unwrap();
+                },
+            )
         };
-        let (theirs, theirs_rate) = run_level(
-            load,
-            concurrency,
-            per_worker,
-            direct_setup,
-            |state: Arc<(reqwest::Client, String, Value)>| async move {
-                let (http, url, body) = &*state;
-                let response = http
-                    .post(url)
-                    .bearer_auth("none")
-                    .json(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(response.status().is_success());
-                response.bytes().await.unwrap();
-            },
-        )
-        .await;
+        let (theirs, theirs_rate) = send_chat_to(&chat_url).await;
+        let (floor, floor_rate) = send_chat_to(&proxied_url).await;
         let (p50, p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
         let (d50, d99) = (percentile(&theirs, 0.5), percentile(&theirs, 0.99));
+        let (f50, f99) = (percentile(&floor, 0.5), percentile(&floor, 0.99));
         println!(
-            "| {concurrency} | {load} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | **{:.0} µs** | {:.0} | {:.0} | {:.0} µs |",
+            "| {concurrency} | {load} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | **{:.0} µs** | {:.0} | {:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} |",
             micros(p50),
             micros(p99),
             micros(d50),
@@ -137,12 +151,16 @@ async fn main() {
             micros(p99) - micros(d99),
             ours_rate,
             theirs_rate,
-            micros(cpu_per_message)
+            micros(cpu_per_message),
+            micros(f50) - micros(d50),
+            micros(f99) - micros(d99),
+            floor_rate,
         );
         fake.clear_requests();
     }
     println!(
         "\n(goal: p99 overhead ≤ 1 ms at 64 clients; at a fixed rate, latency counts from each \
-         message's scheduled time)\n"
+         message's scheduled time; floor: the same request through `passthrough-proxy`, which \
+         only forwards it)\n"
     );
 }

@@ -37,27 +37,14 @@ impl LitMux {
         if let Ok(workers) = std::env::var("LIT_MUX_BENCH_WORKERS") {
             command.env("TOKIO_WORKER_THREADS", workers);
         }
-        let mut child = command
+        command
             .env("HOME", home.path())
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("XDG_DATA_HOME")
             .env_remove("MCP_SERVERS")
             .env("RUST_LOG", "error")
-            .current_dir(home.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .split_once("listening on ")
-            .unwrap()
-            .1
-            .trim()
-            .to_owned();
+            .current_dir(home.path());
+        let (child, url) = spawn_listening(command);
         Self {
             child,
             url,
@@ -74,6 +61,55 @@ impl Drop for LitMux {
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns `command`, which prints `listening on URL` first on its stdout; the child and the URL.
+fn spawn_listening(mut command: Command) -> (Child, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_once("listening on ")
+        .unwrap()
+        .1
+        .trim()
+        .to_owned();
+    (child, url)
+}
+
+/// `passthrough-proxy` in front of `upstream`: the floor of what a proxy costs here (see
+/// `fixtures/passthrough_proxy.rs`); SIGTERM on drop.
+pub struct PassthroughProxy {
+    pub child: Child,
+    pub url: String,
+}
+
+impl PassthroughProxy {
+    pub fn start(upstream: &str) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_passthrough-proxy"));
+        command.arg(upstream);
+        if let Ok(workers) = std::env::var("LIT_MUX_BENCH_WORKERS") {
+            command.env("TOKIO_WORKER_THREADS", workers);
+        }
+        let (child, url) = spawn_listening(command);
+        Self { child, url }
+    }
+}
+
+impl Drop for PassthroughProxy {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
         let _ = self.child.wait();
