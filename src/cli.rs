@@ -458,9 +458,10 @@ async fn serve(loaded: LoadedConfig) -> Result<(), Failure> {
     }
     let database = crate::store::database_path(config.storage.url.as_deref())
         .map_err(|err| Failure::runtime(err.to_string()))?;
-    let store = crate::store::Store::open(&database)
-        .await
-        .map_err(|err| Failure::runtime(err.to_string()))?;
+    let store =
+        crate::store::Store::open(&database, config.storage.max_wal_mb.saturating_mul(1 << 20))
+            .await
+            .map_err(|err| Failure::runtime(err.to_string()))?;
     tracing::info!(path = %database.display(), "database open");
     let backends = crate::backends::BackendRegistry::new(&config.typed_backends)
         .map_err(|err| Failure::runtime(err.to_string()))?;

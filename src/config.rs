@@ -191,11 +191,22 @@ pub enum RestartPolicy {
 }
 
 /// `storage:` — where sessions and messages are kept.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// `sqlite://PATH` or a plain path; empty means `$XDG_DATA_HOME/lit-mux/lit-mux.db`.
     pub url: Option<String>,
+    /// How large SQLite's write-ahead log may grow before writes pause to start it over.
+    pub max_wal_mb: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_wal_mb: 64,
+        }
+    }
 }
 
 /// `context:` — how much history is sent to a model.
@@ -584,6 +595,9 @@ impl Config {
                     "must be at least 1 second".to_owned(),
                 ));
             }
+        }
+        if self.storage.max_wal_mb == 0 {
+            return invalid("storage.max_wal_mb", "must be at least 1");
         }
         if self.context.max_messages == 0 {
             return invalid("context.max_messages", "must be at least 1");

@@ -73,6 +73,10 @@ fn config_errors_name_the_file_the_key_and_the_position_and_exit_2() {
             &["server.cors_origins[0]", "example.com"],
         ),
         ("server:\n  api_key: ''\n", &["server.api_key", "empty"]),
+        (
+            "storage:\n  max_wal_mb: 0\n",
+            &["storage.max_wal_mb", "at least 1"],
+        ),
     ];
     for (yaml, needles) in cases {
         let home = TestHome::new();

@@ -690,8 +690,10 @@ fn default_database(home: &TestHome) -> std::path::PathBuf {
 async fn the_wal_stays_bounded_under_a_steady_stream_of_messages() {
     // A checkpoint only lets SQLite start the WAL over once it has caught up with the writes;
     // one running beside a steady stream of them never does, and the WAL then grew by every
-    // commit (~45 KB a message here: 70 MB for these 1,500).
+    // commit (~45 KB a message here: 70 MB for these 1,500). lit-mux starts it over once it
+    // holds `max_wal_mb`.
     let home = TestHome::new();
+    home.write_config("storage:\n  max_wal_mb: 4\n");
     let server = home.start(&[]);
     let mut clients = Vec::new();
     for client in 0..2 {
@@ -727,15 +729,9 @@ async fn the_wal_stays_bounded_under_a_steady_stream_of_messages() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_message_waits_for_another_process_holding_the_write_lock() {
-    let home = TestHome::new();
-    let server = home.start(&[]);
-    let session = create_session(&server, json!({"backends": ["echo"]})).await;
-    let (status, _) = send(&server, &session, json!({"content": "before the lock"})).await;
-    assert_eq!(status, 200);
-
-    // Another process takes SQLite's write lock and holds it until told to let go.
+/// Another process (python3's sqlite3) that takes SQLite's write lock on `home`'s database and
+/// holds it until its stdin is closed; it then rolls back and exits 0.
+fn hold_write_lock(home: &TestHome) -> std::process::Child {
     let mut holder = std::process::Command::new("python3")
         .arg("-c")
         .arg(
@@ -746,7 +742,7 @@ async fn a_message_waits_for_another_process_holding_the_write_lock() {
              sys.stdin.readline()\n\
              db.execute('ROLLBACK')\n",
         )
-        .arg(default_database(&home))
+        .arg(default_database(home))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -758,7 +754,97 @@ async fn a_message_waits_for_another_process_holding_the_write_lock() {
     )
     .unwrap();
     assert_eq!(said.trim(), "locked");
+    holder
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_backend_is_asked_while_the_question_is_written_and_the_answer_waits_for_it() {
+    // The user's message is committed while the backend works on it; the client hears back
+    // only once both are stored, and a failure is marked on a message that exists by then.
+    let fake = FakeBackend::start(Wire::OpenAi).await;
+    let home = TestHome::new();
+    let server = start_with_backends(&home, &[backend_entry("fake", &fake, Wire::OpenAi, "")], "");
+    let session = create_session(&server, json!({"backends": ["fake"]})).await;
+    for (round, fails) in [(0, false), (1, true)] {
+        fake.clear_requests();
+        fake.set_behaviour(if fails {
+            Behaviour::Fail {
+                status: 500,
+                message: "the model crashed".to_owned(),
+            }
+        } else {
+            Behaviour::default()
+        });
+        let mut holder = hold_write_lock(&home);
+        let sending = {
+            let url = server.url(&format!("/sessions/{session}/message"));
+            tokio::spawn(async move {
+                let response = reqwest::Client::new()
+                    .post(url)
+                    .json(&json!({"content": format!("question {round}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                (status, response.json::<Value>().await.unwrap())
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fake.chat_requests().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the backend was not asked while the write lock was held"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The backend has answered (or failed); the question is not committed yet.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !sending.is_finished(),
+            "answered before the question was stored"
+        );
+        drop(holder.stdin.take());
+        let (status, answer) = sending.await.unwrap();
+        assert!(holder.wait().unwrap().success());
+        let messages = server
+            .get_json(&format!("/sessions/{session}/messages"))
+            .await;
+        let question = messages
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["content"] == format!("question {round}"))
+            .unwrap_or_else(|| panic!("question {round} was not stored: {messages}"));
+        if fails {
+            assert_eq!(status, 502, "{answer}");
+            assert_eq!(question["metadata"]["status"], "failed", "{question}");
+        } else {
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(question["metadata"].get("status"), None, "{question}");
+        }
+    }
+    let messages = server
+        .get_json(&format!("/sessions/{session}/messages"))
+        .await;
+    assert_eq!(
+        roles_and_contents(&messages),
+        pairs(&[
+            ("user", "question 0"),
+            ("assistant", "openai says: question 0"),
+            ("user", "question 1"),
+        ])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_waits_for_another_process_holding_the_write_lock() {
+    let home = TestHome::new();
+    let server = home.start(&[]);
+    let session = create_session(&server, json!({"backends": ["echo"]})).await;
+    let (status, _) = send(&server, &session, json!({"content": "before the lock"})).await;
+    assert_eq!(status, 200);
+
+    let mut holder = hold_write_lock(&home);
     let sending = {
         let url = server.url(&format!("/sessions/{session}/message"));
         tokio::spawn(async move {

@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::{BackendError, BackendLookupError, BackendRegistry, ChatRequest};
+use crate::backends::{BackendError, BackendLookupError, BackendRegistry, ChatReply, ChatRequest};
 use crate::mcp::hub::McpHub;
-use crate::store::{ContextMessage, Message, NewMessage, Session, Store, StoreError};
+use crate::store::{ContextMessage, Message, NewMessage, PendingWrite, Session, Store, StoreError};
 
 /// Largest page of sessions or messages one request may ask for.
 pub const MAX_PAGE: i64 = 1000;
@@ -237,17 +237,29 @@ impl ChatService {
     /// Sends `request.content` to one backend of the session with the conversation so far.
     pub async fn send(&self, session_id: &str, request: SendMessage) -> Result<Message, ChatError> {
         let max_rounds = tools::max_iterations(request.max_tool_iterations)?;
-        let mut turn = self.begin_turn(session_id, &request).await?;
+        let (mut turn, user_stored) = self.queue_turn(session_id, &request).await?;
         let setup = self.tool_setup(&turn, request.use_tools, max_rounds);
         Self::prepare_tools(&mut turn, &setup);
         if !setup.is_empty() {
+            user_stored.committed().await?;
             // The loop keeps and marks what it produced itself, the client gone or not.
             return Ok(self.answer_with_tools(turn, setup).await?);
         }
         // If the client goes away, axum drops this future mid-call: the guard still marks the
-        // message, so the history never shows a question that silently got no answer.
+        // message (its update queued after the append), so the history never shows a question
+        // that silently got no answer.
         let guard = UnansweredGuard::new(self, &turn.user_message);
-        let outcome = self.answer(&turn, &CancellationToken::new()).await;
+        let reply = match self.call_while_stored(&turn, user_stored).await {
+            Ok(reply) => reply,
+            Err(err) => {
+                guard.disarm(); // The user message was not stored: nothing to mark.
+                return Err(err.into());
+            }
+        };
+        let outcome = match reply {
+            Ok((reply, started)) => self.store_reply(&turn, reply, started).await,
+            Err(err) => Err(err),
+        };
         guard.disarm();
         match outcome {
             Ok(message) => Ok(message),
@@ -258,12 +270,53 @@ impl ChatService {
         }
     }
 
+    /// Calls the backend while the user's message of `turn` is being committed, which takes
+    /// that commit off the path of the answer. A failed commit ends the call (the session is
+    /// gone, or the database failing): the outer error. The backend's outcome otherwise, with
+    /// the moment it was asked, once the message is committed.
+    async fn call_while_stored(
+        &self,
+        turn: &Turn,
+        user_stored: PendingWrite,
+    ) -> Result<Result<(ChatReply, Instant), BackendError>, StoreError> {
+        let started = Instant::now();
+        let call = turn.backend.chat(turn.request.clone());
+        let stored = user_stored.committed();
+        tokio::pin!(call, stored);
+        let mut committed = false;
+        let reply = loop {
+            tokio::select! {
+                result = &mut stored, if !committed => {
+                    result?;
+                    committed = true;
+                }
+                reply = &mut call => break reply,
+            }
+        };
+        if !committed {
+            stored.await?;
+        }
+        Ok(reply.map(|reply| (reply, started)))
+    }
+
     /// Checks a message for one backend, stores the user's part, and returns what to send.
     pub(crate) async fn begin_turn(
         &self,
         session_id: &str,
         request: &SendMessage,
     ) -> Result<Turn, ChatError> {
+        let (turn, user_stored) = self.queue_turn(session_id, request).await?;
+        user_stored.committed().await?;
+        Ok(turn)
+    }
+
+    /// `begin_turn`, but with the user's message only queued: what to wait on for its commit
+    /// comes back beside the turn.
+    async fn queue_turn(
+        &self,
+        session_id: &str,
+        request: &SendMessage,
+    ) -> Result<(Turn, PendingWrite), ChatError> {
         let content = non_empty_content(&request.content)?;
         let (session, history) = self
             .store
@@ -290,9 +343,9 @@ impl ChatService {
             messages: context::conversation(&history, &backend_name, content, self.max_context),
             tools: Vec::new(),
         };
-        let user_message = self
+        let (user_message, user_stored) = self
             .store
-            .append_message(
+            .queue_message(
                 &session.id,
                 NewMessage {
                     role: "user",
@@ -303,14 +356,15 @@ impl ChatService {
                 },
             )
             .await?;
-        Ok(Turn {
+        let turn = Turn {
             session_id: Some(session.id),
             backend_name,
             backend,
             request: chat,
             user_message,
             shares_user_message: false,
-        })
+        };
+        Ok((turn, user_stored))
     }
 
     /// Stores a backend's answer to `turn`; `model` is the one the backend reports having used
@@ -520,6 +574,16 @@ impl ChatService {
             () = left.cancelled() => Err(client_left(&turn.backend_name)),
             reply = turn.backend.chat(turn.request.clone()) => reply,
         }?;
+        self.store_reply(turn, reply, started).await
+    }
+
+    /// Stores the backend's `reply` to `turn`, asked at `started`.
+    async fn store_reply(
+        &self,
+        turn: &Turn,
+        reply: ChatReply,
+        started: Instant,
+    ) -> Result<Message, BackendError> {
         let metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
         self.store_answer(turn, &reply.content, &reply.model, metadata)
             .await

@@ -28,6 +28,7 @@ mod writer;
 use connections::Connections;
 use inline::{InlineConnection, InlineError, Param};
 use writer::MessageWriter;
+pub use writer::PendingWrite;
 
 /// How long a statement waits for a lock held by another process sharing the file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -197,8 +198,9 @@ pub fn database_path(url: Option<&str>) -> Result<PathBuf, StoreError> {
 }
 
 impl Store {
-    /// Opens (creating it if needed) the database at `path` and brings its schema up to date.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (creating it if needed) the database at `path` and brings its schema up to date;
+    /// its write-ahead log is started over once it holds `max_wal_bytes` (see `writer`).
+    pub async fn open(path: &Path, max_wal_bytes: u64) -> Result<Self, StoreError> {
         let open_error = |message: String| StoreError::Open {
             path: path.display().to_string(),
             message,
@@ -234,7 +236,7 @@ impl Store {
             .map_err(|err| open_error(format!("migration failed: {err}")))?;
         let checkpointer = Connections::new(options.clone(), 1);
         let readers = Connections::new(options.read_only(true), READERS);
-        let appends = MessageWriter::start(Arc::clone(&writer), checkpointer);
+        let appends = MessageWriter::start(Arc::clone(&writer), checkpointer, max_wal_bytes);
         Ok(Self {
             writer,
             readers,
@@ -424,26 +426,39 @@ impl Store {
         session_id: &str,
         message: NewMessage<'_>,
     ) -> Result<Message, StoreError> {
-        let stored = Message::unsaved(message);
-        // The trigger of migration 0002 updates the session; the foreign key refuses a message
-        // for a session that does not exist (or was just deleted).
-        self.appends.append(session_id, stored.clone()).await?;
+        let (stored, pending) = self.queue_message(session_id, message).await?;
+        pending.committed().await?;
         Ok(stored)
     }
 
-    /// Merges `changes` into a message's metadata.
+    /// Queues a message to be appended as `append_message` does, and returns it with what to
+    /// wait on for its commit: the caller may do other work meanwhile (not answer the client).
+    /// Writes queued after it, metadata updates included, are applied after it.
+    pub async fn queue_message(
+        &self,
+        session_id: &str,
+        message: NewMessage<'_>,
+    ) -> Result<(Message, PendingWrite), StoreError> {
+        let stored = Message::unsaved(message);
+        // The trigger of migration 0002 updates the session; the foreign key refuses a message
+        // for a session that does not exist (or was just deleted).
+        let pending = self.appends.append(session_id, stored.clone()).await?;
+        Ok((stored, pending))
+    }
+
+    /// Merges `changes` into a message's metadata (in the order of the writer's queue, so after
+    /// the message's own append).
     pub async fn update_message_metadata(
         &self,
         message: &mut Message,
         changes: Map<String, Value>,
     ) -> Result<(), StoreError> {
         message.metadata.extend(changes);
-        sqlx::query("UPDATE messages SET metadata = ? WHERE id = ?")
-            .bind(json_text(&message.metadata))
-            .bind(&message.id)
-            .execute(&mut *self.writer.acquire().await?)
-            .await?;
-        Ok(())
+        self.appends
+            .set_metadata(&message.id, json_text(&message.metadata))
+            .await?
+            .committed()
+            .await
     }
 }
 

@@ -8,9 +8,12 @@
 //! bulk of each runs beside it instead. But a checkpoint running beside the writes never
 //! finishes (frames keep arriving while it copies), and SQLite only starts the WAL over from its
 //! beginning after one that did: the WAL grew by every commit, without end (150 MB in a few
-//! seconds of messages, each write into fresh file pages). So after each checkpoint beside
-//! it, the writer runs a second one between two batches, which copies only the few frames
-//! written meanwhile, and the next transaction starts the WAL over.
+//! seconds of messages, each write into fresh file pages). So once the WAL holds
+//! `max_wal_bytes`, the writer runs a second checkpoint between two batches, after one beside
+//! it: that one copies only the few frames written meanwhile, and the next transaction starts
+//! the WAL over. It is not run after every checkpoint: its two `fsync`s hold up the appends
+//! queued behind it for 3 ms (37 ms seen), which after each of the four checkpoints a second of
+//! 500 messages/s set the p99 of the messages (BENCHMARKS.md, stop 16).
 //!
 //! The writes stay on sqlx's connection thread, not on `inline` as the reads do. Run in the
 //! writer task, a write blocks the runtime thread it runs on: a `pwrite` waiting for ext4's
@@ -20,8 +23,13 @@
 //! ~560 µs of CPU (echo backend, one client), but at 64 clients no more messages a second and
 //! no better tails (BENCHMARKS.md).
 //!
+//! A message's metadata is updated through the same queue, so an update always lands after the
+//! append it follows, even when the request did not wait for that append's commit (a request
+//! calls its backend while its user message is being written).
+//!
 //! Invariants: an append is acknowledged only after the transaction holding it committed; a
-//! message for a session deleted meanwhile fails only its own request, not its batch.
+//! message for a session deleted meanwhile fails only its own request, not its batch; writes
+//! are applied in the order they were queued.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -40,14 +48,23 @@ const QUEUE: usize = 1024;
 /// Rows appended between checkpoints (each row a few pages of WAL: the message, its two
 /// indexes, its session, the rowid sequence).
 const CHECKPOINT_EVERY: usize = 256;
+/// Bytes of WAL per page it holds: the page and a frame header.
+const FRAME_HEADER: u64 = 24;
 
 /// What the writer and the checkpointer tell each other.
 #[derive(Default)]
 struct Checkpoints {
     /// The writer has appended `CHECKPOINT_EVERY` rows since the last checkpoint.
     due: Notify,
-    /// A checkpoint beside the writes ended: the writer should finish it.
+    /// A checkpoint beside the writes ended with the WAL at its bound: the writer should
+    /// finish it, so that the WAL starts over.
     finish: std::sync::atomic::AtomicBool,
+}
+
+/// What requests queue for the writer.
+enum Write {
+    Append(Append),
+    SetMetadata(MetadataUpdate),
 }
 
 struct Append {
@@ -56,18 +73,40 @@ struct Append {
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// The handle requests append through. Cheap to clone.
+struct MetadataUpdate {
+    message_id: String,
+    /// The whole new metadata, as JSON text.
+    metadata: String,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// A queued write, not yet known to be committed.
+pub struct PendingWrite(oneshot::Receiver<Result<(), StoreError>>);
+
+impl PendingWrite {
+    /// Waits until the write is committed (or failed).
+    pub async fn committed(self) -> Result<(), StoreError> {
+        self.0.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// The handle requests write through. Cheap to clone.
 #[derive(Clone)]
 pub struct MessageWriter {
-    queue: mpsc::Sender<Append>,
+    queue: mpsc::Sender<Write>,
     stopped: CancellationToken,
     tasks: TaskTracker,
 }
 
 impl MessageWriter {
     /// Starts the writer on `writer` (the one write connection) and the checkpointer on
-    /// `checkpointer` (a connection of its own).
-    pub fn start(writer: Arc<Connections>, checkpointer: Arc<Connections>) -> Self {
+    /// `checkpointer` (a connection of its own); the WAL starts over once it holds
+    /// `max_wal_bytes`.
+    pub fn start(
+        writer: Arc<Connections>,
+        checkpointer: Arc<Connections>,
+        max_wal_bytes: u64,
+    ) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE);
         let checkpoints = Arc::new(Checkpoints::default());
         let stopped = CancellationToken::new();
@@ -81,6 +120,7 @@ impl MessageWriter {
         tasks.spawn(checkpoint_when_due(
             checkpointer,
             checkpoints,
+            max_wal_bytes,
             stopped.clone(),
         ));
         tasks.close();
@@ -91,18 +131,41 @@ impl MessageWriter {
         }
     }
 
-    /// Appends `message` to `session_id`; returns once it is committed.
-    pub async fn append(&self, session_id: &str, message: Message) -> Result<(), StoreError> {
+    /// Queues `message` to be appended to `session_id`, after every write queued before it.
+    pub async fn append(
+        &self,
+        session_id: &str,
+        message: Message,
+    ) -> Result<PendingWrite, StoreError> {
         let (done, committed) = oneshot::channel();
-        self.queue
-            .send(Append {
-                session_id: session_id.to_owned(),
-                message,
-                done,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        committed.await.map_err(|_| StoreError::Closed)?
+        self.queue(Write::Append(Append {
+            session_id: session_id.to_owned(),
+            message,
+            done,
+        }))
+        .await?;
+        Ok(PendingWrite(committed))
+    }
+
+    /// Queues the replacement of a message's metadata (JSON text), after every write queued
+    /// before it; an unknown message is no error (there is nothing to mark).
+    pub async fn set_metadata(
+        &self,
+        message_id: &str,
+        metadata: String,
+    ) -> Result<PendingWrite, StoreError> {
+        let (done, committed) = oneshot::channel();
+        self.queue(Write::SetMetadata(MetadataUpdate {
+            message_id: message_id.to_owned(),
+            metadata,
+            done,
+        }))
+        .await?;
+        Ok(PendingWrite(committed))
+    }
+
+    async fn queue(&self, write: Write) -> Result<(), StoreError> {
+        self.queue.send(write).await.map_err(|_| StoreError::Closed)
     }
 
     /// Writes what is queued, then stops the writer (appends fail from then on) and the
@@ -115,12 +178,13 @@ impl MessageWriter {
 
 async fn write_batches(
     writer: Arc<Connections>,
-    mut requests: mpsc::Receiver<Append>,
+    mut requests: mpsc::Receiver<Write>,
     checkpoints: Arc<Checkpoints>,
     stopped: CancellationToken,
 ) {
     let mut since_checkpoint = 0;
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut appends = Vec::with_capacity(MAX_BATCH);
     loop {
         let received = tokio::select! {
             received = requests.recv_many(&mut batch, MAX_BATCH) => received,
@@ -133,12 +197,7 @@ async fn write_batches(
         if received == 0 {
             break;
         }
-        let rows = batch.len();
-        let outcomes = insert_through_sqlx(&writer, &batch).await;
-        for (append, outcome) in batch.drain(..).zip(outcomes) {
-            let _ = append.done.send(outcome);
-        }
-        since_checkpoint += rows;
+        since_checkpoint += write_in_order(&writer, &mut batch, &mut appends).await;
         if since_checkpoint >= CHECKPOINT_EVERY {
             since_checkpoint = 0;
             checkpoints.due.notify_one();
@@ -150,6 +209,51 @@ async fn write_batches(
             }
         }
     }
+}
+
+/// Applies `batch` in order, each run of appends as one statement, and tells each request its
+/// outcome; the rows written. `appends` is room for a run, left empty.
+async fn write_in_order(
+    writer: &Arc<Connections>,
+    batch: &mut Vec<Write>,
+    appends: &mut Vec<Append>,
+) -> usize {
+    let mut rows = 0;
+    let mut writes = batch.drain(..).peekable();
+    while let Some(write) = writes.next() {
+        match write {
+            Write::Append(append) => {
+                appends.push(append);
+                while let Some(Write::Append(_)) = writes.peek() {
+                    if let Some(Write::Append(append)) = writes.next() {
+                        appends.push(append);
+                    }
+                }
+                rows += appends.len();
+                let outcomes = insert_through_sqlx(writer, appends).await;
+                for (append, outcome) in appends.drain(..).zip(outcomes) {
+                    let _ = append.done.send(outcome);
+                }
+            }
+            Write::SetMetadata(update) => {
+                let outcome = set_metadata(writer, &update).await;
+                let _ = update.done.send(outcome);
+            }
+        }
+    }
+    rows
+}
+
+async fn set_metadata(
+    writer: &Arc<Connections>,
+    update: &MetadataUpdate,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE messages SET metadata = ? WHERE id = ?")
+        .bind(&update.metadata)
+        .bind(&update.message_id)
+        .execute(&mut *writer.acquire().await?)
+        .await?;
+    Ok(())
 }
 
 /// Each row's outcome, written through sqlx: the batch as one statement, or, when it fails,
@@ -207,13 +311,21 @@ async fn insert(writer: &Arc<Connections>, batch: &[Append]) -> Result<(), Store
 async fn checkpoint_when_due(
     checkpointer: Arc<Connections>,
     checkpoints: Arc<Checkpoints>,
+    max_wal_bytes: u64,
     stopped: CancellationToken,
 ) {
+    let mut max_frames = None;
     loop {
         tokio::select! {
             () = checkpoints.due.notified() => {
+                if max_frames.is_none() {
+                    max_frames = wal_frames_in(&checkpointer, max_wal_bytes).await;
+                }
                 match checkpoint(&checkpointer, "PRAGMA wal_checkpoint(PASSIVE)").await {
-                    Ok(()) => checkpoints.finish.store(true, Ordering::Release),
+                    Ok(frames) if max_frames.is_some_and(|max| frames >= max) => {
+                        checkpoints.finish.store(true, Ordering::Release);
+                    }
+                    Ok(_) => {}
                     Err(err) => tracing::warn!(%err, "WAL checkpoint failed"),
                 }
             }
@@ -226,9 +338,28 @@ async fn checkpoint_when_due(
     checkpointer.close().await;
 }
 
-async fn checkpoint(on: &Arc<Connections>, statement: &'static str) -> Result<(), StoreError> {
-    sqlx::query(statement)
-        .execute(&mut *on.acquire().await?)
+/// How many frames `bytes` of WAL hold (at least one); `None` if the page size is unknown.
+async fn wal_frames_in(on: &Arc<Connections>, bytes: u64) -> Option<u64> {
+    let page_size = async {
+        sqlx::query_scalar::<_, i64>("PRAGMA page_size")
+            .fetch_one(&mut *on.acquire().await?)
+            .await
+            .map_err(StoreError::from)
+    };
+    match page_size.await {
+        Ok(page_size) => Some((bytes / (page_size.unsigned_abs() + FRAME_HEADER)).max(1)),
+        Err(err) => {
+            tracing::warn!(%err, "cannot read the page size; the WAL will not be started over");
+            None
+        }
+    }
+}
+
+/// Runs `statement`, a `wal_checkpoint` pragma; the frames in the WAL after it.
+async fn checkpoint(on: &Arc<Connections>, statement: &'static str) -> Result<u64, StoreError> {
+    // (busy, frames in the WAL, frames checkpointed); -1 for both when not in WAL mode.
+    let (_, frames, _): (i64, i64, i64) = sqlx::query_as(statement)
+        .fetch_one(&mut *on.acquire().await?)
         .await?;
-    Ok(())
+    Ok(u64::try_from(frames).unwrap_or(0))
 }
