@@ -459,6 +459,35 @@ async fn broadcast_asks_every_backend_at_once_and_keeps_every_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn message_ids_are_uuids_in_the_order_the_messages_were_stored() {
+    // Time-ordered ids keep the id index's inserts on its last page (see `Message::unsaved`).
+    let home = TestHome::new();
+    let server = home.start(&[]);
+    let session = create_session(&server, json!({"backends": ["echo"]})).await;
+    for index in 0..6 {
+        let (status, _) = send(&server, &session, json!({"content": format!("m{index}")})).await;
+        assert_eq!(status, 200);
+    }
+    let messages = server
+        .get_json(&format!("/sessions/{session}/messages"))
+        .await;
+    let ids: Vec<String> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 12, "{messages}");
+    for id in &ids {
+        let parsed = uuid::Uuid::parse_str(id).unwrap_or_else(|err| panic!("{id}: {err}"));
+        assert_eq!(parsed.get_version_num(), 7, "{id}");
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "ids out of storage order");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn session_endpoints_answer_bad_input_with_clear_errors() {
     let fake = FakeBackend::start(Wire::Ollama).await;
     let home = TestHome::new();

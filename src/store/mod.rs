@@ -66,7 +66,11 @@ impl Message {
     /// steps of a stateless exchange.
     pub fn unsaved(message: NewMessage<'_>) -> Self {
         Self {
-            id: uuid::Uuid::new_v4().to_string(),
+            // Time-ordered (UUIDv7): each append goes to the last leaf of the id index instead of
+            // a random one, so a batch of rows shares its pages (1.9 instead of 3.1 WAL pages a
+            // row in batches of 16, BENCHMARKS.md), and a large database reads no cold index
+            // page per message.
+            id: uuid::Uuid::now_v7().to_string(),
             content: message.content.to_owned(),
             role: message.role.to_owned(),
             backend: message.backend.map(str::to_owned),
