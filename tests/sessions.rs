@@ -42,6 +42,25 @@ async fn send(server: &Server, session: &str, body: Value) -> (u16, Value) {
         .await
 }
 
+/// `send` on a task of its own, for a message that is expected to wait.
+fn send_in_background(
+    server: &Server,
+    session: &str,
+    body: Value,
+) -> tokio::task::JoinHandle<(u16, Value)> {
+    let url = server.url(&format!("/sessions/{session}/message"));
+    tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    })
+}
+
 fn roles_and_contents(messages: &Value) -> Vec<(String, String)> {
     messages
         .as_array()
@@ -805,19 +824,11 @@ async fn the_backend_is_asked_while_the_question_is_written_and_the_answer_waits
             Behaviour::default()
         });
         let mut holder = hold_write_lock(&home);
-        let sending = {
-            let url = server.url(&format!("/sessions/{session}/message"));
-            tokio::spawn(async move {
-                let response = reqwest::Client::new()
-                    .post(url)
-                    .json(&json!({"content": format!("question {round}")}))
-                    .send()
-                    .await
-                    .unwrap();
-                let status = response.status().as_u16();
-                (status, response.json::<Value>().await.unwrap())
-            })
-        };
+        let sending = send_in_background(
+            &server,
+            &session,
+            json!({"content": format!("question {round}")}),
+        );
         let deadline = Instant::now() + Duration::from_secs(5);
         while fake.chat_requests().is_empty() {
             assert!(
@@ -874,19 +885,7 @@ async fn a_message_waits_for_another_process_holding_the_write_lock() {
     assert_eq!(status, 200);
 
     let mut holder = hold_write_lock(&home);
-    let sending = {
-        let url = server.url(&format!("/sessions/{session}/message"));
-        tokio::spawn(async move {
-            let response = reqwest::Client::new()
-                .post(url)
-                .json(&json!({"content": "while locked"}))
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap())
-        })
-    };
+    let sending = send_in_background(&server, &session, json!({"content": "while locked"}));
     // Reads need no lock in WAL mode: the session is readable meanwhile.
     let during = server.get_json(&format!("/sessions/{session}")).await;
     assert_eq!(during["message_count"], 2, "{during}");
