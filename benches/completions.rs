@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 use fake_backends::{FakeBackend, Wire};
 use serde_json::{Value, json};
-use support::{LitMux, WARM_UP_CALLS, cpu_time, levels, micros, percentile, run_level};
+use support::{
+    LitMux, WARM_UP_CALLS, cpu_time, levels, micros, percentile, post_chat_level, run_level,
+};
 
 #[tokio::main]
 async fn main() {
@@ -79,29 +81,8 @@ async fn main() {
 
         // The direct baseline sends what lit-mux sent last.
         let sent = fake.last_chat().body;
-        let direct_setup = || {
-            let (http, url, body) = (http.clone(), direct_url.clone(), sent.clone());
-            async move { (http, url, body) }
-        };
-        let (theirs, theirs_rate) = run_level(
-            load,
-            concurrency,
-            per_worker,
-            direct_setup,
-            |state: Arc<(reqwest::Client, String, Value)>| async move {
-                let (http, url, body) = &*state;
-                let response = http
-                    .post(url)
-                    .bearer_auth("none")
-                    .json(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(response.status().is_success());
-                response.bytes().await.unwrap();
-            },
-        )
-        .await;
+        let (theirs, theirs_rate) =
+            post_chat_level(load, concurrency, per_worker, &http, &direct_url, &sent).await;
         let (p50, p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
         let (d50, d99) = (percentile(&theirs, 0.5), percentile(&theirs, 0.99));
         println!(

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use fake_backends::{FakeBackend, Wire};
 use serde_json::{Value, json};
 use support::{
-    LitMux, PassthroughProxy, WARM_UP_CALLS, cpu_time, levels, micros, percentile, run_level,
+    LitMux, PassthroughProxy, WARM_UP_CALLS, cpu_time, levels, micros, percentile, post_chat_level,
+    run_level,
 };
 
 #[tokio::main]
@@ -109,35 +110,10 @@ async fn main() {
         // The direct baseline and the floor send what lit-mux sent last: the same
         // conversation size.
         let sent = fake.last_chat().body;
-        let send_chat_to = |url: &String| {
-            let setup = {
-                let (http, url, body) = (http.clone(), url.clone(), sent.clone());
-                move || {
-                    let (http, url, body) = (http.clone(), url.clone(), body.clone());
-                    async move { (http, url, body) }
-                }
-            };
-            run_level(
-                load,
-                concurrency,
-                per_worker,
-                setup,
-                |state: Arc<(reqwest::Client, String, Value)>| async move {
-                    let (http, url, body) = &*state;
-                    let response = http
-                        .post(url)
-                        .bearer_auth("none")
-                        .json(body)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert!(response.status().is_success());
-                    response.bytes().await.unwrap();
-                },
-            )
-        };
-        let (theirs, theirs_rate) = send_chat_to(&chat_url).await;
-        let (floor, floor_rate) = send_chat_to(&proxied_url).await;
+        let (theirs, theirs_rate) =
+            post_chat_level(load, concurrency, per_worker, &http, &chat_url, &sent).await;
+        let (floor, floor_rate) =
+            post_chat_level(load, concurrency, per_worker, &http, &proxied_url, &sent).await;
         let (p50, p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
         let (d50, d99) = (percentile(&theirs, 0.5), percentile(&theirs, 0.99));
         let (f50, f99) = (percentile(&floor, 0.5), percentile(&floor, 0.99));

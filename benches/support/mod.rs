@@ -267,3 +267,38 @@ where
     all.sort();
     (all, throughput)
 }
+
+/// `run_level` where every call posts `body` to `url` as an OpenAI-compatible client does
+/// (a bearer key, JSON) and reads the whole answer, which must be a success.
+pub async fn post_chat_level(
+    load: Load,
+    concurrency: usize,
+    per_worker: usize,
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (Vec<Duration>, f64) {
+    let setup = || {
+        let (http, url, body) = (http.clone(), url.to_owned(), body.clone());
+        async move { (http, url, body) }
+    };
+    run_level(
+        load,
+        concurrency,
+        per_worker,
+        setup,
+        |state: Arc<(reqwest::Client, String, serde_json::Value)>| async move {
+            let (http, url, body) = &*state;
+            let response = http
+                .post(url)
+                .bearer_auth("none")
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+            response.bytes().await.unwrap();
+        },
+    )
+    .await
+}
