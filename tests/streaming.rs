@@ -217,6 +217,76 @@ async fn backend_failures_are_an_http_error_before_the_stream_and_an_error_event
     assert_eq!(messages[2]["metadata"]["status"], "incomplete");
 }
 
+/// lit-mux's bound on an answer, streamed or not (32 MiB).
+const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_streaming_without_end_is_cut_at_the_bound_of_a_whole_answer() {
+    let chunk = "x".repeat(64 * 1024);
+    for wire in [Wire::Ollama, Wire::OpenAi, Wire::Anthropic] {
+        let fake = FakeBackend::start(wire).await;
+        fake.set_behaviour(Behaviour::Endless {
+            chunk: chunk.clone(),
+        });
+        let home = TestHome::new();
+        home.write_config(&config_for(&[("llm", &fake, wire)]));
+        let server = home.start(&[]);
+        let id = session(&server, &["llm"]).await;
+
+        let events = Events::new(
+            stream_message(&server, &id, json!({"content": "go on", "stream": true})).await,
+        )
+        .all()
+        .await;
+        let streamed: usize = events
+            .iter()
+            .filter(|(name, _)| name == "delta")
+            .map(|(_, data)| data["text"].as_str().unwrap().len())
+            .sum();
+        let (name, data) = events.last().unwrap();
+        assert_eq!(name, "error", "{wire:?}: {data}");
+        assert_eq!(data["status"], 502, "{wire:?}: {data}");
+        let detail = data["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("over {MAX_ANSWER_BYTES} bytes")),
+            "{wire:?}: {detail}"
+        );
+        assert!(
+            streamed > MAX_ANSWER_BYTES - chunk.len() && streamed <= MAX_ANSWER_BYTES,
+            "{wire:?}: {streamed} bytes streamed"
+        );
+        assert!(
+            support::processes::eventually(Duration::from_secs(5), || async {
+                fake.aborted_requests() == 1
+            })
+            .await,
+            "{wire:?}: the backend's endless answer was not hung up on"
+        );
+        // What was streamed is kept as the question's answer, marked incomplete.
+        let messages = server.get_json(&format!("/sessions/{id}/messages")).await;
+        assert_eq!(messages.as_array().unwrap().len(), 2, "{wire:?}");
+        assert_eq!(messages[1]["role"], "assistant", "{wire:?}");
+        assert_eq!(messages[1]["metadata"]["status"], "incomplete", "{wire:?}");
+        assert_eq!(messages[1]["content"].as_str().unwrap().len(), streamed);
+
+        // Not streamed, the same answer is refused at the same bound.
+        let (status, body) = server
+            .post_json(
+                &format!("/sessions/{id}/message"),
+                &json!({"content": "again"}),
+            )
+            .await;
+        assert_eq!(status, 502, "{wire:?}: {body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("over {MAX_ANSWER_BYTES} bytes")),
+            "{wire:?}: {body}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_streamed_broadcast_interleaves_every_backends_events() {
     let ollama = FakeBackend::start(Wire::Ollama).await;

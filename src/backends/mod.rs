@@ -449,14 +449,41 @@ impl Backend for Metered {
                 return Err(err);
             }
         };
+        // A streamed answer is held to the bound of a whole one: each line of a stream is
+        // bounded where it is decoded, but a server streaming deltas without end would
+        // otherwise grow the answer being assembled (and then stored) without end.
+        let mut answer_bytes = 0usize;
+        let backend = self.name.clone();
         Ok(stream
             .map(move |event| {
+                answer_bytes = answer_bytes.saturating_add(match &event {
+                    Ok(ChatEvent::Delta(text)) => text.len(),
+                    Ok(ChatEvent::ToolCall(call)) => call.name.len() + call.arguments_text().len(),
+                    _ => 0,
+                });
+                let event = if answer_bytes > upstream::MAX_BODY_BYTES {
+                    Err(BackendError::InvalidResponse {
+                        backend: backend.clone(),
+                        message: format!(
+                            "the streamed answer is over {} bytes",
+                            upstream::MAX_BODY_BYTES
+                        ),
+                    })
+                } else {
+                    event
+                };
                 match &event {
                     Ok(ChatEvent::Done { .. }) => meter.finish("ok"),
                     Err(err) => meter.finish(err.kind()),
                     Ok(_) => {}
                 }
                 event
+            })
+            // Nothing after an error: the stream's contract, and here the end of the answer.
+            .scan(false, |failed, event| {
+                let end = *failed;
+                *failed |= event.is_err();
+                futures_util::future::ready((!end).then_some(event))
             })
             .boxed())
     }

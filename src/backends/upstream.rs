@@ -15,8 +15,8 @@ use tokio_util::io::StreamReader;
 use super::config::Timeouts;
 use super::{BackendError, TimeoutStage};
 
-/// Largest non-streamed answer accepted.
-const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// Largest non-streamed answer accepted; a streamed one is held to it too (see `Metered`).
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// Largest error body read for its message.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// Largest single line of a stream (one NDJSON object or one SSE field).

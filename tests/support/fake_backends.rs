@@ -118,6 +118,9 @@ pub enum Behaviour {
         text: Option<String>,
         calls: Vec<FakeToolCall>,
     },
+    /// An answer without end: streamed, the wire's opening and then `chunk` as one text delta
+    /// after another until the client goes away; not streamed, a JSON body that never closes.
+    Endless { chunk: String },
 }
 
 /// A tool call a fake answers with.
@@ -597,6 +600,7 @@ async fn chat(
             guard.finish();
             return tool_call_answer(wire, body, model, text.as_deref(), &calls, stream);
         }
+        Behaviour::Endless { chunk } => (chunk, Duration::ZERO, Duration::ZERO, Ending::Endless),
     };
     pause(delay).await;
     let reply = Reply {
@@ -615,6 +619,17 @@ async fn chat(
                 // Hyper aborts the connection when the body fails before anything was flushed.
                 let failed = futures_util::stream::once(async { Err::<String, _>(cut_off()) });
                 Response::new(Body::from_stream(failed))
+            }
+            Ending::Endless => {
+                let opening = futures_util::stream::once(async { Ok("{\"text\": \"".to_owned()) });
+                let endless =
+                    futures_util::stream::repeat_with(move || Ok::<_, io::Error>(text.clone()));
+                let mut response = Response::new(Body::from_stream(opening.chain(endless)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
             }
             Ending::Stall => {
                 let complete = reply.complete(wire, &text).to_string();
@@ -635,18 +650,32 @@ async fn chat(
             }
         };
     }
-    let mut chunks: Vec<String> = text.split_inclusive(' ').map(str::to_owned).collect();
+    let mut chunks: Vec<String> = if ending == Ending::Endless {
+        vec![text.clone()]
+    } else {
+        text.split_inclusive(' ').map(str::to_owned).collect()
+    };
     if chunks.is_empty() {
         chunks.push(String::new());
     }
     let include_usage = body["stream_options"]["include_usage"] == true;
     let (content_type, frames) = reply.stream(wire, &chunks, include_usage);
     let mut body_chunks = VecDeque::from(frames);
-    if ending != Ending::Complete {
+    let mut repeated = None;
+    if ending == Ending::Endless {
+        // Up to the first delta (the one frame carrying the text), which then repeats.
+        let delta = body_chunks
+            .iter()
+            .position(|frame| frame.contains(text.as_str()))
+            .expect("a stream carries its text");
+        body_chunks.truncate(delta + 1);
+        repeated = body_chunks.back().cloned();
+    } else if ending != Ending::Complete {
         body_chunks.truncate(1);
     }
     let feed = Feed {
         chunks: body_chunks,
+        repeated,
         chunk_delay,
         ending,
         guard,
@@ -671,11 +700,15 @@ enum Ending {
     Cut,
     /// Nothing more is sent; the connection stays open.
     Stall,
+    /// The last chunk is sent again and again.
+    Endless,
 }
 
 /// The state of a streamed response body.
 struct Feed {
     chunks: VecDeque<String>,
+    /// For `Endless`, the chunk sent once the others are out.
+    repeated: Option<String>,
     chunk_delay: Duration,
     /// What happens after the last chunk: for `Cut`, the body fails and hyper cuts the connection.
     ending: Ending,
@@ -714,6 +747,10 @@ async fn next_chunk(feed: Option<Feed>) -> Option<(io::Result<String>, Option<Fe
         }
         // The unfinished guard counts the abort when the client goes away and hyper drops us.
         Ending::Stall => std::future::pending().await,
+        Ending::Endless => {
+            let chunk = feed.repeated.clone()?;
+            Some((Ok(chunk), Some(feed)))
+        }
     }
 }
 
