@@ -348,6 +348,20 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
             });
         }
     };
+    if config
+        .server
+        .api_key
+        .as_deref()
+        .is_some_and(|key| key.trim().is_empty())
+    {
+        // Usually `${VAR}` of an unset VAR (the predecessor's default config has one). Without a
+        // key only loopback clients are served, and `start` refuses any other address.
+        config.server.api_key = None;
+        warnings.push(
+            "server.api_key is empty: no authentication, so only local clients are served"
+                .to_owned(),
+        );
+    }
     if let Some(spec) = non_empty_env(MCP_SERVERS_ENV) {
         config.mcp.servers.extend(parse_mcp_servers_env(&spec)?);
     }
@@ -542,13 +556,6 @@ impl Config {
         let invalid = |key: &str, message: &str| Err((key.to_owned(), message.to_owned()));
         if self.server.host.trim().is_empty() {
             return invalid("server.host", "must not be empty");
-        }
-        if self.server.api_key.as_deref().is_some_and(str::is_empty) {
-            // An empty key would be an open door that looks shut; `${VAR}` of an unset VAR ends here.
-            return invalid(
-                "server.api_key",
-                "is empty; remove the key to run without authentication",
-            );
         }
         if self.server.header_read_timeout_secs == 0 {
             return invalid("server.header_read_timeout_secs", "must be at least 1");

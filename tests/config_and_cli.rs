@@ -72,7 +72,6 @@ fn config_errors_name_the_file_the_key_and_the_position_and_exit_2() {
             "server:\n  cors_origins: [example.com]\n",
             &["server.cors_origins[0]", "example.com"],
         ),
-        ("server:\n  api_key: ''\n", &["server.api_key", "empty"]),
         (
             "storage:\n  max_wal_mb: 0\n",
             &["storage.max_wal_mb", "at least 1"],
@@ -181,6 +180,71 @@ async fn env_vars_expand_in_string_values_and_dotenv_is_loaded_first() {
             && stderr.contains("backends.remote.system_prompt"),
         "a warning should name the unset variable and where it is used:\n{stderr}"
     );
+}
+
+#[tokio::test]
+async fn the_predecessors_default_config_starts_with_its_secrets_unset() {
+    // As the predecessor's `init` wrote it, in a shell where none of its variables is set.
+    let yaml = concat!(
+        "server:\n",
+        "  port: 8000\n",
+        "  api_key: ${LIT_MUX_TEST_UNSET_SERVER_KEY}\n",
+        "backends:\n",
+        "  ollama: {enabled: true, host: 'http://127.0.0.1:1', default_model: llama3.1}\n",
+        "  chatgpt: {enabled: true, api_key: '${LIT_MUX_TEST_UNSET_OPENAI_KEY}', model: gpt-4o}\n",
+        "  claude_desktop: {enabled: false, automation: true}\n",
+        "  claude: {type: anthropic, api_key: '${LIT_MUX_TEST_UNSET_ANTHROPIC_KEY}'}\n",
+    );
+    let home = TestHome::new();
+    home.write_config(yaml);
+    let server = home.start(&[]);
+    // No key: served without one (on loopback only).
+    assert_eq!(server.get("/health").send().await.unwrap().status(), 200);
+    let backends = server.get_json("/backends").await;
+    let enabled = |name: &str| {
+        backends
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {backends}"))["enabled"]
+            .clone()
+    };
+    // An OpenAI-compatible server may need no key; Anthropic's API does, so that one is off.
+    assert_eq!(enabled("chatgpt"), true, "{backends}");
+    assert_eq!(enabled("claude"), false, "{backends}");
+    assert!(
+        backends
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["name"] != "claude_desktop"),
+        "{backends}"
+    );
+    let stderr = server.stderr();
+    for needle in [
+        "LIT_MUX_TEST_UNSET_SERVER_KEY",
+        "server.api_key is empty",
+        "LIT_MUX_TEST_UNSET_OPENAI_KEY",
+        "backends.chatgpt.api_key is empty",
+        "backends.claude is disabled",
+        "claude_desktop is no longer supported",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "no warning with {needle:?}:\n{stderr}"
+        );
+    }
+    // The client commands read the same file and need none of the secrets either.
+    let url = server.url.clone();
+    let out = home.run(&["backends", "--url", &url]);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.stdout.contains("chatgpt"), "{out:?}");
+
+    // Without a key a non-loopback address is still refused.
+    let out = home.run(&["start", "--host", "0.0.0.0", "--port", "0"]);
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    assert!(out.stderr.contains("without an API key"), "{out:?}");
 }
 
 #[test]

@@ -156,12 +156,8 @@ pub fn parse_all(
                 "is not a valid backend name (1 to 64 of A-Z a-z 0-9 _ -)".to_owned(),
             ));
         }
-        let raw: RawEntry = if value.is_null() {
-            RawEntry::default()
-        } else {
-            yaml_serde::from_value(value.clone()).map_err(|err| (key.clone(), err.to_string()))?
-        };
-        if raw.kind.is_none() && name == "claude_desktop" {
+        if name == "claude_desktop" && value.get("type").is_none() {
+            // The predecessor's entry, whatever old keys it carries (`automation`, ...).
             warnings.push(
                 "backends.claude_desktop is no longer supported and was skipped: \
                  use a backend with `type: anthropic` and an api_key instead"
@@ -169,7 +165,12 @@ pub fn parse_all(
             );
             continue;
         }
-        backends.insert(name.clone(), parse_entry(name, raw, &key)?);
+        let raw: RawEntry = if value.is_null() {
+            RawEntry::default()
+        } else {
+            yaml_serde::from_value(value.clone()).map_err(|err| (key.clone(), err.to_string()))?
+        };
+        backends.insert(name.clone(), parse_entry(name, raw, &key, warnings)?);
     }
     backends
         .entry("echo".to_owned())
@@ -182,7 +183,12 @@ pub fn is_valid_backend_name(name: &str) -> bool {
     crate::config::is_valid_server_name(name)
 }
 
-fn parse_entry(name: &str, raw: RawEntry, key: &str) -> Result<BackendConfig, (String, String)> {
+fn parse_entry(
+    name: &str,
+    raw: RawEntry,
+    key: &str,
+    warnings: &mut Vec<String>,
+) -> Result<BackendConfig, (String, String)> {
     let fail = |field: &str, message: String| Err((format!("{key}.{field}"), message));
     let type_name = match raw.kind.as_deref() {
         Some(kind) => kind.to_owned(),
@@ -237,6 +243,7 @@ fn parse_entry(name: &str, raw: RawEntry, key: &str) -> Result<BackendConfig, (S
         }
     };
 
+    let mut disabled = false;
     let (kind, fallback_model) = match type_name.as_str() {
         "ollama" => {
             unused(&["host", "base_url"])?;
@@ -265,7 +272,7 @@ fn parse_entry(name: &str, raw: RawEntry, key: &str) -> Result<BackendConfig, (S
             (
                 BackendKind::OpenAi(OpenAiSettings {
                     base_url: checked_url(&base_url, &format!("{key}.base_url"))?,
-                    api_key: non_empty(raw.api_key, &format!("{key}.api_key"))?,
+                    api_key: non_empty(raw.api_key, &format!("{key}.api_key"), warnings),
                 }),
                 "gpt-4o-mini",
             )
@@ -275,9 +282,20 @@ fn parse_entry(name: &str, raw: RawEntry, key: &str) -> Result<BackendConfig, (S
             let base_url = raw
                 .base_url
                 .unwrap_or_else(|| "https://api.anthropic.com".to_owned());
-            let Some(api_key) = non_empty(raw.api_key, &format!("{key}.api_key"))? else {
+            let given = raw.api_key.is_some();
+            let api_key = non_empty(raw.api_key, &format!("{key}.api_key"), warnings);
+            if api_key.is_none() && !given {
                 return fail("api_key", "is required for type anthropic".to_owned());
-            };
+            }
+            // Present but empty (an unset `${VAR}`): the server still starts, without this
+            // backend, rather than not at all for want of one secret.
+            if api_key.is_none() && raw.enabled != Some(false) {
+                warnings.push(format!(
+                    "{key} is disabled: its api_key is empty and type anthropic needs one"
+                ));
+                disabled = true;
+            }
+            let api_key = api_key.unwrap_or_default();
             if raw.max_tokens == Some(0) {
                 return fail("max_tokens", "must be at least 1".to_owned());
             }
@@ -325,7 +343,7 @@ fn parse_entry(name: &str, raw: RawEntry, key: &str) -> Result<BackendConfig, (S
     Ok(BackendConfig {
         kind,
         tool_mode,
-        enabled: raw.enabled.unwrap_or(true),
+        enabled: raw.enabled.unwrap_or(true) && !disabled,
         default_model: default_model.unwrap_or_else(|| fallback_model.to_owned()),
         system_prompt: raw.system_prompt.filter(|p| !p.trim().is_empty()),
         timeouts,
@@ -373,14 +391,15 @@ fn checked_url(text: &str, key: &str) -> Result<String, (String, String)> {
     }
 }
 
-/// `None` for an absent key; an error for a present but empty one (usually an unset `${VAR}`).
-fn non_empty(value: Option<String>, key: &str) -> Result<Option<String>, (String, String)> {
+/// `None` for an absent key, and for a present but empty one (usually an unset `${VAR}`, for
+/// which a warning already names the variable), with a warning that the key is left out.
+fn non_empty(value: Option<String>, key: &str, warnings: &mut Vec<String>) -> Option<String> {
     match value {
-        Some(text) if text.trim().is_empty() => Err((
-            key.to_owned(),
-            "is empty; remove it or give a value".to_owned(),
-        )),
-        other => Ok(other),
+        Some(text) if text.trim().is_empty() => {
+            warnings.push(format!("{key} is empty and is left out"));
+            None
+        }
+        other => other,
     }
 }
 
