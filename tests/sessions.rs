@@ -640,6 +640,44 @@ async fn sessions_are_listed_newest_first_in_pages() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_conversation_longer_than_a_page_is_listed_whole_unless_a_limit_is_asked() {
+    let home = TestHome::new();
+    let server = home.start(&[]);
+    let (status, session) = server
+        .post_json("/sessions", &json!({"backends": ["echo"]}))
+        .await;
+    assert_eq!(status, 200, "{session}");
+    let id = session["id"].as_str().unwrap();
+    let exchanges = 501; // 1002 messages: more than the largest page.
+    for index in 0..exchanges {
+        let (status, body) = server
+            .post_json(
+                &format!("/sessions/{id}/message"),
+                &json!({"content": format!("message {index}")}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let all = server.get_json(&format!("/sessions/{id}/messages")).await;
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 2 * exchanges);
+    assert_eq!(all[0]["content"], "message 0");
+    assert_eq!(all[all.len() - 1]["content"], format!("message {}", exchanges - 1));
+    assert_eq!(all[all.len() - 1]["role"], "assistant");
+
+    let page = server
+        .get_json(&format!("/sessions/{id}/messages?limit=2&offset=1000"))
+        .await;
+    assert_eq!(page.as_array().unwrap().as_slice(), &all[1000..]);
+    let response = server
+        .get(&format!("/sessions/{id}/messages?limit=1001"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn only_the_last_max_messages_are_sent() {
     let fake = FakeBackend::start(Wire::Ollama).await;
     let home = TestHome::new();

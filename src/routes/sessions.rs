@@ -25,6 +25,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(broadcast))
 }
 
+/// A default `limit` meaning no limit (SQLite's `LIMIT -1`).
+const ALL: i64 = -1;
+
 /// `?limit=&offset=`, as text so that a bad value gets our 422 rather than axum's plain 400.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -103,7 +106,8 @@ async fn delete_session(
     }))
 }
 
-/// The session's messages, oldest first.
+/// The session's messages, oldest first: the whole conversation unless `limit` is given (the
+/// predecessor's clients read it whole; a default page would silently leave out the newest).
 #[utoipa::path(get, path = "/sessions/{id}/messages", tag = "sessions", params(("id" = String, Path), PageQuery),
     responses((status = 200, description = "Success", body = Vec<Message>), (status = 404, description = "Not found", body = crate::error::ErrorBody)))]
 async fn list_messages(
@@ -111,7 +115,7 @@ async fn list_messages(
     Path(id): Path<String>,
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Vec<Message>>, ApiError> {
-    let (limit, offset) = page.parse(MAX_PAGE)?;
+    let (limit, offset) = page.parse(ALL)?;
     let store = state.chat.store();
     // A missing session is a 404, not an empty list.
     store.session(&id).await?;
