@@ -662,7 +662,10 @@ async fn a_conversation_longer_than_a_page_is_listed_whole_unless_a_limit_is_ask
     let all = all.as_array().unwrap();
     assert_eq!(all.len(), 2 * exchanges);
     assert_eq!(all[0]["content"], "message 0");
-    assert_eq!(all[all.len() - 1]["content"], format!("message {}", exchanges - 1));
+    assert_eq!(
+        all[all.len() - 1]["content"],
+        format!("message {}", exchanges - 1)
+    );
     assert_eq!(all[all.len() - 1]["role"], "assistant");
 
     let page = server
@@ -765,6 +768,16 @@ async fn sessions_survive_a_restart_and_a_sigkill_right_after_an_answer() {
         default_database(&home).exists(),
         "the database is in the XDG data directory"
     );
+    // Every conversation is in there: only its owner may read it, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    let database = default_database(&home);
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(database.parent().unwrap()), 0o700);
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", database.display()));
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
 }
 
 /// The default database of `home`.

@@ -209,9 +209,7 @@ impl Store {
             path: path.display().to_string(),
             message,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|err| open_error(err.to_string()))?;
-        }
+        create_private(path).map_err(|err| open_error(err.to_string()))?;
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(|err| open_error(err.to_string()))?
             .filename(path)
@@ -562,6 +560,33 @@ impl MessageRow {
             model: self.model,
             timestamp: self.timestamp,
         })
+    }
+}
+
+/// Creates the database's directory (`0700`; its parents as usual) and the file itself (`0600`)
+/// where they do not exist yet: the file holds every conversation, and SQLite would create it,
+/// and its `-wal` and `-shm` files after it, readable by everyone (umask 022). Existing ones are
+/// left as they are.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(parent) = dir.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => return Err(err),
+            _ => {}
+        }
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err),
     }
 }
 
