@@ -484,6 +484,12 @@ async fn a_broadcast_where_every_backend_fails_reports_each_and_marks_the_messag
         error.starts_with("backend local is rate limited (429)"),
         "{error}"
     );
+    // Its Retry-After, as a message to it alone would pass on; only there.
+    let retry_after = |name: &str| {
+        responses.iter().find(|r| r["backend"] == name).unwrap()["retry_after"].clone()
+    };
+    assert_eq!(retry_after("local"), "5", "{body}");
+    assert!(retry_after("claude").is_null(), "{body}");
     let (status, error) = outcome("down");
     assert_eq!(status, 502);
     assert!(error.starts_with("backend down is unreachable"), "{error}");

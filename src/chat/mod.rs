@@ -139,6 +139,9 @@ pub enum BroadcastOutcome {
         error: String,
         /// The HTTP status this failure would have had alone.
         status: u16,
+        /// For a rate-limited backend (429), its `Retry-After`, as a message alone would pass on.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after: Option<String>,
     },
 }
 
@@ -482,11 +485,20 @@ impl ChatService {
             };
             match outcome {
                 Ok(message) => BroadcastOutcome::Answered { backend, message },
-                Err(err) => BroadcastOutcome::Failed {
-                    backend,
-                    status: crate::error::ApiError::from(err.clone()).status().as_u16(),
-                    error: err.to_string(),
-                },
+                Err(err) => {
+                    let alone = crate::error::ApiError::from(err.clone());
+                    BroadcastOutcome::Failed {
+                        backend,
+                        status: alone.status().as_u16(),
+                        retry_after: match alone {
+                            crate::error::ApiError::TooManyRequests { retry_after, .. } => {
+                                retry_after
+                            }
+                            _ => None,
+                        },
+                        error: err.to_string(),
+                    }
+                }
             }
         });
         let responses = join_all(calls).await;
