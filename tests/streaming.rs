@@ -217,6 +217,28 @@ async fn backend_failures_are_an_http_error_before_the_stream_and_an_error_event
     assert_eq!(messages[2]["metadata"]["status"], "incomplete");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_answers_duration_counts_the_wait_for_its_first_byte() {
+    let fake = FakeBackend::start(Wire::Ollama).await;
+    fake.set_behaviour(Behaviour::Reply {
+        text: None,
+        delay: Duration::from_millis(600),
+        chunk_delay: Duration::ZERO,
+    });
+    let home = TestHome::new();
+    home.write_config(&config_for(&[("llm", &fake, Wire::Ollama)]));
+    let server = home.start(&[]);
+    let id = session(&server, &["llm"]).await;
+    let events =
+        Events::new(stream_message(&server, &id, json!({"content": "slow", "stream": true})).await)
+            .all()
+            .await;
+    let (name, done) = events.last().unwrap();
+    assert_eq!(name, "done", "{events:?}");
+    let duration = done["metadata"]["duration_ms"].as_u64().unwrap();
+    assert!(duration >= 600, "{done}");
+}
+
 /// lit-mux's bound on an answer, streamed or not (32 MiB).
 const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 

@@ -220,7 +220,9 @@ impl ChatService {
         // The stored answer holding the latest round's calls.
         let mut call_answer: Option<Message> = None;
         loop {
-            let (text, calls, ending) = self.relay_round(&turn, &mut stream, &events, setup).await;
+            let (text, calls, ending) = self
+                .relay_round(&turn, &mut stream, started, &events, setup)
+                .await;
             // Dropping the backend's stream closes its connection: the backend stops generating.
             drop(stream);
             match ending {
@@ -346,10 +348,11 @@ impl ChatService {
         &self,
         turn: &Turn,
         stream: &mut ChatStream,
+        // When the backend was asked: the wait for its first byte is part of the answer's time.
+        started: Instant,
         events: &mpsc::Sender<ReplyEvent>,
         setup: &ToolSetup,
     ) -> (String, Vec<ToolCall>, Ending) {
-        let started = Instant::now();
         let mut text = String::new();
         let mut calls = Vec::new();
         let mut scanner = setup.scans_text().then(ToolCallScanner::new);
