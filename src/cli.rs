@@ -193,7 +193,8 @@ pub struct ClientArgs {
     #[command(flatten)]
     pub config: ConfigArg,
     /// Seconds to wait for the server's answer.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout: u64,
 }
 
@@ -573,6 +574,13 @@ fn default_directives(level: &str) -> String {
 
 /// Resolves the server URL and key: flags and environment first, then the config file.
 fn connect(args: &ClientArgs) -> Result<ApiClient, Failure> {
+    if let Some(url) = &args.url
+        && !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+    {
+        return Err(Failure::usage(format!(
+            "--url {url:?} is not an http(s) URL like http://127.0.0.1:8000"
+        )));
+    }
     let (url, api_key) = match (&args.url, &args.api_key) {
         (Some(url), Some(key)) => (url.clone(), Some(key.clone())),
         _ => {
@@ -635,6 +643,10 @@ async fn send(
     session: Option<String>,
     model: Option<String>,
 ) -> Result<(), Failure> {
+    if message.trim().is_empty() {
+        // Before a session is made for it: the server would refuse it after that.
+        return Err(Failure::usage("the message is empty".to_owned()));
+    }
     let api = connect(&args)?;
     let session_id = match session {
         Some(id) => id,

@@ -11,6 +11,9 @@ use serde_json::Value;
 pub enum ClientError {
     #[error("cannot reach lit-mux at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// Connected, but the answer did not come in time.
+    #[error("lit-mux at {url} did not answer within {secs} s (--request-timeout)")]
+    TimedOut { url: String, secs: u64 },
     /// The server answered with an error status; `detail` is its message.
     #[error("{status}: {detail}")]
     Api { status: StatusCode, detail: String },
@@ -22,6 +25,7 @@ pub enum ClientError {
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     base_url: String,
+    timeout: Duration,
     api_key: Option<String>,
     http: reqwest::Client,
     /// For event streams: no bound on the whole answer, only on each wait for more of it.
@@ -109,6 +113,7 @@ impl ApiClient {
             })?;
         Ok(Self {
             base_url,
+            timeout,
             api_key,
             http,
             streaming,
@@ -129,10 +134,7 @@ impl ApiClient {
         let response = request
             .send()
             .await
-            .map_err(|err| ClientError::Unreachable {
-                url: self.base_url.clone(),
-                reason: describe(&err),
-            })?;
+            .map_err(|err| self.transport_error(&err))?;
         let status = response.status();
         if !status.is_success() {
             let bytes = response.bytes().await.unwrap_or_default();
@@ -143,6 +145,20 @@ impl ApiClient {
             buffer: Vec::new(),
             url,
         })
+    }
+
+    /// A failed exchange: the server could not be reached, or it was and did not answer in time.
+    fn transport_error(&self, err: &reqwest::Error) -> ClientError {
+        if err.is_timeout() && !err.is_connect() {
+            return ClientError::TimedOut {
+                url: self.base_url.clone(),
+                secs: self.timeout.as_secs(),
+            };
+        }
+        ClientError::Unreachable {
+            url: self.base_url.clone(),
+            reason: describe(err),
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -179,18 +195,12 @@ impl ApiClient {
         let response = request
             .send()
             .await
-            .map_err(|err| ClientError::Unreachable {
-                url: self.base_url.clone(),
-                reason: describe(&err),
-            })?;
+            .map_err(|err| self.transport_error(&err))?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
-            .map_err(|err| ClientError::Unreachable {
-                url: self.base_url.clone(),
-                reason: describe(&err),
-            })?;
+            .map_err(|err| self.transport_error(&err))?;
         if !status.is_success() {
             return Err(api_error(status, &bytes));
         }

@@ -1132,6 +1132,20 @@ fn the_cli_sends_lists_and_shows_sessions() {
 
     let backends = home.run(&["backends", "--url", &url]);
     assert!(backends.stdout.contains("echo") && backends.stdout.contains("healthy"));
+
+    // Usage errors (exit 2), found before anything is sent: an empty message makes no session.
+    for bad in [
+        vec!["send", "", "--url", &url],
+        vec!["send", "  ", "--url", &url],
+        vec!["send", "hi", "--url", "not a url"],
+        vec!["send", "hi", "--request-timeout", "0", "--url", &url],
+    ] {
+        let out = home.run(&bad);
+        assert_eq!(out.code(), Some(2), "{bad:?}: {out:?}");
+        assert!(out.stderr.starts_with("error: "), "{bad:?}: {out:?}");
+    }
+    let listed_after = home.run(&["sessions", "--url", &url]);
+    assert_eq!(listed_after.stdout, listed.stdout, "a session was made");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1168,6 +1182,20 @@ async fn a_client_that_goes_away_cancels_the_backend_call_and_the_message_is_mar
     })
     .await;
     assert!(marked, "the abandoned message was not marked failed");
+
+    // The CLI, as impatient, says it was answered too late, not that it could not connect.
+    let out = home.run(&[
+        "send",
+        "still there?",
+        "--session",
+        &session,
+        "--url",
+        &server.url(""),
+        "--request-timeout",
+        "1",
+    ]);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("did not answer within 1 s"), "{out:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
