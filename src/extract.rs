@@ -29,7 +29,14 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
-        parse_json(&bytes).map(ApiJson)
+        // Every body taken this way is an object; serde would also fill a struct from an array
+        // of its fields in order (`[["echo"], "name"]`), which no client means.
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') | None => parse_json(&bytes).map(ApiJson),
+            Some(_) => Err(ApiError::Unprocessable(
+                "Invalid request body: expected a JSON object".to_owned(),
+            )),
+        }
     }
 }
 

@@ -534,6 +534,25 @@ async fn session_endpoints_answer_bad_input_with_clear_errors() {
     );
     let (status, body) = server.post_json("/sessions", &json!({"name": "x"})).await;
     assert_eq!(status, 422, "{body}");
+    // Only an object is a body: not an array of the fields in order, nor any other value.
+    for not_an_object in [
+        json!([["echo"], "named", {}]),
+        json!([]),
+        json!("echo"),
+        json!(1),
+    ] {
+        let (status, body) = server.post_json("/sessions", &not_an_object).await;
+        assert_eq!(status, 422, "{not_an_object}: {body}");
+        assert_eq!(
+            body["detail"], "Invalid request body: expected a JSON object",
+            "{not_an_object}"
+        );
+    }
+    assert_eq!(
+        server.get_json("/sessions").await,
+        json!([]),
+        "a session was made"
+    );
     let response = server
         .post("/sessions")
         .header("content-type", "application/json")
