@@ -2,7 +2,7 @@
 //! and for health. The system prompt goes first in `messages`.
 
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::config::OllamaSettings;
@@ -31,17 +31,23 @@ impl OllamaBackend {
         })
     }
 
-    fn chat_body(request: &ChatRequest, stream: bool) -> Value {
-        let mut messages = Vec::with_capacity(request.messages.len() + 1);
-        if let Some(system) = &request.system {
-            messages.push(json!({"role": "system", "content": system}));
+    fn chat_body(request: &ChatRequest, stream: bool) -> WireChat<'_> {
+        let system = request.system.as_deref().map(|system| WireMessage {
+            role: "system",
+            content: system,
+            tool_calls: Vec::new(),
+            tool_name: None,
+            tool_call_id: None,
+        });
+        WireChat {
+            model: &request.model,
+            messages: system
+                .into_iter()
+                .chain(request.messages.iter().map(wire_message))
+                .collect(),
+            stream,
+            tools: (!request.tools.is_empty()).then(|| super::function_tools(&request.tools)),
         }
-        messages.extend(request.messages.iter().map(wire_message));
-        let mut body = json!({"model": request.model, "messages": messages, "stream": stream});
-        if !request.tools.is_empty() {
-            body["tools"] = super::function_tools(&request.tools);
-        }
-        body
     }
 
     async fn post_chat(
@@ -61,12 +67,37 @@ impl OllamaBackend {
     }
 }
 
+/// An `/api/chat` request body, serialized straight from the conversation (as for OpenAI: no
+/// `serde_json::Value` of every message first).
+#[derive(Serialize)]
+struct WireChat<'a> {
+    model: &'a str,
+    messages: Vec<WireMessage<'a>>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Value>,
+}
+
 /// One message as `/api/chat` takes it: tool calls with object arguments, tool results with
 /// `tool_name`.
-fn wire_message(message: &ChatMessage) -> Value {
-    let mut wire = json!({"role": message.role.as_str(), "content": message.content});
-    if !message.tool_calls.is_empty() {
-        wire["tool_calls"] = message
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'a str,
+    content: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+}
+
+fn wire_message(message: &ChatMessage) -> WireMessage<'_> {
+    WireMessage {
+        role: message.role.as_str(),
+        content: &message.content,
+        // Rare (a native tool step), so built as values.
+        tool_calls: message
             .tool_calls
             .iter()
             .map(|call| {
@@ -76,13 +107,13 @@ fn wire_message(message: &ChatMessage) -> Value {
                 };
                 json!({"id": call.id, "function": {"name": call.name, "arguments": arguments}})
             })
-            .collect();
+            .collect(),
+        tool_name: message.answers.as_ref().map(|answer| answer.name.as_str()),
+        tool_call_id: message
+            .answers
+            .as_ref()
+            .map(|answer| answer.call_id.as_str()),
     }
-    if let Some(answer) = &message.answers {
-        wire["tool_name"] = json!(answer.name);
-        wire["tool_call_id"] = json!(answer.call_id);
-    }
-    wire
 }
 
 /// Ollama's errors are `{"error": "..."}`.

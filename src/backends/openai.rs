@@ -3,8 +3,8 @@
 //! `GET {base_url}/models`, with `Authorization: Bearer` when a key is set.
 
 use futures_util::StreamExt;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::config::OpenAiSettings;
 use super::upstream::Upstream;
@@ -46,18 +46,24 @@ impl OpenAiBackend {
         request: &ChatRequest,
         stream: bool,
     ) -> Result<reqwest::Response, BackendError> {
-        let mut messages = Vec::with_capacity(request.messages.len() + 1);
-        if let Some(system) = &request.system {
-            messages.push(json!({"role": "system", "content": system}));
-        }
-        messages.extend(request.messages.iter().map(wire_message));
-        let mut body = json!({"model": request.model, "messages": messages, "stream": stream});
-        if !request.tools.is_empty() {
-            body["tools"] = super::function_tools(&request.tools);
-        }
-        if stream {
-            body["stream_options"] = json!({"include_usage": true});
-        }
+        let system = request.system.as_deref().map(|system| WireMessage {
+            role: "system",
+            content: Some(system),
+            tool_call_id: None,
+            tool_calls: Vec::new(),
+        });
+        let body = WireChat {
+            model: &request.model,
+            messages: system
+                .into_iter()
+                .chain(request.messages.iter().map(wire_message))
+                .collect(),
+            stream,
+            tools: (!request.tools.is_empty()).then(|| super::function_tools(&request.tools)),
+            stream_options: stream.then_some(StreamOptions {
+                include_usage: true,
+            }),
+        };
         let url = format!("{}/chat/completions", self.base_url);
         self.upstream
             .send(self.authorized(self.upstream.client().post(url).json(&body)))
@@ -65,32 +71,85 @@ impl OpenAiBackend {
     }
 }
 
+/// A `/chat/completions` request body, serialized straight from the conversation (not built as
+/// a `serde_json::Value` first: that was a map and a copy of every message's text, per call).
+#[derive(Serialize)]
+struct WireChat<'a> {
+    model: &'a str,
+    messages: Vec<WireMessage<'a>>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
 /// One message as `/chat/completions` takes it: tool calls with their arguments as a JSON
 /// string, tool results answering a `tool_call_id`.
-fn wire_message(message: &ChatMessage) -> Value {
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'a str,
+    /// `null` only for an answer that is tool calls alone.
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WireCallOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct WireCallOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunctionOut<'a> {
+    name: &'a str,
+    arguments: String,
+}
+
+fn wire_message(message: &ChatMessage) -> WireMessage<'_> {
     if let Some(answer) = &message.answers {
-        return json!({"role": "tool", "tool_call_id": answer.call_id, "content": message.content});
+        return WireMessage {
+            role: "tool",
+            content: Some(&message.content),
+            tool_call_id: Some(&answer.call_id),
+            tool_calls: Vec::new(),
+        };
     }
     if message.tool_calls.is_empty() {
-        return json!({"role": message.role.as_str(), "content": message.content});
+        return WireMessage {
+            role: message.role.as_str(),
+            content: Some(&message.content),
+            tool_call_id: None,
+            tool_calls: Vec::new(),
+        };
     }
-    let calls: Vec<Value> = message
-        .tool_calls
-        .iter()
-        .map(|call| {
-            json!({
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments_text()},
+    WireMessage {
+        role: "assistant",
+        content: (!message.content.is_empty()).then_some(message.content.as_str()),
+        tool_call_id: None,
+        tool_calls: message
+            .tool_calls
+            .iter()
+            .map(|call| WireCallOut {
+                id: &call.id,
+                kind: "function",
+                function: WireFunctionOut {
+                    name: &call.name,
+                    arguments: call.arguments_text(),
+                },
             })
-        })
-        .collect();
-    let content = if message.content.is_empty() {
-        Value::Null
-    } else {
-        json!(message.content)
-    };
-    json!({"role": "assistant", "content": content, "tool_calls": calls})
+            .collect(),
+    }
 }
 
 /// Most bytes of arguments one streamed call may assemble, and most calls per answer: a
