@@ -377,36 +377,53 @@ impl Store {
         decode_context(&context)
     }
 
-    /// The session and its last `count` messages (oldest first), read together: one statement,
-    /// one read transaction, one row.
+    /// The session and its last `count` messages (oldest first): on the calling thread, two
+    /// statements with a row per message (see `CONTEXT_ROWS`); through sqlx, when that would
+    /// wait for a lock, one statement and one row (see `context_of`).
     pub async fn session_with_context(
         &self,
         id: &str,
         count: i64,
     ) -> Result<(Session, Vec<ContextMessage>), StoreError> {
         let inline = self.inline_readers.read(|connection| {
-            let mut found = None;
+            let mut session = None;
+            connection.run(SESSION_BY_ID, &[Param::Text(id)], |row| {
+                session = Some(SessionRow {
+                    id: row.required_text(0)?.to_owned(),
+                    name: row.text(1)?.map(str::to_owned),
+                    backends: row.required_text(2)?.to_owned(),
+                    metadata: row.required_text(3)?.to_owned(),
+                    created_at: row.required_text(4)?.to_owned(),
+                    updated_at: row.required_text(5)?.to_owned(),
+                    message_count: row.integer(6),
+                });
+                Ok(())
+            })?;
+            let Some(session) = session else {
+                return Ok(None);
+            };
+            // A second read, not in the first one's snapshot: a message appended in between
+            // is in the context too, as it would be a moment later.
+            let mut context = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
             connection.run(
-                SESSION_WITH_CONTEXT,
+                CONTEXT_ROWS,
                 &[Param::Integer(count), Param::Text(id)],
                 |row| {
-                    let session = SessionRow {
-                        id: row.required_text(0)?.to_owned(),
-                        name: row.text(1)?.map(str::to_owned),
-                        backends: row.required_text(2)?.to_owned(),
-                        metadata: row.required_text(3)?.to_owned(),
-                        created_at: row.required_text(4)?.to_owned(),
-                        updated_at: row.required_text(5)?.to_owned(),
-                        message_count: row.integer(6),
-                    };
-                    found = Some((session, decode_context(row.required_text(7)?)));
+                    context.push(ContextMessage {
+                        role: row.required_text(1)?.to_owned(),
+                        content: row.required_text(2)?.to_owned(),
+                        backend: row.text(3)?.map(str::to_owned),
+                        failed: row.integer(4) != 0,
+                        tool_step: row.text(5)?.map(str::to_owned),
+                    });
                     Ok(())
                 },
             )?;
-            Ok(found)
+            context.reverse();
+            Ok(Some((session, context)))
         });
         match inline {
-            Some(Ok(Some((session, context)))) => return Ok((session.into_session()?, context?)),
+            Some(Ok(Some((session, context)))) => return Ok((session.into_session()?, context)),
             Some(Ok(None)) => return Err(StoreError::SessionNotFound(id.to_owned())),
             Some(Err(InlineError::Busy)) | None => {} // Through sqlx, which may wait.
             Some(Err(err)) => return Err(err.into()),
@@ -464,30 +481,40 @@ impl Store {
     }
 }
 
-/// The context rows of the session whose id is `$session` (a parameter or a column), the last
-/// `?1` of them, as one JSON array of `[role, content, backend, failed, tool_step]`, oldest
-/// first. One row instead of one per message: sqlx hands each row over from its connection
-/// thread on its own, and a context is tens of rows. Only a user message can have failed (the
-/// context builder asks no other), so only theirs, mostly `{}`, are parsed for it: parsing an
-/// answer's metadata (usage, timings) twice for `json_extract` was 4 % of a message's
-/// instructions. (`ORDER BY` inside an aggregate needs
-/// SQLite 3.44; sqlx's `sqlite` feature builds the bundled 3.46.)
+/// The context rows of the session whose id is `$session` (a parameter or a column): the last
+/// `?1` of its messages as `(seq, role, content, backend, failed, tool_step)`, newest first.
+/// Only a user message can have failed (the context builder asks no other), so only theirs,
+/// mostly `{}`, are parsed for it: parsing an answer's metadata (usage, timings) for
+/// `json_extract` was 4 % of a message's instructions.
+macro_rules! context_rows {
+    ($session:literal) => {
+        concat!(
+            "SELECT seq, role, content, backend, \
+                    CASE WHEN role = 'user' \
+                         THEN coalesce(json_extract(metadata, '$.status') = 'failed', 0) \
+                         ELSE 0 END AS failed, \
+                    CASE WHEN role = 'tool' \
+                           OR (role = 'assistant' \
+                               AND json_extract(metadata, '$.tool_mode') = 'native') \
+                         THEN metadata END AS tool_step \
+             FROM messages WHERE session_id = ",
+            $session,
+            " ORDER BY seq DESC LIMIT ?1"
+        )
+    };
+}
+
+/// [`context_rows`] as one JSON array of `[role, content, backend, failed, tool_step]`, oldest
+/// first, for sqlx: one row instead of one per message, because sqlx hands each row over from
+/// its connection thread on its own, and a context is tens of rows. (`ORDER BY` inside an
+/// aggregate needs SQLite 3.44; sqlx's `sqlite` feature builds the bundled 3.46.)
 macro_rules! context_of {
     ($session:literal) => {
         concat!(
             "(SELECT json_group_array(json_array(role, content, backend, failed, tool_step) \
-                                      ORDER BY seq) FROM \
-              (SELECT seq, role, content, backend, \
-                      CASE WHEN role = 'user' \
-                           THEN coalesce(json_extract(metadata, '$.status') = 'failed', 0) \
-                           ELSE 0 END AS failed, \
-                      CASE WHEN role = 'tool' \
-                             OR (role = 'assistant' \
-                                 AND json_extract(metadata, '$.tool_mode') = 'native') \
-                           THEN metadata END AS tool_step \
-               FROM messages WHERE session_id = ",
-            $session,
-            " ORDER BY seq DESC LIMIT ?1))"
+                                      ORDER BY seq) FROM (",
+            context_rows!($session),
+            "))"
         )
     };
 }
@@ -499,6 +526,15 @@ const SESSION_WITH_CONTEXT: &str = concat!(
     context_of!("sessions.id"),
     " AS context FROM sessions WHERE id = ?2"
 );
+
+/// The session, for `inline`.
+const SESSION_BY_ID: &str = "SELECT id, name, backends, metadata, created_at, updated_at, \
+                             message_count FROM sessions WHERE id = ?1";
+
+/// The context rows for `inline`, one row per message, newest first: on the calling thread a
+/// row costs nothing to hand over, so the JSON that sqlx needs is not built (in SQLite) and
+/// parsed again (8 % of a message's instructions).
+const CONTEXT_ROWS: &str = context_rows!("?2");
 
 /// A context as [`context_of`] encodes it.
 fn decode_context(text: &str) -> Result<Vec<ContextMessage>, StoreError> {
