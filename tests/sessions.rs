@@ -700,6 +700,36 @@ async fn a_conversation_longer_than_a_page_is_listed_whole_unless_a_limit_is_ask
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_session_deleted_while_its_answer_is_on_the_way_is_a_404_not_the_backends_fault() {
+    let fake = FakeBackend::start(Wire::OpenAi).await;
+    fake.set_behaviour(Behaviour::Reply {
+        text: None,
+        delay: Duration::from_millis(800),
+        chunk_delay: Duration::ZERO,
+    });
+    let home = TestHome::new();
+    let server = start_with_backends(&home, &[backend_entry("llm", &fake, Wire::OpenAi, "")], "");
+    let session = create_session(&server, json!({"backends": ["llm"]})).await;
+    let sent = send_in_background(&server, &session, json!({"content": "slow one"}));
+    assert!(
+        support::processes::eventually(Duration::from_secs(5), || async {
+            !fake.chat_requests().is_empty()
+        })
+        .await,
+        "the backend was not asked"
+    );
+    let (status, body) = server.delete_json(&format!("/sessions/{session}")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = sent.await.unwrap();
+    assert_eq!(status, 404, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&session) && detail.contains("not found") && !detail.contains("llm"),
+        "{detail}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn only_the_last_max_messages_are_sent() {
     let fake = FakeBackend::start(Wire::Ollama).await;
     let home = TestHome::new();

@@ -260,7 +260,16 @@ impl ChatService {
             }
         };
         let outcome = match reply {
-            Ok((reply, started)) => self.store_reply(&turn, reply, started).await,
+            Ok((reply, started)) => match self.store_reply_as_is(&turn, reply, started).await {
+                Ok(message) => Ok(message),
+                // Deleted while its answer was on the way: the session's 404, not the
+                // backend's fault, and nothing left to mark.
+                Err(StoreError::SessionNotFound(id)) => {
+                    guard.disarm();
+                    return Err(ChatError::SessionNotFound(id));
+                }
+                Err(err) => Err(answer_not_stored(&turn, &err)),
+            },
             Err(err) => Err(err),
         };
         guard.disarm();
@@ -589,20 +598,29 @@ impl ChatService {
         self.store_reply(turn, reply, started).await
     }
 
-    /// Stores the backend's `reply` to `turn`, asked at `started`.
+    /// Stores the backend's `reply` to `turn`, asked at `started`; a failure is the backend's
+    /// (as a broadcast reports it).
     async fn store_reply(
         &self,
         turn: &Turn,
         reply: ChatReply,
         started: Instant,
     ) -> Result<Message, BackendError> {
+        self.store_reply_as_is(turn, reply, started)
+            .await
+            .map_err(|err| answer_not_stored(turn, &err))
+    }
+
+    /// [`store_reply`](Self::store_reply) with the store's own error.
+    async fn store_reply_as_is(
+        &self,
+        turn: &Turn,
+        reply: ChatReply,
+        started: Instant,
+    ) -> Result<Message, StoreError> {
         let metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
         self.store_answer(turn, &reply.content, &reply.model, metadata)
             .await
-            .map_err(|err| BackendError::Failed {
-                backend: turn.backend_name.clone(),
-                message: format!("the answer could not be stored: {err}"),
-            })
     }
 
     /// Notes on a broadcast's user message which backends failed (all: the message failed).
@@ -780,6 +798,14 @@ fn lookup_message(err: &BackendLookupError) -> String {
     match err {
         BackendLookupError::Unknown(name) => format!("backend {name:?} is not configured"),
         BackendLookupError::Disabled(name) => format!("backend {name:?} is disabled"),
+    }
+}
+
+/// A backend's answer that could not be stored, as its failure.
+fn answer_not_stored(turn: &Turn, err: &StoreError) -> BackendError {
+    BackendError::Failed {
+        backend: turn.backend_name.clone(),
+        message: format!("the answer could not be stored: {err}"),
     }
 }
 
