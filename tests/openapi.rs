@@ -125,3 +125,26 @@ async fn the_api_description_validates_and_covers_every_route() {
     // Everything else still needs the key.
     assert_eq!(server.get("/sessions").send().await.unwrap().status(), 401);
 }
+
+/// The API description is a contract with every generated client: it changes only on purpose.
+/// `tests/snapshots/openapi.json` holds it byte for byte; after a deliberate change, write the
+/// new one there (`curl -s http://127.0.0.1:8000/openapi.json > tests/snapshots/openapi.json`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_description_is_the_committed_one_byte_for_byte() {
+    let home = TestHome::new();
+    let server = home.start(&[]);
+    let response = server.get("/openapi.json").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let served = response.text().await.unwrap();
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/snapshots/openapi.json"
+    ))
+    .unwrap();
+    assert!(
+        served == committed,
+        "/openapi.json differs from tests/snapshots/openapi.json ({} bytes served, {} committed)",
+        served.len(),
+        committed.len()
+    );
+}
