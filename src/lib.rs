@@ -1,22 +1,20 @@
 //! lit-mux: one HTTP endpoint in front of AI model backends and MCP tool servers.
 //!
-//! The binary (`src/main.rs`) only parses the command line and hands over to [`cli::run`].
+//! Layers, imports only going down (ARCHITECTURE.md): [`cli`] parses the command line and calls
+//! [`app`], which builds the services and serves [`http`]; `http` calls the domain services
+//! [`chat`], [`mcp`] and [`backends`]; they persist through [`store`]; everything reads the
+//! typed [`config`]. [`logging`] and [`telemetry`] sit under all of them.
 
-pub mod auth;
+pub mod app;
 pub mod backends;
 pub mod chat;
 pub mod cli;
-pub mod client;
 pub mod config;
-pub mod error;
-pub mod extract;
+pub mod http;
+pub mod logging;
 pub mod mcp;
-pub mod metrics;
-pub mod resources;
-pub mod routes;
-pub mod self_wake;
-pub mod server;
 pub mod store;
+pub mod telemetry;
 
 /// This build's version, as reported by `/health` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

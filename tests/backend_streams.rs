@@ -24,7 +24,7 @@ fn client(fake: &FakeBackend, wire: Wire) -> std::sync::Arc<dyn Backend> {
     };
     let entries: BTreeMap<String, yaml_serde::Value> =
         yaml_serde::from_str(&format!("llm: {entry}")).unwrap();
-    let configs = lit_mux::backends::config::parse_all(&entries, &mut Vec::new()).unwrap();
+    let configs = lit_mux::config::backends::parse_all(&entries, &mut Vec::new()).unwrap();
     BackendRegistry::new(&configs)
         .unwrap()
         .client("llm")

@@ -10,8 +10,8 @@ use axum::extract::Path;
 use axum::http::{Request, header};
 use axum::routing::post;
 use lit_mux::config::ServerConfig;
-use lit_mux::extract::ApiJson;
-use lit_mux::server::with_layers;
+use lit_mux::http::extract::ApiJson;
+use lit_mux::http::with_layers;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 

@@ -7,12 +7,12 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::config::AnthropicSettings;
 use super::upstream::Upstream;
 use super::{
     Backend, BackendConfig, BackendError, ChatEvent, ChatReply, ChatRequest, ChatStream, ModelInfo,
     Role, ToolCall, Usage,
 };
+use crate::config::backends::AnthropicSettings;
 
 pub struct AnthropicBackend {
     upstream: Upstream,

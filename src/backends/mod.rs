@@ -6,7 +6,6 @@
 //! [`BackendError`] naming the backend, which maps to exactly one HTTP status.
 
 pub mod anthropic;
-pub mod config;
 pub mod echo;
 pub mod ollama;
 pub mod openai;
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-pub use config::{BackendConfig, BackendKind};
+pub use crate::config::backends::{BackendConfig, BackendKind};
 
 /// Who wrote a message of a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,14 +330,14 @@ pub struct BackendMetrics {
         CallLabels,
         prometheus_client::metrics::counter::Counter,
     >,
-    latency: crate::metrics::LatencyFamily<BackendLabel>,
+    latency: crate::telemetry::LatencyFamily<BackendLabel>,
 }
 
 impl Default for BackendMetrics {
     fn default() -> Self {
         Self {
             calls: Default::default(),
-            latency: crate::metrics::latency_family(),
+            latency: crate::telemetry::latency_family(),
         }
     }
 }

@@ -5,12 +5,12 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::config::OllamaSettings;
 use super::upstream::Upstream;
 use super::{
     Backend, BackendConfig, BackendError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
     ChatStream, ModelInfo, ToolCall, Usage,
 };
+use crate::config::backends::OllamaSettings;
 
 pub struct OllamaBackend {
     upstream: Upstream,

@@ -6,12 +6,12 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::config::OpenAiSettings;
 use super::upstream::Upstream;
 use super::{
     Backend, BackendConfig, BackendError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
     ChatStream, ModelInfo, ToolCall, Usage,
 };
+use crate::config::backends::OpenAiSettings;
 
 pub struct OpenAiBackend {
     upstream: Upstream,

@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::io::StreamReader;
 
-use super::config::Timeouts;
 use super::{BackendError, TimeoutStage};
+use crate::config::backends::Timeouts;
 
 /// Largest non-streamed answer accepted; a streamed one is held to it too (see `Metered`).
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;

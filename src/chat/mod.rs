@@ -495,14 +495,14 @@ impl ChatService {
             match outcome {
                 Ok(message) => BroadcastOutcome::Answered { backend, message },
                 Err(err) => {
-                    let alone = crate::error::ApiError::from(err.clone());
+                    let alone = crate::http::error::ApiError::from(err.clone());
                     BroadcastOutcome::Failed {
                         backend,
                         status: alone.status().as_u16(),
                         retry_after: match alone {
-                            crate::error::ApiError::TooManyRequests { retry_after, .. } => {
-                                retry_after
-                            }
+                            crate::http::error::ApiError::TooManyRequests {
+                                retry_after, ..
+                            } => retry_after,
                             _ => None,
                         },
                         error: err.to_string(),

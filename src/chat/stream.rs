@@ -92,7 +92,9 @@ impl ReplyEvent {
         Self::Error {
             backend: backend.to_owned(),
             detail: err.to_string(),
-            status: crate::error::ApiError::from(err.clone()).status().as_u16(),
+            status: crate::http::error::ApiError::from(err.clone())
+                .status()
+                .as_u16(),
             retry_after,
         }
     }

@@ -32,8 +32,8 @@ use super::tool_call_scanner::{FoundCall, ScanEvent, scan};
 use super::{
     CLIENT_LEFT, ChatError, ChatService, Turn, client_left, reply_metadata, unless_panicked,
 };
-use crate::backends::config::ToolMode;
 use crate::backends::{BackendError, ChatMessage, ChatReply, Role, ToolAnswer, ToolCall, ToolSpec};
+use crate::config::backends::ToolMode;
 use crate::mcp::hub::CatalogTool;
 use crate::mcp::tool_names::ToolNames;
 use crate::store::{Message, NewMessage};

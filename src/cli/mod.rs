@@ -4,21 +4,20 @@
 //! Exit codes: 0 success; 1 a runtime failure (server down, an API error, a port in use);
 //! 2 a usage or configuration error (clap's own code for bad arguments).
 
+pub mod client;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
-use crate::client::{ApiClient, ClientError};
-use crate::config::{self, ConfigSource, LoadedConfig};
-use crate::mcp::hub::McpHub;
+use crate::config;
 use crate::mcp::orphan_guard;
-use crate::server::{self, AppState, ShutdownSignals};
+use client::{ApiClient, ClientError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -167,18 +166,12 @@ pub struct StartArgs {
     #[command(flatten)]
     pub config: ConfigArg,
     /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
     /// Listen on a non-loopback address without an API key. Anyone who can reach the port can
     /// then start programs on this machine through the MCP endpoints.
     #[arg(long)]
     pub allow_unauthenticated: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// How client commands find the server.
@@ -428,148 +421,7 @@ fn start(args: StartArgs) -> Result<(), Failure> {
             server.host
         )));
     }
-    // Kept to the end: dropping it writes out the lines still queued.
-    let _log_writer = init_logging(loaded.config.server.log_level.as_filter(), args.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("lit-mux")
-        .build()
-        .map_err(|err| Failure::runtime(format!("cannot start the async runtime: {err}")))?;
-    let outcome = runtime.block_on(serve(loaded));
-    // The MCP children are gone; let the guard go too.
-    orphan_guard::shutdown();
-    outcome
-}
-
-async fn serve(loaded: LoadedConfig) -> Result<(), Failure> {
-    match loaded.source {
-        ConfigSource::File => tracing::info!(path = %loaded.path.display(), "config loaded"),
-        ConfigSource::Defaults => tracing::info!(
-            path = %loaded.path.display(),
-            "no config file found there; using defaults (lit-mux init writes one)"
-        ),
-    }
-    for warning in &loaded.warnings {
-        tracing::warn!("{warning}");
-    }
-    let config = Arc::new(loaded.config);
-    let server = &config.server;
-    if server.api_key.is_none() {
-        tracing::warn!("no server.api_key set: the API is open to anyone who can reach it");
-    }
-    let database = crate::store::database_path(config.storage.url.as_deref())
-        .map_err(|err| Failure::runtime(err.to_string()))?;
-    let store =
-        crate::store::Store::open(&database, config.storage.max_wal_mb.saturating_mul(1 << 20))
-            .await
-            .map_err(|err| Failure::runtime(err.to_string()))?;
-    tracing::info!(path = %database.display(), "database open");
-    let backends = crate::backends::BackendRegistry::new(&config.typed_backends)
-        .map_err(|err| Failure::runtime(err.to_string()))?;
-    let signals = ShutdownSignals::install()
-        .map_err(|err| Failure::runtime(format!("cannot install signal handlers: {err}")))?;
-    let listener = tokio::net::TcpListener::bind((server.host.as_str(), server.port))
-        .await
-        .map_err(|err| {
-            Failure::runtime(format!(
-                "cannot listen on {}:{}: {err}",
-                server.host, server.port
-            ))
-        })?;
-    let address = listener
-        .local_addr()
-        .map_err(|err| Failure::runtime(format!("cannot read the listening address: {err}")))?;
-    tracing::info!(%address, version = crate::VERSION, "listening");
-    // One plain line on stdout, whatever the log format, for scripts and tests to wait on.
-    println!("lit-mux {} listening on http://{address}", crate::VERSION);
-    let _ = std::io::stdout().flush();
-
-    let timeouts = server::ServeTimeouts::from_config(server);
-    orphan_guard::install();
-    let mcp = McpHub::new(config.mcp.clone());
-    mcp.start_configured(&config.mcp.servers);
-    let chat = crate::chat::ChatService::new(
-        store.clone(),
-        backends.clone(),
-        mcp.clone(),
-        config.context.max_messages,
-    );
-    let metrics = crate::metrics::Metrics::new(&mcp, &backends);
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let app = server::router(AppState {
-        config: Arc::clone(&config),
-        mcp: mcp.clone(),
-        backends,
-        chat: chat.clone(),
-        metrics,
-        shutdown: shutdown.clone(),
-    });
-    let on_shutdown = async {
-        shutdown.cancel();
-        mcp.shutdown().await;
-    };
-    server::serve(listener, app, signals, timeouts, on_shutdown).await;
-    chat.finish(REPLIES_AT_SHUTDOWN).await;
-    store.close().await;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// How long shutdown waits, once the HTTP server has stopped, for replies that are storing what
-/// they produced (their clients are gone, so this is only their last writes).
-const REPLIES_AT_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Logs to stderr at the configured level; `RUST_LOG`, when set, overrides it.
-/// Log lines queued for stderr at most (a few hundred KiB); beyond that, new lines are dropped.
-const LOG_LINES_QUEUED: usize = 4096;
-
-/// Counts the log lines dropped because the queue was full.
-static DROPPED_LOG_LINES: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
-    std::sync::OnceLock::new();
-
-/// Log lines dropped since the start because stderr did not keep up (`/metrics`).
-pub fn dropped_log_lines() -> u64 {
-    DROPPED_LOG_LINES
-        .get()
-        .map_or(0, |counter| counter.dropped_lines() as u64)
-}
-
-/// Logs go to stderr through a queue and a thread of their own: a stderr that nobody reads (a
-/// full pipe, a stalled log collector) must never stop the server, as a blocking write from a
-/// runtime thread would once the pipe's 64 KiB are full. When the queue is full, lines are lost
-/// rather than waited for.
-fn init_logging(level: &str, format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    use tracing_subscriber::EnvFilter;
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_LINES_QUEUED)
-        .thread_name("lit-mux-log")
-        .finish(std::io::stderr());
-    let _ = DROPPED_LOG_LINES.set(writer.error_counter());
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .and_then(|directives| EnvFilter::try_new(directives).ok())
-        .unwrap_or_else(|| EnvFilter::new(default_directives(level)));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(writer);
-    // A second initialisation (only possible in tests) keeps the first subscriber.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-    guard
-}
-
-/// rmcp logs several INFO lines per MCP session and per child (service started, initialized,
-/// stopped); at `info` that drowns lit-mux's own lines, so below `debug` it only reports problems.
-fn default_directives(level: &str) -> String {
-    match level {
-        "info" => "info,rmcp=warn".to_owned(),
-        _ => level.to_owned(),
-    }
+    crate::app::run(loaded, args.log_format).map_err(|err| Failure::runtime(err.to_string()))
 }
 
 /// Resolves the server URL and key: flags and environment first, then the config file.

@@ -180,7 +180,7 @@ pub fn parse_all(
 
 /// Whether `name` may name a backend: `[A-Za-z0-9_-]{1,64}` (model ids are `backend/model`).
 pub fn is_valid_backend_name(name: &str) -> bool {
-    crate::config::is_valid_server_name(name)
+    super::is_valid_server_name(name)
 }
 
 fn parse_entry(

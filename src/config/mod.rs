@@ -7,6 +7,8 @@
 //! Loading happens before the async runtime and before logging start (the log level lives in the
 //! file), so everything worth telling the user is collected in [`LoadedConfig::warnings`].
 
+pub mod backends;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
@@ -36,7 +38,7 @@ pub struct Config {
     pub context: ContextConfig,
     /// `backends`, typed and checked by [`load`]; always holds `echo` unless it was configured.
     #[serde(skip)]
-    pub typed_backends: BTreeMap<String, crate::backends::BackendConfig>,
+    pub typed_backends: BTreeMap<String, backends::BackendConfig>,
 }
 
 /// `server:` — the HTTP listener and who may talk to it.
@@ -365,7 +367,7 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     if let Some(spec) = non_empty_env(MCP_SERVERS_ENV) {
         config.mcp.servers.extend(parse_mcp_servers_env(&spec)?);
     }
-    let typed_backends = crate::backends::config::parse_all(&config.backends, &mut warnings);
+    let typed_backends = backends::parse_all(&config.backends, &mut warnings);
     let checked = config.validate().and(typed_backends.map(|typed| {
         config.typed_backends = typed;
     }));
@@ -629,7 +631,7 @@ fn is_origin(text: &str) -> bool {
 
 /// The commented config that `lit-mux init` writes, with `api_key` filled in.
 pub fn default_config_text(api_key: &str) -> String {
-    include_str!("config_template.yaml").replace("{{API_KEY}}", api_key)
+    include_str!("template.yaml").replace("{{API_KEY}}", api_key)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use crate::config::{ServerConfig, host_is_loopback};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// Paths anyone may call without a key.
 const OPEN_PATHS: &[&str] = &["/health", "/openapi.json", "/docs"];

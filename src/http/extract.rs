@@ -6,7 +6,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::header;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The body limit in force, put in request extensions by the server so that a 413 can say it.
 #[derive(Debug, Clone, Copy)]

@@ -15,26 +15,11 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::backends::BackendRegistry;
 use crate::mcp::hub::{McpHub, ServerState};
-
-/// Latency buckets in seconds: 0.5 ms doubling to about 33 s.
-pub fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0005, 2.0, 17))
-}
-
-/// A histogram family whose histograms use [`latency_histogram`].
-pub type LatencyFamily<L> = Family<L, Histogram, fn() -> Histogram>;
-
-pub fn latency_family<L>() -> LatencyFamily<L>
-where
-    L: Clone + std::hash::Hash + Eq,
-{
-    Family::new_with_constructor(latency_histogram as fn() -> Histogram)
-}
+use crate::telemetry::{LatencyFamily, latency_family};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
@@ -151,7 +136,7 @@ impl Metrics {
     /// The text exposition, with the states read now.
     pub fn render(&self) -> String {
         let inner = &self.inner;
-        let resources = crate::resources::current();
+        let resources = crate::http::resources::current();
         let set = |gauge: &Gauge, value: Option<u64>| {
             gauge.set(value.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX)));
         };
@@ -161,7 +146,7 @@ impl Metrics {
         set(&inner.child_processes, resources.children);
         set(
             &inner.dropped_log_lines,
-            Some(crate::cli::dropped_log_lines()),
+            Some(crate::logging::dropped_log_lines()),
         );
         let servers = inner.hub.list();
         for state in ServerState::ALL {

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use super::McpError;
 use super::child::{ChildSpec, ExitInfo, McpChild, Started};
 use crate::config::{McpConfig, McpServerConfig, RestartPolicy, is_valid_server_name};
-use crate::metrics::LatencyFamily;
+use crate::telemetry::LatencyFamily;
 
 /// Restart policy `on-failure`: first delay, its ceiling, and the budget.
 const RESTART_FIRST_DELAY: Duration = Duration::from_secs(1);
@@ -105,7 +105,7 @@ impl Default for Statistics {
             total_requests: Counter::default(),
             failed_requests: Counter::default(),
             tool_calls: Family::default(),
-            tool_latency: crate::metrics::latency_family(),
+            tool_latency: crate::telemetry::latency_family(),
         }
     }
 }

@@ -2,7 +2,6 @@
 //! them and the tool catalog, [`endpoint`] serves that catalog as lit-mux's own MCP server.
 
 pub mod child;
-pub mod endpoint;
 pub mod hub;
 mod ordered_writer;
 pub mod orphan_guard;

@@ -20,9 +20,9 @@ use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::McpError;
-use super::hub::{McpHub, ServedTool};
-use super::tool_names::ToolNames;
+use crate::mcp::McpError;
+use crate::mcp::hub::{McpHub, ServedTool};
+use crate::mcp::tool_names::ToolNames;
 
 /// The handler of one MCP session (or of one request, for protocol versions without sessions).
 pub struct McpEndpoint {

@@ -6,6 +6,8 @@
 //! off rather than a second, differently configured one; its streams end when lit-mux shuts
 //! down, so they do not hold the graceful shutdown for its whole grace period.
 
+pub mod handler;
+
 use std::sync::Arc;
 
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -16,8 +18,8 @@ use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::{ContentBuilder, Object, Required, ResponseBuilder, Type};
 
 use crate::config::ServerConfig;
-use crate::mcp::endpoint::McpEndpoint;
 use crate::mcp::hub::McpHub;
+use handler::McpEndpoint;
 
 /// Where the endpoint is mounted.
 pub const PATH: &str = "/mcp";

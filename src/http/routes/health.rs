@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::server::AppState;
+use crate::http::AppState;
 
 /// The predecessor's health shape.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]

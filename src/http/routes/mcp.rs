@@ -9,11 +9,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::{McpServerConfig, RestartPolicy};
-use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::ApiJson;
+use crate::http::resources::{self, Resources};
 use crate::mcp::hub::{ServerView, StatisticsView};
-use crate::resources::{self, Resources};
-use crate::server::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -69,12 +69,12 @@ pub struct ServerLogs {
 
 /// Starts an MCP server (stdio child process) and discovers its tools.
 #[utoipa::path(post, path = "/mcp/servers", tag = "mcp", request_body = AddServer,
-    responses((status = 200, description = "Success", body = ServerChanged), (status = 400, description = "A value that cannot work", body = crate::error::ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = crate::error::ErrorBody),
-        (status = 422, description = "Malformed JSON or a wrong field type", body = crate::error::ErrorBody),
-        (status = 403, description = "Command not in mcp.allowed_commands", body = crate::error::ErrorBody),
-        (status = 409, description = "The name exists", body = crate::error::ErrorBody),
-        (status = 502, description = "Start or handshake failed", body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "Success", body = ServerChanged), (status = 400, description = "A value that cannot work", body = crate::http::error::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::http::error::ErrorBody),
+        (status = 422, description = "Malformed JSON or a wrong field type", body = crate::http::error::ErrorBody),
+        (status = 403, description = "Command not in mcp.allowed_commands", body = crate::http::error::ErrorBody),
+        (status = 409, description = "The name exists", body = crate::http::error::ErrorBody),
+        (status = 502, description = "Start or handshake failed", body = crate::http::error::ErrorBody)))]
 async fn add_server(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<AddServer>,
@@ -106,7 +106,7 @@ async fn list_servers(State(state): State<AppState>) -> Json<ServerList> {
 
 /// One server: state, pid, uptime, restarts, exit status, tools, server info, last error.
 #[utoipa::path(get, path = "/mcp/servers/{name}", tag = "mcp", params(("name" = String, Path)),
-    responses((status = 200, description = "Success", body = Object), (status = 404, description = "Not found", body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "Success", body = Object), (status = 404, description = "Not found", body = crate::http::error::ErrorBody)))]
 async fn get_server(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -116,7 +116,7 @@ async fn get_server(
 
 /// Stops the server (its whole process group) and removes it.
 #[utoipa::path(delete, path = "/mcp/servers/{name}", tag = "mcp", params(("name" = String, Path)),
-    responses((status = 200, description = "Success", body = Message), (status = 404, description = "Not found", body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "Success", body = Message), (status = 404, description = "Not found", body = crate::http::error::ErrorBody)))]
 async fn remove_server(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -129,8 +129,8 @@ async fn remove_server(
 
 /// Stops the server's process and starts a new one.
 #[utoipa::path(post, path = "/mcp/servers/{name}/restart", tag = "mcp", params(("name" = String, Path)),
-    responses((status = 200, description = "Success", body = ServerChanged), (status = 404, description = "Not found", body = crate::error::ErrorBody),
-        (status = 502, description = "A peer failed", body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "Success", body = ServerChanged), (status = 404, description = "Not found", body = crate::http::error::ErrorBody),
+        (status = 502, description = "A peer failed", body = crate::http::error::ErrorBody)))]
 async fn restart_server(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -144,7 +144,7 @@ async fn restart_server(
 
 /// The tail of the server's stderr.
 #[utoipa::path(get, path = "/mcp/servers/{name}/logs", tag = "mcp", params(("name" = String, Path)),
-    responses((status = 200, description = "Success", body = ServerLogs), (status = 404, description = "Not found", body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "Success", body = ServerLogs), (status = 404, description = "Not found", body = crate::http::error::ErrorBody)))]
 async fn server_logs(
     State(state): State<AppState>,
     Path(name): Path<String>,

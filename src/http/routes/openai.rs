@@ -16,9 +16,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::chat::completions::{CompletionError, CompletionRequest};
-use crate::error::ApiError;
-use crate::extract::ApiJson;
-use crate::server::AppState;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::ApiJson;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -11,9 +11,9 @@ use utoipa_axum::routes;
 
 use crate::chat::stream::ReplyEvent;
 use crate::chat::{BroadcastMessage, CreateSession, MAX_PAGE, SendMessage};
-use crate::error::ApiError;
-use crate::extract::ApiJson;
-use crate::server::AppState;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::ApiJson;
 use crate::store::{Message, Session};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -64,9 +64,9 @@ pub struct Deleted {
 
 /// Creates a session with its backends.
 #[utoipa::path(post, path = "/sessions", tag = "sessions", request_body = CreateSession,
-    responses((status = 200, description = "Success", body = Session), (status = 400, description = "A value that cannot work", body = crate::error::ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = crate::error::ErrorBody),
-        (status = 422, description = "Malformed JSON or a wrong field type", body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "Success", body = Session), (status = 400, description = "A value that cannot work", body = crate::http::error::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::http::error::ErrorBody),
+        (status = 422, description = "Malformed JSON or a wrong field type", body = crate::http::error::ErrorBody)))]
 async fn create_session(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateSession>,
@@ -76,7 +76,7 @@ async fn create_session(
 
 /// Sessions, newest first.
 #[utoipa::path(get, path = "/sessions", tag = "sessions", params(PageQuery),
-    responses((status = 200, description = "Success", body = Vec<Session>), (status = 422, description = "Malformed JSON or a wrong field type", body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "Success", body = Vec<Session>), (status = 422, description = "Malformed JSON or a wrong field type", body = crate::http::error::ErrorBody)))]
 async fn list_sessions(
     State(state): State<AppState>,
     Query(page): Query<PageQuery>,
@@ -86,7 +86,7 @@ async fn list_sessions(
 }
 
 #[utoipa::path(get, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
-    responses((status = 200, description = "Success", body = Session), (status = 404, description = "Not found", body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "Success", body = Session), (status = 404, description = "Not found", body = crate::http::error::ErrorBody)))]
 async fn get_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -95,7 +95,7 @@ async fn get_session(
 }
 
 #[utoipa::path(delete, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
-    responses((status = 200, description = "Success", body = Deleted), (status = 404, description = "Not found", body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "Success", body = Deleted), (status = 404, description = "Not found", body = crate::http::error::ErrorBody)))]
 async fn delete_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -109,7 +109,7 @@ async fn delete_session(
 /// The session's messages, oldest first: the whole conversation unless `limit` is given (the
 /// predecessor's clients read it whole; a default page would silently leave out the newest).
 #[utoipa::path(get, path = "/sessions/{id}/messages", tag = "sessions", params(("id" = String, Path), PageQuery),
-    responses((status = 200, description = "Success", body = Vec<Message>), (status = 404, description = "Not found", body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "Success", body = Vec<Message>), (status = 404, description = "Not found", body = crate::http::error::ErrorBody)))]
 async fn list_messages(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -127,13 +127,13 @@ async fn list_messages(
 #[utoipa::path(post, path = "/sessions/{id}/message", tag = "sessions", params(("id" = String, Path)),
     request_body = SendMessage,
     responses((status = 200, description = "The stored answer; with stream, the events delta, tool_call, tool_result, done, error", content((Message = "application/json"), (String = "text/event-stream"))),
-        (status = 400, description = "A value that cannot work", body = crate::error::ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = crate::error::ErrorBody),
-        (status = 422, description = "Malformed JSON or a wrong field type", body = crate::error::ErrorBody),
-        (status = 404, description = "Unknown session", body = crate::error::ErrorBody),
-        (status = 429, description = "The backend is rate limited (Retry-After passed on)", body = crate::error::ErrorBody),
-        (status = 502, description = "The backend failed", body = crate::error::ErrorBody),
-        (status = 504, description = "The backend timed out", body = crate::error::ErrorBody)))]
+        (status = 400, description = "A value that cannot work", body = crate::http::error::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::http::error::ErrorBody),
+        (status = 422, description = "Malformed JSON or a wrong field type", body = crate::http::error::ErrorBody),
+        (status = 404, description = "Unknown session", body = crate::http::error::ErrorBody),
+        (status = 429, description = "The backend is rate limited (Retry-After passed on)", body = crate::http::error::ErrorBody),
+        (status = 502, description = "The backend failed", body = crate::http::error::ErrorBody),
+        (status = 504, description = "The backend timed out", body = crate::http::error::ErrorBody)))]
 async fn send_message(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -183,9 +183,9 @@ fn event_stream(events: tokio::sync::mpsc::Receiver<ReplyEvent>) -> Response {
 #[utoipa::path(post, path = "/sessions/{id}/broadcast", tag = "sessions", params(("id" = String, Path)),
     request_body = BroadcastMessage,
     responses((status = 200, description = "Every backend's answer or error; with stream, their events interleaved", content((Object = "application/json"), (String = "text/event-stream"))),
-        (status = 400, description = "A value that cannot work", body = crate::error::ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = crate::error::ErrorBody),
-        (status = 422, description = "Malformed JSON or a wrong field type", body = crate::error::ErrorBody), (status = 404, description = "Not found", body = crate::error::ErrorBody)))]
+        (status = 400, description = "A value that cannot work", body = crate::http::error::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::http::error::ErrorBody),
+        (status = 422, description = "Malformed JSON or a wrong field type", body = crate::http::error::ErrorBody), (status = 404, description = "Not found", body = crate::http::error::ErrorBody)))]
 async fn broadcast(
     State(state): State<AppState>,
     Path(id): Path<String>,

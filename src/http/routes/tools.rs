@@ -6,10 +6,10 @@ use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::ApiError;
-use crate::extract::{JsonBytes, parse_json};
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::{JsonBytes, parse_json};
 use crate::mcp::hub::CatalogTool;
-use crate::server::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -50,10 +50,10 @@ async fn list_tools(State(state): State<AppState>) -> Json<ToolList> {
     params(("server" = String, Path), ("tool" = String, Path)),
     request_body(content = Object, description = "The tool's arguments"),
     responses((status = 200, description = "Success", body = ToolResult),
-        (status = 404, description = "Unknown server or tool", body = crate::error::ErrorBody),
-        (status = 502, description = "The server died", body = crate::error::ErrorBody),
-        (status = 503, description = "The server is not ready", body = crate::error::ErrorBody),
-        (status = 504, description = "The call timed out", body = crate::error::ErrorBody)))]
+        (status = 404, description = "Unknown server or tool", body = crate::http::error::ErrorBody),
+        (status = 502, description = "The server died", body = crate::http::error::ErrorBody),
+        (status = 503, description = "The server is not ready", body = crate::http::error::ErrorBody),
+        (status = 504, description = "The call timed out", body = crate::http::error::ErrorBody)))]
 async fn call_tool(
     State(state): State<AppState>,
     Path((server, tool)): Path<(String, String)>,

@@ -1,0 +1,19 @@
+//! The HTTP layer: axum, status codes, the API description, the OpenAI and MCP-endpoint wire
+//! types. It calls the domain services and maps their errors to one JSON shape
+//! ([`error::ApiError`]); no domain module imports anything from here.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod mcp_endpoint;
+pub mod metrics;
+pub mod resources;
+pub mod router;
+pub mod routes;
+pub mod self_wake;
+pub mod serve;
+pub mod state;
+
+pub use router::{router, with_layers};
+pub use serve::{ServeTimeouts, ShutdownSignals, serve};
+pub use state::AppState;
