@@ -283,6 +283,27 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_with_a_command_is_the_stdio_transport_and_writes_back_unchanged() {
+        let text = "name: fs\ncommand: npx\nargs: [-y, server-fs]\nenv: {TOKEN: t}\n";
+        let server: McpServerConfig =
+            yaml_serde::from_str(text).unwrap_or_else(|err| unreachable!("{err}"));
+        let expected = McpTransport::Stdio(StdioTransport {
+            command: "npx".to_owned(),
+            args: vec!["-y".to_owned(), "server-fs".to_owned()],
+            env: BTreeMap::from([("TOKEN".to_owned(), "t".to_owned())]),
+        });
+        assert_eq!(server.transport, expected);
+        assert_eq!(server.timeout, 30);
+        assert_eq!(server.restart, RestartPolicy::Never);
+        let written = serde_json::to_value(&server).unwrap_or_default();
+        assert_eq!(
+            written,
+            serde_json::json!({"name": "fs", "command": "npx", "args": ["-y", "server-fs"],
+                               "env": {"TOKEN": "t"}, "timeout": 30, "restart": "never"})
+        );
+    }
+
+    #[test]
     fn server_names_follow_the_tool_addressing_rule() {
         assert!(is_valid_server_name("file-system_2"));
         assert!(!is_valid_server_name(""));

@@ -3,8 +3,9 @@
 //!
 //! Invariants:
 //! - Operations on one name are serialised (a per-name lock), so concurrent add/remove/restart
-//!   of the same name never start two processes or leave one behind.
-//! - The catalog only holds tools of `ready` servers: a server's tools leave with its process.
+//!   of the same name never start two connections or leave one behind.
+//! - The catalog only holds tools of `ready` servers: a server's tools leave with its
+//!   connection.
 //! - Every connection is stopped before its slot is dropped, and `shutdown` stops all
 //!   concurrently.
 //! - No lock of the registry is held across an `.await`.
@@ -204,7 +205,7 @@ impl McpHub {
         Ok(())
     }
 
-    /// Stops the server's process and starts a new one with the same config.
+    /// Stops the server's connection and starts a new one with the same config.
     pub async fn restart(&self, name: &str) -> Result<ServerView, McpError> {
         let name_lock = self.name_lock(name);
         let serialised = name_lock.lock().await;

@@ -17,7 +17,7 @@ use crate::mcp::connection::{ExitInfo, McpConnection};
 pub enum ServerState {
     Starting,
     Ready,
-    /// The process ended by itself (see `exit_status`).
+    /// The server went away by itself (see `exit_status`).
     Exited,
     /// It could not be started (see `last_error`).
     Failed,

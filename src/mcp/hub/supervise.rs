@@ -17,6 +17,7 @@ const RESTART_MAX_DELAY: Duration = Duration::from_secs(30);
 const RESTART_BUDGET: usize = 5;
 const RESTART_WINDOW: Duration = Duration::from_secs(600);
 
+/// Whether another restart fits the budget (at most `RESTART_BUDGET` in `RESTART_WINDOW`);
 /// forgets restarts older than the window.
 fn restart_allowed(recent: &mut VecDeque<Instant>, now: Instant) -> bool {
     while recent
@@ -34,7 +35,7 @@ fn next_restart_delay(delay: Duration) -> Duration {
 }
 
 impl McpHub {
-    /// Starts the process for `slot` and records the outcome. Called with the name lock held.
+    /// Connects to the server of `slot` and records the outcome. Called with the name lock held.
     /// Boxed because it is reached again from the supervisor it spawns (restart on failure).
     pub(super) fn launch<'a>(
         &'a self,

@@ -44,8 +44,8 @@ pub struct ServerView {
     pub args: Option<Vec<String>>,
     pub state: ServerState,
     pub running: bool,
-    /// For a transport that runs a process: `Some(None)` (JSON `null`) before the first
-    /// process, then the last process's id. Absent for other transports.
+    /// For a transport that runs a process: the last process's id while its connection is
+    /// kept, `Some(None)` (JSON `null`) when there is none. Absent for other transports.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<Option<u32>>,
     pub uptime_seconds: Option<f64>,
