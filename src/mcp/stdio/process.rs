@@ -24,7 +24,7 @@ use crate::mcp::connection::ExitInfo;
 
 /// After the child exits, its stderr gets this long to deliver its last bytes (a grandchild
 /// that escaped may hold the pipe open forever).
-pub(super) const STDERR_FLUSH_WAIT: Duration = Duration::from_millis(300);
+const STDERR_FLUSH_WAIT: Duration = Duration::from_millis(300);
 
 /// A spawned child: its exit as it becomes known, its stderr, and the tasks that own its pipes.
 pub(super) struct ChildProcess {

@@ -54,7 +54,7 @@ pub(super) fn spawn(transport: &StdioTransport) -> std::io::Result<Spawned> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    die_with_parent(command.as_std_mut());
+    add_pre_exec_hook(command.as_std_mut());
     let mut wrapped = CommandWrap::from(command);
     wrapped.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
     let mut child = wrapped.spawn()?;
@@ -82,7 +82,7 @@ pub(super) fn spawn(transport: &StdioTransport) -> std::io::Result<Spawned> {
 /// Between fork and exec: asks for SIGKILL when the spawning thread dies, checks that lit-mux
 /// is still the parent, and marks every descriptor above stderr close-on-exec.
 #[allow(unsafe_code)]
-fn die_with_parent(command: &mut std::process::Command) {
+fn add_pre_exec_hook(command: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
 
     use nix::libc;
