@@ -8,8 +8,14 @@
 //! file), so everything worth telling the user is collected in [`LoadedConfig::warnings`].
 
 pub mod backends;
+pub mod mcp;
 
-use std::collections::{BTreeMap, BTreeSet};
+pub use mcp::{
+    McpConfig, McpServerConfig, McpTransport, RestartPolicy, StdioTransport, is_valid_server_name,
+    parse_mcp_servers_env,
+};
+
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -118,78 +124,6 @@ impl LogLevel {
             Self::Error => "error",
         }
     }
-}
-
-/// `mcp:` — MCP servers run as child processes.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct McpConfig {
-    pub enabled: bool,
-    pub servers: Vec<McpServerConfig>,
-    /// When set, only these commands may be started through the API.
-    pub allowed_commands: Option<Vec<String>>,
-    /// Largest single message accepted from a child, in bytes.
-    pub max_message_bytes: usize,
-}
-
-impl Default for McpConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            servers: Vec::new(),
-            allowed_commands: None,
-            max_message_bytes: 16 * 1024 * 1024,
-        }
-    }
-}
-
-/// One MCP server: a command speaking MCP over stdio.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct McpServerConfig {
-    pub name: String,
-    pub command: String,
-    #[serde(default)]
-    pub args: Vec<String>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Seconds allowed for the handshake and for each tool call.
-    #[serde(default = "default_mcp_timeout")]
-    pub timeout: u64,
-    #[serde(default)]
-    pub restart: RestartPolicy,
-}
-
-impl McpServerConfig {
-    /// The first field holding a NUL byte, which no command line or environment can carry.
-    pub fn nul_byte(&self) -> Option<&'static str> {
-        if self.command.contains('\0') {
-            Some("command")
-        } else if self.args.iter().any(|arg| arg.contains('\0')) {
-            Some("args")
-        } else if self
-            .env
-            .iter()
-            .any(|(key, value)| key.contains('\0') || value.contains('\0'))
-        {
-            Some("env")
-        } else {
-            None
-        }
-    }
-}
-
-fn default_mcp_timeout() -> u64 {
-    30
-}
-
-/// What to do when an MCP child exits on its own.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartPolicy {
-    #[default]
-    Never,
-    OnFailure,
 }
 
 /// `storage:` — where sessions and messages are kept.
@@ -517,41 +451,6 @@ fn is_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Parses `MCP_SERVERS="name::command::arg1::arg2,name2::cmd2"` (the predecessor's format).
-pub fn parse_mcp_servers_env(spec: &str) -> Result<Vec<McpServerConfig>, ConfigError> {
-    spec.split(',')
-        .map(str::trim)
-        .filter(|entry| !entry.is_empty())
-        .map(|entry| {
-            let mut fields = entry.split("::");
-            let name = fields.next().unwrap_or_default().trim();
-            let command = fields.next().unwrap_or_default().trim();
-            if name.is_empty() || command.is_empty() {
-                return Err(ConfigError::McpServersEnv {
-                    entry: entry.to_owned(),
-                    message: "expected name::command[::arg...]".to_owned(),
-                });
-            }
-            Ok(McpServerConfig {
-                name: name.to_owned(),
-                command: command.to_owned(),
-                args: fields.map(str::to_owned).collect(),
-                env: BTreeMap::new(),
-                timeout: default_mcp_timeout(),
-                restart: RestartPolicy::Never,
-            })
-        })
-        .collect()
-}
-
-/// Whether `name` may name an MCP server: `[A-Za-z0-9_-]{1,64}`.
-pub fn is_valid_server_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 impl Config {
     /// Checks what types cannot: returns the key path and what is wrong with it.
     pub fn validate(&self) -> Result<(), (String, String)> {
@@ -574,37 +473,7 @@ impl Config {
                 ));
             }
         }
-        if self.mcp.max_message_bytes < 1024 {
-            return invalid("mcp.max_message_bytes", "must be at least 1024");
-        }
-        let mut names = BTreeSet::new();
-        for (index, server) in self.mcp.servers.iter().enumerate() {
-            let key = format!("mcp.servers[{index}]");
-            if !is_valid_server_name(&server.name) {
-                return Err((
-                    format!("{key}.name"),
-                    format!(
-                        "{:?} is not a valid server name (1 to 64 of A-Z a-z 0-9 _ -)",
-                        server.name
-                    ),
-                ));
-            }
-            if !names.insert(server.name.as_str()) {
-                return Err((
-                    format!("{key}.name"),
-                    format!("server name {:?} is used twice", server.name),
-                ));
-            }
-            if server.command.trim().is_empty() {
-                return Err((format!("{key}.command"), "must not be empty".to_owned()));
-            }
-            if server.timeout == 0 {
-                return Err((
-                    format!("{key}.timeout"),
-                    "must be at least 1 second".to_owned(),
-                ));
-            }
-        }
+        self.mcp.validate()?;
         if self.storage.max_wal_mb == 0 {
             return invalid("storage.max_wal_mb", "must be at least 1");
         }
@@ -646,28 +515,6 @@ mod tests {
             expand_env("a${PATH}b ${LIT_MUX_TEST_NEVER_SET_X} ${not valid} ${open");
         assert_eq!(out, format!("a{path}b  ${{not valid}} ${{open"));
         assert_eq!(missing, vec!["LIT_MUX_TEST_NEVER_SET_X".to_owned()]);
-    }
-
-    #[test]
-    fn mcp_servers_env_splits_entries_and_arguments() {
-        let servers =
-            parse_mcp_servers_env("fs::npx::-y::server-fs::/tmp, echo::cat ,").unwrap_or_default();
-        assert_eq!(servers.len(), 2);
-        assert_eq!(servers[0].name, "fs");
-        assert_eq!(servers[0].command, "npx");
-        assert_eq!(servers[0].args, vec!["-y", "server-fs", "/tmp"]);
-        assert_eq!(servers[1].name, "echo");
-        assert_eq!(servers[1].command, "cat");
-        assert!(servers[1].args.is_empty());
-        assert!(parse_mcp_servers_env("lonely").is_err());
-    }
-
-    #[test]
-    fn server_names_follow_the_tool_addressing_rule() {
-        assert!(is_valid_server_name("file-system_2"));
-        assert!(!is_valid_server_name(""));
-        assert!(!is_valid_server_name("has.dot"));
-        assert!(!is_valid_server_name(&"x".repeat(65)));
     }
 
     #[test]

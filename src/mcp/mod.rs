@@ -1,12 +1,22 @@
-//! MCP servers run as child processes: [`child`] owns one process's life, [`hub`] the set of
-//! them and the tool catalog, [`endpoint`] serves that catalog as lit-mux's own MCP server.
+//! MCP: the servers lit-mux connects to and the tools they offer.
+//!
+//! - [`hub`] is the supervisor: the registry of servers by name, their states, the restart
+//!   policy, the statistics, the tool catalog and the views the API shows.
+//! - [`connection`] is the one interface through which the hub reaches a server, whatever the
+//!   transport; [`session`] is the MCP client protocol every transport runs over its link.
+//! - [`stdio`] is a transport: a child process spoken to over its pipes. It alone owns a
+//!   child's life. A remote transport is a folder beside it (see [`connection`]).
+//! - [`tool_names`] turns `server` + `tool` into the names models and clients see.
+//!
+//! This layer knows nothing of HTTP: errors are [`McpError`], mapped to statuses by `http`.
 
-pub mod child;
+pub mod connection;
 pub mod hub;
-mod ordered_writer;
-pub mod orphan_guard;
-mod spawn;
+pub mod session;
+pub mod stdio;
 pub mod tool_names;
+
+pub use stdio::orphan_guard;
 
 /// What can go wrong with MCP servers and tool calls; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +34,7 @@ pub enum McpError {
     #[error("MCP server '{server}' {failure}")]
     StartFailed {
         server: String,
-        failure: child::StartFailure,
+        failure: connection::StartFailure,
     },
     #[error("MCP server '{server}' is not ready (state: {state})")]
     NotReady { server: String, state: String },

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::{McpServerConfig, RestartPolicy};
+use crate::config::{McpServerConfig, McpTransport, RestartPolicy, StdioTransport};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
@@ -81,9 +81,11 @@ async fn add_server(
 ) -> Result<Json<ServerChanged>, ApiError> {
     let config = McpServerConfig {
         name: body.name,
-        command: body.command,
-        args: body.args,
-        env: body.env,
+        transport: McpTransport::Stdio(StdioTransport {
+            command: body.command,
+            args: body.args,
+            env: body.env,
+        }),
         timeout: body.timeout.unwrap_or(30),
         restart: body.restart,
     };
@@ -183,17 +185,18 @@ async fn health(State(state): State<AppState>) -> Json<McpHealth> {
         .list()
         .into_iter()
         .map(|server| {
+            let pid = server.pid.flatten();
             let alive = matches!(
                 server.state,
                 crate::mcp::hub::ServerState::Ready
                     | crate::mcp::hub::ServerState::Starting
                     | crate::mcp::hub::ServerState::Stopping
-            ) && server.pid.is_some();
+            ) && pid.is_some();
             let health = ServerHealth {
                 running: server.running,
                 process_alive: alive,
                 tools: server.tool_count,
-                pid: server.pid,
+                pid,
                 state: server.state.to_string(),
             };
             (server.name, health)

@@ -1,0 +1,241 @@
+//! The stdio transport: an MCP server run as lit-mux's child process, spoken to over its stdin
+//! and stdout. This folder owns a child's whole life: the spawn ([`spawn`]: own process group,
+//! `PR_SET_PDEATHSIG`, the [`orphan_guard`]), the pipes and their framing ([`framing`],
+//! [`ordered_writer`]), the stderr ring ([`stderr`]), the exit watch ([`process`]) and the stop
+//! sequence ([`stop`]). [`StdioConnection`] is what the hub sees of it.
+//!
+//! Invariants (nothing outside this folder signals, waits on or reads from a child):
+//! - Every spawned child is reaped: a task owns the process and awaits its exit from the start.
+//! - Every pipe is closed once the child is gone: the transport and the stderr drain stop on the
+//!   child's exit even when a grandchild still holds the other end of a pipe, and `stop` returns
+//!   only after they have.
+//! - stderr is always drained, into a bounded ring, so a child can never block on it.
+//! - Nothing of the process group outlives the child: when the leader exits, by itself or
+//!   because it was stopped, the whole group gets SIGKILL; descendants that left the group are
+//!   found through `/proc` while the leader is alive and signalled too.
+//! - The child gets SIGKILL from the kernel when the lit-mux thread that spawned it dies
+//!   (`PR_SET_PDEATHSIG`), so even `kill -9` of lit-mux leaves no child behind; the orphan
+//!   guard kills the rest of its group.
+
+mod framing;
+mod ordered_writer;
+pub mod orphan_guard;
+mod process;
+mod spawn;
+mod stderr;
+mod stop;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmcp::model::{CallToolResult, Tool};
+use tokio::sync::mpsc;
+
+use self::process::ChildProcess;
+use super::McpError;
+use super::connection::{
+    ConnectSpec, Connected, ConnectionInfo, ExitInfo, McpConnection, StartFailure, StartStage,
+};
+use super::session::Session;
+use crate::config::StdioTransport;
+
+/// When a call fails because the transport closed, how long to wait for the exit status that
+/// explains it (the pipe closes a moment before the process is reaped).
+const EXIT_AFTER_CLOSE_WAIT: Duration = Duration::from_millis(500);
+
+/// A running, initialized MCP server child.
+pub struct StdioConnection {
+    name: String,
+    info: ConnectionInfo,
+    session: Session,
+    process: ChildProcess,
+    timeout: Duration,
+    /// The most all pages of its `tools/list` may hold (`mcp.max_message_bytes`).
+    tool_list_bytes: usize,
+    stop_lock: tokio::sync::Mutex<()>,
+}
+
+impl StdioConnection {
+    /// Spawns the server and runs the handshake within `spec.timeout`. On any failure the child
+    /// is stopped and reaped, its pipes closed, before this returns.
+    pub(super) async fn start(
+        spec: ConnectSpec<'_>,
+        transport: &StdioTransport,
+    ) -> Result<Connected, StartFailure> {
+        let deadline = Instant::now() + spec.timeout;
+        let (process, pipes) = ChildProcess::launch(spec.name, transport, spec.max_message_bytes)
+            .map_err(|err| StartFailure {
+            stage: StartStage::Spawn,
+            reason: format!("cannot run {:?}: {err}", transport.command),
+            exit: None,
+            stderr_tail: String::new(),
+        })?;
+        let (tools_changed_tx, tools_changed) = mpsc::channel(1);
+        let session = within(
+            &process,
+            deadline,
+            StartStage::Initialize,
+            Session::open(spec.name, pipes, tools_changed_tx),
+        )
+        .await?;
+        let tools = match within(&process, deadline, StartStage::ListTools, async {
+            match session.list_tools(spec.max_message_bytes).await {
+                Ok(listed) => listed,
+                Err(err) => Err(err.to_string()),
+            }
+        })
+        .await
+        {
+            Ok(tools) => tools,
+            Err(failure) => {
+                session.close().await;
+                return Err(failure);
+            }
+        };
+        let info = ConnectionInfo {
+            server_info: session.server_info.clone(),
+            protocol_version: session.protocol_version.clone(),
+            connected_at: Instant::now(),
+            pid: Some(process.pid()),
+        };
+        let connection = Self {
+            name: spec.name.to_owned(),
+            info,
+            session,
+            process,
+            timeout: spec.timeout,
+            tool_list_bytes: spec.max_message_bytes,
+            stop_lock: tokio::sync::Mutex::new(()),
+        };
+        Ok(Connected {
+            connection: Arc::new(connection),
+            tools,
+            tools_changed,
+        })
+    }
+
+    /// Runs one request within the server's timeout, and turns the process's exit while it
+    /// runs into [`McpError::Died`].
+    async fn request<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, rmcp::service::ServiceError>>,
+    ) -> Result<T, McpError> {
+        if let Some(exit) = self.process.exit_info() {
+            return Err(self.died(exit).await);
+        }
+        let outcome = tokio::select! {
+            // Dropping the call on timeout makes rmcp send notifications/cancelled.
+            result = tokio::time::timeout(self.timeout, call) => match result {
+                Ok(Ok(value)) => Ok(Ok(value)),
+                Ok(Err(rmcp::service::ServiceError::McpError(error))) => Err(McpError::Protocol {
+                    server: self.name.clone(),
+                    code: Some(error.code.0),
+                    message: error.message.to_string(),
+                }),
+                // The transport closes as the process dies; its exit status follows at once.
+                Ok(Err(error)) => match tokio::time::timeout(EXIT_AFTER_CLOSE_WAIT, self.process.exited()).await {
+                    Ok(exit) => Ok(Err(exit)),
+                    Err(_) => Err(McpError::Protocol {
+                        server: self.name.clone(),
+                        code: None,
+                        message: format!("{what} failed: {error}"),
+                    }),
+                },
+                Err(_elapsed) => Err(McpError::Timeout {
+                    server: self.name.clone(),
+                    seconds: self.timeout.as_secs_f64(),
+                }),
+            },
+            exit = self.process.exited() => Ok(Err(exit)),
+        };
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(exit)) => Err(self.died(exit).await),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The error for a call that the process's exit ended, with its last stderr lines.
+    async fn died(&self, exit: ExitInfo) -> McpError {
+        self.process.stderr_settled().await;
+        McpError::Died {
+            server: self.name.clone(),
+            exit: exit.description,
+            stderr_tail: self.process.stderr().tail(5),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl McpConnection for StdioConnection {
+    fn info(&self) -> &ConnectionInfo {
+        &self.info
+    }
+
+    /// The last lines of stderr, most recent last.
+    fn logs(&self) -> Option<String> {
+        Some(self.process.stderr().text())
+    }
+
+    async fn list_tools(&self) -> Result<Vec<Tool>, McpError> {
+        self.request("tools/list", self.session.list_tools(self.tool_list_bytes))
+            .await?
+            .map_err(|message| McpError::Protocol {
+                server: self.name.clone(),
+                code: None,
+                message: format!("tools/list: {message}"),
+            })
+    }
+
+    async fn call_tool(
+        &self,
+        tool: &str,
+        arguments: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<CallToolResult, McpError> {
+        self.request("tools/call", self.session.call_tool(tool, arguments))
+            .await
+    }
+
+    async fn closed(&self) -> ExitInfo {
+        self.process.exited().await
+    }
+
+    /// The stop sequence (close stdin, wait up to 1 s; SIGTERM the group, wait up to 2 s;
+    /// SIGKILL the group; reap), then the end of the protocol task and of every pipe.
+    async fn stop(&self) {
+        let _one_at_a_time = self.stop_lock.lock().await;
+        if self.process.exit_info().is_none() {
+            self.process.terminate().await;
+        }
+        self.session.close().await;
+        self.process.pipes_closed().await;
+    }
+}
+
+/// Runs one handshake step before `deadline`; on failure (error, timeout, or the process
+/// exiting) stops the process and describes what happened.
+async fn within<T>(
+    process: &ChildProcess,
+    deadline: Instant,
+    stage: StartStage,
+    step: impl Future<Output = Result<T, String>>,
+) -> Result<T, StartFailure> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let reason = tokio::select! {
+        result = tokio::time::timeout(remaining, step) => match result {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(reason)) => reason,
+            Err(_elapsed) => "timed out waiting for the server".to_owned(),
+        },
+        exit = process.exited() => format!("the process exited ({})", exit.description),
+    };
+    let exit = process.terminate().await;
+    process.pipes_closed().await;
+    Err(StartFailure {
+        stage,
+        reason,
+        exit: Some(exit),
+        stderr_tail: process.stderr().tail(5),
+    })
+}
