@@ -437,3 +437,7 @@ fn json_text(value: &impl Serialize) -> String {
 fn from_json_text<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|err| StoreError::Corrupt(format!("{err}: {text}")))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;

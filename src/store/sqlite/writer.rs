@@ -39,7 +39,7 @@ use super::{Message, StoreError, database, json_text};
 const MAX_BATCH: usize = 256;
 /// Most rows in one statement (8 parameters each, far below SQLite's 32766); a run of appends
 /// with more is written as one transaction of several statements.
-const MAX_ROWS: usize = 1024;
+pub(super) const MAX_ROWS: usize = 1024;
 /// Appends queued before a request waits for room.
 const QUEUE: usize = 1024;
 /// Rows appended between checkpoints (each row a few pages of WAL: the message, its two
