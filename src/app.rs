@@ -53,13 +53,9 @@ pub async fn serve(loaded: LoadedConfig) -> Result<(), StartError> {
     if server.api_key.is_none() {
         tracing::warn!("no server.api_key set: the API is open to anyone who can reach it");
     }
-    let database = crate::store::database_path(config.storage.url.as_deref())
+    let store = crate::store::open(&config.storage)
+        .await
         .map_err(|err| StartError(err.to_string()))?;
-    let store =
-        crate::store::Store::open(&database, config.storage.max_wal_mb.saturating_mul(1 << 20))
-            .await
-            .map_err(|err| StartError(err.to_string()))?;
-    tracing::info!(path = %database.display(), "database open");
     let backends = crate::backends::BackendRegistry::new(&config.typed_backends)
         .map_err(|err| StartError(err.to_string()))?;
     let signals = ShutdownSignals::install()

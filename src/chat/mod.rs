@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backends::{BackendError, BackendLookupError, BackendRegistry, ChatReply, ChatRequest};
 use crate::mcp::hub::McpHub;
-use crate::store::{ContextMessage, Message, NewMessage, PendingWrite, Session, Store, StoreError};
+use crate::store::{ContextMessage, Message, NewMessage, Session, SharedStore, Store, StoreError};
 
 /// Largest page of sessions or messages one request may ask for.
 pub const MAX_PAGE: i64 = 1000;
@@ -167,7 +167,7 @@ pub(crate) struct Turn {
 /// The sessions service.
 #[derive(Clone)]
 pub struct ChatService {
-    store: Store,
+    store: SharedStore,
     backends: BackendRegistry,
     mcp: McpHub,
     max_context: usize,
@@ -179,7 +179,12 @@ pub struct ChatService {
 }
 
 impl ChatService {
-    pub fn new(store: Store, backends: BackendRegistry, mcp: McpHub, max_context: usize) -> Self {
+    pub fn new(
+        store: SharedStore,
+        backends: BackendRegistry,
+        mcp: McpHub,
+        max_context: usize,
+    ) -> Self {
         Self {
             store,
             backends,
@@ -214,8 +219,8 @@ impl ChatService {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
     }
 
     pub async fn create_session(&self, request: CreateSession) -> Result<Session, ChatError> {
@@ -240,11 +245,11 @@ impl ChatService {
     /// Sends `request.content` to one backend of the session with the conversation so far.
     pub async fn send(&self, session_id: &str, request: SendMessage) -> Result<Message, ChatError> {
         let max_rounds = tools::max_iterations(request.max_tool_iterations)?;
-        let (mut turn, user_stored) = self.queue_turn(session_id, &request).await?;
+        let mut turn = self.prepare_turn(session_id, &request).await?;
         let setup = self.tool_setup(&turn, request.use_tools, max_rounds);
         Self::prepare_tools(&mut turn, &setup);
         if !setup.is_empty() {
-            user_stored.committed().await?;
+            self.store_user_message(&turn).await?;
             // The loop keeps and marks what it produced itself, the client gone or not.
             return Ok(self.answer_with_tools(turn, setup).await?);
         }
@@ -252,7 +257,7 @@ impl ChatService {
         // message (its update queued after the append), so the history never shows a question
         // that silently got no answer.
         let guard = UnansweredGuard::new(self, &turn.user_message);
-        let reply = match self.call_while_stored(&turn, user_stored).await {
+        let reply = match self.call_while_stored(&turn).await {
             Ok(reply) => reply,
             Err(err) => {
                 guard.disarm(); // The user message was not stored: nothing to mark.
@@ -282,22 +287,24 @@ impl ChatService {
         }
     }
 
-    /// Calls the backend while the user's message of `turn` is being committed, which takes
-    /// that commit off the path of the answer. A failed commit ends the call (the session is
-    /// gone, or the database failing): the outer error. The backend's outcome otherwise, with
-    /// the moment it was asked, once the message is committed.
+    /// Stores the user's message of `turn` and calls the backend meanwhile, which takes that
+    /// commit off the path of the answer. The store is polled first, so the message's write is
+    /// issued before the backend is asked (and any later write of it, a failure mark included,
+    /// lands after it). A failed commit ends the call (the session is gone, or the database
+    /// failing): the outer error. The backend's outcome otherwise, with the moment it was
+    /// asked, once the message is committed.
     async fn call_while_stored(
         &self,
         turn: &Turn,
-        user_stored: PendingWrite,
     ) -> Result<Result<(ChatReply, Instant), BackendError>, StoreError> {
+        let stored = self.store_user_message(turn);
         let started = Instant::now();
         let call = turn.backend.chat(turn.request.clone());
-        let stored = user_stored.committed();
-        tokio::pin!(call, stored);
+        tokio::pin!(stored, call);
         let mut committed = false;
         let reply = loop {
             tokio::select! {
+                biased;
                 result = &mut stored, if !committed => {
                     result?;
                     committed = true;
@@ -317,22 +324,34 @@ impl ChatService {
         session_id: &str,
         request: &SendMessage,
     ) -> Result<Turn, ChatError> {
-        let (turn, user_stored) = self.queue_turn(session_id, request).await?;
-        user_stored.committed().await?;
+        let turn = self.prepare_turn(session_id, request).await?;
+        self.store_user_message(&turn).await?;
         Ok(turn)
     }
 
-    /// `begin_turn`, but with the user's message only queued: what to wait on for its commit
-    /// comes back beside the turn.
-    async fn queue_turn(
+    /// Stores the user's message of `turn` (nothing to store for a stateless turn).
+    async fn store_user_message(&self, turn: &Turn) -> Result<(), StoreError> {
+        match &turn.session_id {
+            Some(session_id) => {
+                self.store
+                    .append_messages(session_id, std::slice::from_ref(&turn.user_message))
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// `begin_turn`, but with the user's message not stored yet: built, so its id is known,
+    /// for [`store_user_message`](Self::store_user_message).
+    async fn prepare_turn(
         &self,
         session_id: &str,
         request: &SendMessage,
-    ) -> Result<(Turn, PendingWrite), ChatError> {
+    ) -> Result<Turn, ChatError> {
         let content = non_empty_content(&request.content)?;
         let (session, history) = self
             .store
-            .session_with_context(session_id, self.max_context as i64)
+            .session_with_context(session_id, self.max_context)
             .await?;
         let backend_name = match request.backend.as_deref() {
             Some(name) => name.to_owned(),
@@ -355,28 +374,21 @@ impl ChatService {
             messages: context::conversation(&history, &backend_name, content, self.max_context),
             tools: Vec::new(),
         };
-        let (user_message, user_stored) = self
-            .store
-            .queue_message(
-                &session.id,
-                NewMessage {
-                    role: "user",
-                    content,
-                    backend: Some(&backend_name),
-                    model: Some(&model),
-                    metadata: Map::new(),
-                },
-            )
-            .await?;
-        let turn = Turn {
+        let user_message = Message::unsaved(NewMessage {
+            role: "user",
+            content,
+            backend: Some(&backend_name),
+            model: Some(&model),
+            metadata: Map::new(),
+        });
+        Ok(Turn {
             session_id: Some(session.id),
             backend_name,
             backend,
             request: chat,
             user_message,
             shares_user_message: false,
-        };
-        Ok((turn, user_stored))
+        })
     }
 
     /// Stores a backend's answer to `turn`; `model` is the one the backend reports having used
@@ -656,12 +668,12 @@ impl ChatService {
         session: &Session,
         history: Vec<ContextMessage>,
     ) -> Result<Vec<ContextMessage>, ChatError> {
-        let rows = self.max_context as i64;
+        let rows = self.max_context;
         let some_left_out = history.iter().any(|m| m.failed)
             || history
                 .windows(2)
                 .any(|pair| pair[0].role == "assistant" && pair[1].role == "assistant");
-        if some_left_out && history.len() as i64 == rows {
+        if some_left_out && history.len() == rows {
             return self.history(session).await;
         }
         Ok(history)
@@ -671,7 +683,7 @@ impl ChatService {
     /// answers are left out.
     async fn history(&self, session: &Session) -> Result<Vec<ContextMessage>, ChatError> {
         let per_turn = session.backends.len().max(1) + 1;
-        let wanted = (self.max_context * per_turn).min(i64::MAX as usize) as i64;
+        let wanted = self.max_context.saturating_mul(per_turn);
         Ok(self.store.context_messages(&session.id, wanted).await?)
     }
 
@@ -832,7 +844,7 @@ fn reply_metadata(
 /// abandoned (client disconnected, shutdown) while its backend call was running. The mark is
 /// written on a task that shutdown waits for, like the replies'.
 struct UnansweredGuard {
-    armed: Option<(Store, Message)>,
+    armed: Option<(SharedStore, Message)>,
     tasks: tokio_util::task::TaskTracker,
 }
 

@@ -14,7 +14,7 @@ use crate::chat::{BroadcastMessage, CreateSession, MAX_PAGE, SendMessage};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
-use crate::store::{Message, Session};
+use crate::store::{Message, Page, Session};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -24,9 +24,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(send_message))
         .routes(routes!(broadcast))
 }
-
-/// A default `limit` meaning no limit (SQLite's `LIMIT -1`).
-const ALL: i64 = -1;
 
 /// `?limit=&offset=`, as text so that a bad value gets our 422 rather than axum's plain 400.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -40,20 +37,21 @@ pub struct PageQuery {
 }
 
 impl PageQuery {
-    fn parse(&self, default_limit: i64) -> Result<(i64, i64), ApiError> {
-        let number = |value: &Option<String>, name: &str, default: i64, max: i64| match value {
-            None => Ok(default),
+    /// The page asked for; `default_limit` when no `limit` is given (`None`: all).
+    fn parse(&self, default_limit: Option<u64>) -> Result<Page, ApiError> {
+        let number = |value: &Option<String>, name: &str, max: i64| match value {
+            None => Ok(None),
             Some(text) => match text.trim().parse::<i64>() {
-                Ok(n) if (0..=max).contains(&n) => Ok(n),
+                Ok(n) if (0..=max).contains(&n) => Ok(Some(n.unsigned_abs())),
                 _ => Err(ApiError::Unprocessable(format!(
                     "{name} must be an integer from 0 to {max}, got {text:?}"
                 ))),
             },
         };
-        Ok((
-            number(&self.limit, "limit", default_limit, MAX_PAGE)?,
-            number(&self.offset, "offset", 0, i64::MAX)?,
-        ))
+        Ok(Page {
+            limit: number(&self.limit, "limit", MAX_PAGE)?.or(default_limit),
+            offset: number(&self.offset, "offset", i64::MAX)?.unwrap_or(0),
+        })
     }
 }
 
@@ -81,8 +79,8 @@ async fn list_sessions(
     State(state): State<AppState>,
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Vec<Session>>, ApiError> {
-    let (limit, offset) = page.parse(100)?;
-    Ok(Json(state.chat.store().list_sessions(limit, offset).await?))
+    let page = page.parse(Some(100))?;
+    Ok(Json(state.chat.store().list_sessions(page).await?))
 }
 
 #[utoipa::path(get, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
@@ -115,11 +113,11 @@ async fn list_messages(
     Path(id): Path<String>,
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Vec<Message>>, ApiError> {
-    let (limit, offset) = page.parse(ALL)?;
+    let page = page.parse(None)?;
     let store = state.chat.store();
     // A missing session is a 404, not an empty list.
     store.session(&id).await?;
-    Ok(Json(store.messages(&id, limit, offset).await?))
+    Ok(Json(store.messages(&id, page).await?))
 }
 
 /// Answers JSON, or Server-Sent Events when the body says `"stream": true` or the client

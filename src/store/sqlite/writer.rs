@@ -7,42 +7,39 @@
 //! connection (SQLite's default) they stall one write in a few hundred for milliseconds, so the
 //! bulk of each runs beside it instead. But a checkpoint running beside the writes never
 //! finishes (frames keep arriving while it copies), and SQLite only starts the WAL over from its
-//! beginning after one that did: the WAL grew by every commit, without end (150 MB in a few
-//! seconds of messages, each write into fresh file pages). So once the WAL holds
-//! `max_wal_bytes`, the writer runs a second checkpoint between two batches, after one beside
-//! it: that one copies only the few frames written meanwhile, and the next transaction starts
-//! the WAL over. It is not run after every checkpoint: its two `fsync`s hold up the appends
-//! queued behind it for 3 ms (37 ms seen), which after each of the four checkpoints a second of
-//! 500 messages/s set the p99 of the messages (BENCHMARKS.md, stop 16).
-//!
-//! The writes stay on sqlx's connection thread, not on `inline` as the reads do. Run in the
-//! writer task, a write blocks the runtime thread it runs on: a `pwrite` waiting for ext4's
-//! journal (tens of milliseconds, seen here) or a slow disk would hold up every request queued
-//! on that thread, `/health` included, where on sqlx's thread only the appends wait. Tried at
-//! stop 15: in place, a message cost 3.4 instead of 11 context switches and ~390 instead of
-//! ~560 µs of CPU (echo backend, one client), but at 64 clients no more messages a second and
-//! no better tails (BENCHMARKS.md).
+//! beginning after one that did: the WAL would grow by every commit, without end. So once the
+//! WAL holds `max_wal_bytes`, the writer runs a second checkpoint between two batches, after one
+//! beside it: that one copies only the few frames written meanwhile, and the next transaction
+//! starts the WAL over. It does not run after every checkpoint: its two `fsync`s hold up the
+//! appends queued behind it for milliseconds, which would set the p99 of the messages
+//! (BENCHMARKS.md).
 //!
 //! A message's metadata is updated through the same queue, so an update always lands after the
 //! append it follows, even when the request did not wait for that append's commit (a request
 //! calls its backend while its user message is being written).
 //!
-//! Invariants: an append is acknowledged only after the transaction holding it committed; a
-//! message for a session deleted meanwhile fails only its own request, not its batch; writes
-//! are applied in the order they were queued.
+//! Invariants: an append is acknowledged only after the transaction holding it committed; the
+//! messages of one append are committed together; an append for a session deleted meanwhile
+//! fails only its own request, not its batch; writes are applied in the order they were queued,
+//! and a queued write is applied even if its requester stopped waiting.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use sqlx::Connection;
+use sqlx::sqlite::SqliteConnection;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connections::Connections;
-use super::{Message, StoreError, json_text};
+use super::{Message, StoreError, database, json_text};
 
-/// Most rows in one statement (8 parameters each, far below SQLite's 32766).
+/// Most writes taken from the queue at once.
 const MAX_BATCH: usize = 256;
+/// Most rows in one statement (8 parameters each, far below SQLite's 32766); a run of appends
+/// with more is written as one transaction of several statements.
+pub(super) const MAX_ROWS: usize = 1024;
 /// Appends queued before a request waits for room.
 const QUEUE: usize = 1024;
 /// Rows appended between checkpoints (each row a few pages of WAL: the message, its two
@@ -69,7 +66,8 @@ enum Write {
 
 struct Append {
     session_id: String,
-    message: Message,
+    /// Committed together, in this order.
+    messages: Vec<Message>,
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -81,7 +79,7 @@ struct MetadataUpdate {
 }
 
 /// A queued write, not yet known to be committed.
-pub struct PendingWrite(oneshot::Receiver<Result<(), StoreError>>);
+pub(super) struct PendingWrite(oneshot::Receiver<Result<(), StoreError>>);
 
 impl PendingWrite {
     /// Waits until the write is committed (or failed).
@@ -131,16 +129,17 @@ impl MessageWriter {
         }
     }
 
-    /// Queues `message` to be appended to `session_id`, after every write queued before it.
+    /// Queues `messages` to be appended to `session_id` in one transaction, after every write
+    /// queued before it.
     pub async fn append(
         &self,
         session_id: &str,
-        message: Message,
+        messages: Vec<Message>,
     ) -> Result<PendingWrite, StoreError> {
         let (done, committed) = oneshot::channel();
         self.queue(Write::Append(Append {
             session_id: session_id.to_owned(),
-            message,
+            messages,
             done,
         }))
         .await?;
@@ -229,8 +228,8 @@ async fn write_in_order(
                         appends.push(append);
                     }
                 }
-                rows += appends.len();
-                let outcomes = insert_through_sqlx(writer, appends).await;
+                rows += appends.iter().map(|a| a.messages.len()).sum::<usize>();
+                let outcomes = insert_each_on_failure(writer, appends).await;
                 for (append, outcome) in appends.drain(..).zip(outcomes) {
                     let _ = append.done.send(outcome);
                 }
@@ -252,13 +251,14 @@ async fn set_metadata(
         .bind(&update.metadata)
         .bind(&update.message_id)
         .execute(&mut *writer.acquire().await?)
-        .await?;
+        .await
+        .map_err(database)?;
     Ok(())
 }
 
-/// Each row's outcome, written through sqlx: the batch as one statement, or, when it fails,
-/// each row alone, so that one bad row fails only its own request.
-async fn insert_through_sqlx(
+/// Each append's outcome: the batch as one unit, or, when it fails, each append alone, so that
+/// one bad append fails only its own request.
+async fn insert_each_on_failure(
     writer: &Arc<Connections>,
     batch: &[Append],
 ) -> Vec<Result<(), StoreError>> {
@@ -275,22 +275,63 @@ async fn insert_through_sqlx(
     }
 }
 
+/// Writes `batch` in one transaction: one statement when its rows fit in one.
 async fn insert(writer: &Arc<Connections>, batch: &[Append]) -> Result<(), StoreError> {
+    let rows: Vec<(&str, &Message)> = batch
+        .iter()
+        .flat_map(|append| {
+            append
+                .messages
+                .iter()
+                .map(|message| (append.session_id.as_str(), message))
+        })
+        .collect();
+    let mut connection = writer.acquire().await?;
+    let outcome = if rows.len() <= MAX_ROWS {
+        insert_rows(&mut connection, &rows).await
+    } else {
+        insert_in_transaction(&mut connection, &rows).await
+    };
+    match outcome {
+        Ok(()) => Ok(()),
+        // The foreign key: the session does not exist (or was just deleted).
+        Err(sqlx::Error::Database(err)) if err.is_foreign_key_violation() && batch.len() == 1 => {
+            Err(StoreError::SessionNotFound(batch[0].session_id.clone()))
+        }
+        Err(err) => Err(database(err)),
+    }
+}
+
+async fn insert_in_transaction(
+    connection: &mut SqliteConnection,
+    rows: &[(&str, &Message)],
+) -> Result<(), sqlx::Error> {
+    let mut transaction = connection.begin().await?;
+    for chunk in rows.chunks(MAX_ROWS) {
+        insert_rows(&mut transaction, chunk).await?;
+    }
+    transaction.commit().await
+}
+
+/// One `INSERT` of `rows`, each `(session id, message)`.
+async fn insert_rows(
+    connection: &mut SqliteConnection,
+    rows: &[(&str, &Message)],
+) -> Result<(), sqlx::Error> {
     let mut sql = String::from(
         "INSERT INTO messages (id, session_id, role, content, backend, model, timestamp, metadata) VALUES ",
     );
-    for index in 0..batch.len() {
+    for index in 0..rows.len() {
         if index > 0 {
             sql.push_str(", ");
         }
         sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
     }
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for append in batch {
-        let message = &append.message;
+    for (session_id, message) in rows {
         query = query
             .bind(message.id.clone())
-            .bind(append.session_id.clone())
+            .bind((*session_id).to_owned())
             .bind(message.role.clone())
             .bind(message.content.clone())
             .bind(message.backend.clone())
@@ -298,14 +339,8 @@ async fn insert(writer: &Arc<Connections>, batch: &[Append]) -> Result<(), Store
             .bind(message.timestamp.clone())
             .bind(json_text(&message.metadata));
     }
-    match query.execute(&mut *writer.acquire().await?).await {
-        Ok(_) => Ok(()),
-        // The foreign key: the session does not exist (or was just deleted).
-        Err(sqlx::Error::Database(err)) if err.is_foreign_key_violation() && batch.len() == 1 => {
-            Err(StoreError::SessionNotFound(batch[0].session_id.clone()))
-        }
-        Err(err) => Err(err.into()),
-    }
+    query.execute(connection).await?;
+    Ok(())
 }
 
 async fn checkpoint_when_due(
@@ -344,7 +379,7 @@ async fn wal_frames_in(on: &Arc<Connections>, bytes: u64) -> Option<u64> {
         sqlx::query_scalar::<_, i64>("PRAGMA page_size")
             .fetch_one(&mut *on.acquire().await?)
             .await
-            .map_err(StoreError::from)
+            .map_err(database)
     };
     match page_size.await {
         Ok(page_size) => Some((bytes / (page_size.unsigned_abs() + FRAME_HEADER)).max(1)),
@@ -360,6 +395,7 @@ async fn checkpoint(on: &Arc<Connections>, statement: &'static str) -> Result<u6
     // (busy, frames in the WAL, frames checkpointed); -1 for both when not in WAL mode.
     let (_, frames, _): (i64, i64, i64) = sqlx::query_as(statement)
         .fetch_one(&mut *on.acquire().await?)
-        .await?;
+        .await
+        .map_err(database)?;
     Ok(u64::try_from(frames).unwrap_or(0))
 }

@@ -2,12 +2,13 @@
 //!
 //! Why not `sqlx::Pool`: a pooled connection is pinged when it is handed back (and, by default,
 //! before it is handed out) and its return is a spawned task. For SQLite a ping is a round trip
-//! to the connection's own thread, so each statement cost two or three extra thread wake-ups:
-//! measured with the echo backend, 28 context switches and 765 µs of CPU per session message,
-//! against 15–21 and 515–660 µs without (BENCHMARKS.md). An embedded database has no network
-//! connection to test, and these connections never open a transaction that a cancelled request
-//! could leave behind: every statement is its own, so a connection handed back mid-statement
-//! only finishes it before the next one runs.
+//! to the connection's own thread, so each statement would cost two or three extra thread
+//! wake-ups (with the echo backend, 28 context switches and 765 µs of CPU per session message,
+//! against 15–21 and 515–660 µs without; BENCHMARKS.md). An embedded database has no network
+//! connection to test, and no request can leave a transaction open on these connections: a
+//! request's statement is its own transaction, so a connection handed back mid-statement only
+//! finishes it before the next one runs (only the writer task, which is never cancelled
+//! mid-write, runs a transaction of several statements).
 //!
 //! Invariant: an open connection is either idle here or held by exactly one `Checkout`, which
 //! puts it back when dropped; at most `count` are open; `close` waits for every one of them.
@@ -19,7 +20,7 @@ use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::StoreError;
+use super::{StoreError, database};
 
 pub struct Connections {
     options: SqliteConnectOptions,
@@ -62,7 +63,9 @@ impl Connections {
         let connection = match idle {
             Some(connection) => connection,
             // Holding a permit while none is idle: fewer than `count` are open.
-            None => SqliteConnection::connect_with(&self.options).await?,
+            None => SqliteConnection::connect_with(&self.options)
+                .await
+                .map_err(database)?,
         };
         Ok(Checkout {
             connection: Some(connection),
