@@ -3,10 +3,11 @@
 //! Cargo builds a dev-dependency's library for lit-mux's tests but not its binaries. So the
 //! first test or benchmark that asks for `mcp-fixture` or `passthrough-proxy` looks in the
 //! target directory and profile its own executable was built in, and when a binary is missing
-//! or older than this crate's sources, builds both there with
-//! `cargo build -p lit-mux-testkit --bins`, once per process. `cargo test --workspace` (what
-//! `scripts/test` runs) builds them beforehand with the features of the whole workspace, so the
-//! tests find them up to date and nothing is compiled twice.
+//! or older than this crate's sources, builds both there, once per process, with
+//! `cargo build --workspace --bins --test bins`: selecting a test target makes Cargo resolve
+//! the dependencies' features as `cargo test` does, so the build reuses the test build's
+//! dependencies instead of compiling them again. `cargo test --workspace` (what `scripts/test`
+//! runs) builds the binaries beforehand, for this crate's own test `bins`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -107,14 +108,18 @@ impl Build {
         }
         .to_path_buf();
         let above = profile_dir.parent().unwrap_or(&profile_dir).to_path_buf();
-        // Cargo tags the root of a target directory; a directory under it is a target triple's.
-        let (target_dir, triple) = if above.join("CACHEDIR.TAG").exists() {
-            (above, None)
-        } else {
-            let triple = above
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned());
-            (above.parent().unwrap_or(&above).to_path_buf(), triple)
+        // Cargo keeps its tag and its cache of rustc's answers at the root of a target
+        // directory; a directory between the root and the profile is a target triple's.
+        let is_root =
+            |dir: &Path| dir.join("CACHEDIR.TAG").exists() || dir.join(".rustc_info.json").exists();
+        let (target_dir, triple) = match above.parent() {
+            Some(root) if !is_root(&above) && is_root(root) => (
+                root.to_path_buf(),
+                above
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned()),
+            ),
+            _ => (above, None),
         };
         let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
             Some("debug") | None => "dev".to_owned(),
@@ -132,7 +137,14 @@ impl Build {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut command = Command::new(cargo);
         command
-            .args(["build", "--bins", "--manifest-path"])
+            .args([
+                "build",
+                "--workspace",
+                "--bins",
+                "--test",
+                "bins",
+                "--manifest-path",
+            ])
             .arg(Path::new(CRATE_DIR).join("Cargo.toml"))
             .args(["--profile", &self.profile, "--target-dir"])
             .arg(&self.target_dir);
@@ -145,7 +157,7 @@ impl Build {
     /// What to run by hand when the build fails.
     fn command_line(&self) -> String {
         let mut line = format!(
-            "cargo build -p lit-mux-testkit --bins --profile {} --target-dir {}",
+            "cargo build --workspace --bins --test bins --profile {} --target-dir {}",
             self.profile,
             self.target_dir.display()
         );
