@@ -22,7 +22,10 @@ use rmcp::transport::TokioChildProcess;
 use serde_json::json;
 use support::{LitMux, Load, levels, median, micros, percentile, run_level};
 
-const FIXTURE: &str = env!("CARGO_BIN_EXE_mcp-fixture");
+/// The misbehaving MCP server of `crates/testkit`, run in its `healthy` mode.
+fn fixture() -> &'static str {
+    testkit::bins::mcp_fixture()
+}
 
 fn client_config() -> ClientConfig {
     ClientConfig::new(
@@ -33,7 +36,7 @@ fn client_config() -> ClientConfig {
 }
 
 async fn direct_client() -> rmcp::service::RunningService<rmcp::RoleClient, ClientConfig> {
-    let mut command = tokio::process::Command::new(FIXTURE);
+    let mut command = tokio::process::Command::new(fixture());
     command.arg("healthy");
     client_config()
         .serve(TokioChildProcess::new(command).unwrap())
@@ -47,7 +50,7 @@ async fn direct_client() -> rmcp::service::RunningService<rmcp::RoleClient, Clie
 /// lit-mux's own vfork-style spawn (`src/mcp/spawn.rs`) avoids.
 #[allow(unsafe_code)]
 async fn direct_guarded_client() -> rmcp::service::RunningService<rmcp::RoleClient, ClientConfig> {
-    let mut command = tokio::process::Command::new(FIXTURE);
+    let mut command = tokio::process::Command::new(fixture());
     command.arg("healthy").process_group(0);
     // SAFETY: prctl is async-signal-safe; nothing is allocated between fork and exec.
     unsafe {
@@ -66,7 +69,7 @@ async fn bench_add_latency(lit_mux: &LitMux, http: &reqwest::Client, rounds: usi
     let mut via_lit_mux = Vec::new();
     let mut direct = Vec::new();
     let mut direct_guarded = Vec::new();
-    let body = json!({"name": "bench-add", "command": FIXTURE, "args": ["healthy"]});
+    let body = json!({"name": "bench-add", "command": fixture(), "args": ["healthy"]});
     for _ in 0..rounds {
         let started = Instant::now();
         let response = http
@@ -135,7 +138,7 @@ async fn bench_tool_calls(lit_mux: &LitMux, calls_per_level: usize) {
         .pool_max_idle_per_host(128)
         .build()
         .unwrap();
-    let body = json!({"name": "bench-call", "command": FIXTURE, "args": ["healthy"]});
+    let body = json!({"name": "bench-call", "command": fixture(), "args": ["healthy"]});
     let response = http
         .post(format!("{}/mcp/servers", lit_mux.url))
         .json(&body)
@@ -268,7 +271,7 @@ async fn bench_churn(lit_mux: &LitMux, cycles: usize) {
             } else {
                 "healthy"
             };
-            let body = json!({"name": "churn", "command": FIXTURE, "args": [mode]});
+            let body = json!({"name": "churn", "command": fixture(), "args": [mode]});
             let response = http
                 .post(format!("{url}/mcp/servers"))
                 .json(&body)
@@ -315,7 +318,7 @@ async fn bench_idle_rss() {
     let lit_mux = LitMux::start(None);
     let http = reqwest::Client::new();
     for name in ["one", "two", "three"] {
-        let body = json!({"name": name, "command": FIXTURE, "args": ["healthy"]});
+        let body = json!({"name": name, "command": fixture(), "args": ["healthy"]});
         let response = http
             .post(format!("{}/mcp/servers", lit_mux.url))
             .json(&body)
@@ -335,6 +338,8 @@ async fn bench_idle_rss() {
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // Found (or built) now, so that no measurement waits for it.
+    fixture();
     // `--calls-only`: just the tool-call section (for profiling lit-mux under that load).
     if std::env::args().any(|a| a == "--calls-only") {
         let lit_mux = LitMux::start(None);

@@ -10,20 +10,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
-#[path = "../tests/support/fake_backends.rs"]
-mod fake_backends;
-
 #[path = "support/mod.rs"]
 mod support;
 
 use std::sync::Arc;
 
-use fake_backends::{FakeBackend, Wire};
 use serde_json::{Value, json};
 use support::{
     LitMux, PassthroughProxy, WARM_UP_CALLS, cpu_time, levels, micros, percentile, post_chat_level,
     run_level,
 };
+use testkit::fake_backends::{FakeBackend, Wire};
 
 #[tokio::main]
 async fn main() {

@@ -88,7 +88,7 @@ fn spawn_listening(mut command: Command) -> (Child, String) {
 }
 
 /// `passthrough-proxy` in front of `upstream`: the floor of what a proxy costs here (see
-/// `fixtures/passthrough_proxy.rs`); SIGTERM on drop.
+/// `crates/testkit/src/bin/passthrough_proxy.rs`); SIGTERM on drop.
 pub struct PassthroughProxy {
     pub child: Child,
     pub url: String,
@@ -96,7 +96,7 @@ pub struct PassthroughProxy {
 
 impl PassthroughProxy {
     pub fn start(upstream: &str) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_passthrough-proxy"));
+        let mut command = Command::new(testkit::bins::passthrough_proxy());
         command.arg(upstream);
         if let Ok(workers) = std::env::var("LIT_MUX_BENCH_WORKERS") {
             command.env("TOKIO_WORKER_THREADS", workers);

@@ -3,15 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::collections::BTreeMap;
 
 use futures_util::StreamExt;
 use lit_mux::backends::{
     Backend, BackendError, BackendRegistry, ChatEvent, ChatMessage, ChatRequest, Role,
 };
-use support::fake_backends::{Behaviour, FakeBackend, Wire};
+use testkit::fake_backends::{Behaviour, FakeBackend, Wire};
 
 fn client(fake: &FakeBackend, wire: Wire) -> std::sync::Arc<dyn Backend> {
     let entry = match wire {

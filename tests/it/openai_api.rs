@@ -4,13 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{Server, TestHome, status_and_json};
 use serde_json::{Value, json};
-use support::fake_backends::{Behaviour, FakeBackend, Wire};
-use support::{Server, TestHome, status_and_json};
+use testkit::fake_backends::{Behaviour, FakeBackend, Wire};
 
 const KEY: &str = "front-door-key-123";
 
@@ -60,7 +58,7 @@ async fn the_official_openai_client_works_unchanged() {
     assert_eq!(status, 200, "{created}");
     let session_id = created["id"].as_str().unwrap().to_owned();
 
-    let output = tokio::process::Command::new(support::client_python())
+    let output = tokio::process::Command::new(crate::support::client_python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/clients/openai_client.py"
@@ -71,7 +69,7 @@ async fn the_official_openai_client_works_unchanged() {
         .output()
         .await
         .unwrap();
-    let seen = support::client_json(&output);
+    let seen = crate::support::client_json(&output);
 
     assert!(
         seen["models"]
@@ -355,7 +353,7 @@ async fn a_session_id_appends_the_exchange_and_a_failure_keeps_the_question() {
     .await;
     assert!(slow.is_err(), "the hung backend must not answer");
     // The client left: its question stays, marked failed.
-    let marked = support::processes::eventually(Duration::from_secs(5), || async {
+    let marked = testkit::processes::eventually(Duration::from_secs(5), || async {
         let messages = server.get_json(&format!("/sessions/{id}/messages")).await;
         messages
             .as_array()
@@ -522,7 +520,7 @@ async fn lit_mux_can_run_its_own_mcp_tools_behind_the_front_door() {
     let (status, body) = server
         .post_json(
             "/mcp/servers",
-            &json!({"name": "everything", "command": support::mcp::everything(), "args": ["stdio"]}),
+            &json!({"name": "everything", "command": crate::support::mcp::everything(), "args": ["stdio"]}),
         )
         .await;
     assert_eq!(status, 200, "{body}");

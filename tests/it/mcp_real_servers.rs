@@ -3,14 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::mcp::{Harness, everything, filesystem};
+use crate::support::{Server, TestHome};
 use serde_json::json;
-use support::mcp::{Harness, everything, filesystem};
-use support::processes::{eventually, in_group, is_alive};
-use support::{Server, TestHome};
+use testkit::processes::{eventually, in_group, is_alive};
 
 async fn add_everything(server: &Server, name: &str) -> serde_json::Value {
     let (status, body) = server

@@ -1,14 +1,12 @@
-//! Checks the fake providers in `support::fake_backends` themselves: their wire formats, failure
+//! Checks the fake providers in `crate::support::fake_backends` themselves: their wire formats, failure
 //! modes and bookkeeping, driven with a plain HTTP client.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::fake_backends::{Behaviour, FakeBackend, Wire};
+use testkit::fake_backends::{Behaviour, FakeBackend, Wire};
 
 const WIRES: [Wire; 3] = [Wire::Ollama, Wire::OpenAi, Wire::Anthropic];
 

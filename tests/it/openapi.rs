@@ -4,13 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::process::Stdio;
 
+use crate::support::TestHome;
 use serde_json::Value;
-use support::TestHome;
 use tokio::io::AsyncWriteExt;
 
 /// `(METHOD, /path)` pairs in the README's endpoint table (`` `GET /a`, `DELETE /a` `` cells).
@@ -49,7 +47,7 @@ async fn the_api_description_validates_and_covers_every_route() {
     let text = response.text().await.unwrap();
     let spec: Value = serde_json::from_str(&text).unwrap();
 
-    let python = support::client_python();
+    let python = crate::support::client_python();
     let mut validator = tokio::process::Command::new(python)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),

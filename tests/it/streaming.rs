@@ -5,14 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::{Server, TestHome};
 use serde_json::{Value, json};
-use support::fake_backends::{Behaviour, FakeBackend, Wire};
-use support::sse::Events;
-use support::{Server, TestHome};
+use testkit::fake_backends::{Behaviour, FakeBackend, Wire};
+use testkit::sse::Events;
 
 fn config_for(entries: &[(&str, &FakeBackend, Wire)]) -> String {
     let mut yaml = String::from("backends:\n");
@@ -151,13 +149,13 @@ async fn a_client_that_leaves_mid_stream_cancels_the_backend_and_the_partial_ans
     drop(events);
 
     assert!(
-        support::processes::eventually(Duration::from_secs(5), || async {
+        testkit::processes::eventually(Duration::from_secs(5), || async {
             fake.aborted_requests() == 1
         })
         .await,
         "the backend's request was not cancelled"
     );
-    let stored = support::processes::eventually(Duration::from_secs(5), || async {
+    let stored = testkit::processes::eventually(Duration::from_secs(5), || async {
         let messages = server.get_json(&format!("/sessions/{id}/messages")).await;
         messages.as_array().unwrap().len() == 2
     })
@@ -278,7 +276,7 @@ async fn an_answer_streaming_without_end_is_cut_at_the_bound_of_a_whole_answer()
             "{wire:?}: {streamed} bytes streamed"
         );
         assert!(
-            support::processes::eventually(Duration::from_secs(5), || async {
+            testkit::processes::eventually(Duration::from_secs(5), || async {
                 fake.aborted_requests() == 1
             })
             .await,
@@ -488,7 +486,7 @@ fn the_cli_prints_the_first_token_before_the_backend_has_finished() {
 fn on_a_terminal_the_cli_spins_until_the_first_token_then_clears_the_spinner() {
     let helper = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/support/stderr_on_pty.py"
+        "/tests/it/support/stderr_on_pty.py"
     );
     let fake = FakeBackend::start_blocking(Wire::Ollama);
     // The spinner draws a frame every 80 ms while the backend thinks.

@@ -4,14 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::Server;
+use crate::support::mcp::{Harness, fixture, fixture_server, pid_of};
 use serde_json::{Value, json};
-use support::Server;
-use support::mcp::{FIXTURE, Harness, fixture_server, pid_of};
-use support::processes::{eventually, is_alive, wait_until};
+use testkit::processes::{eventually, is_alive, wait_until};
 
 fn detail(body: &Value) -> &str {
     body["detail"]
@@ -608,7 +606,7 @@ async fn an_older_protocol_version_is_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tool_errors_and_bad_requests_have_the_right_status() {
-    let h = Harness::with_config(&format!("mcp:\n  allowed_commands: [{FIXTURE}]\n"));
+    let h = Harness::with_config(&format!("mcp:\n  allowed_commands: [{}]\n", fixture()));
     let (status, body) = h.add("srv", "healthy", &[]).await;
     assert_eq!(status, 200, "{body}");
     let pid = pid_of(&body);
@@ -646,34 +644,34 @@ async fn tool_errors_and_bad_requests_have_the_right_status() {
 
     let adds: Vec<(Value, u16, &str)> = vec![
         (
-            json!({"name": "srv", "command": FIXTURE}),
+            json!({"name": "srv", "command": fixture()}),
             409,
             "already exists",
         ),
         (
-            json!({"name": "bad.name", "command": FIXTURE}),
+            json!({"name": "bad.name", "command": fixture()}),
             400,
             "bad.name",
         ),
-        (json!({"name": "", "command": FIXTURE}), 400, "name"),
+        (json!({"name": "", "command": fixture()}), 400, "name"),
         (
             json!({"name": "x", "command": "/bin/sh"}),
             403,
             "allowed_commands",
         ),
         (
-            json!({"name": "x", "command": FIXTURE, "timeout": 0}),
+            json!({"name": "x", "command": fixture(), "timeout": 0}),
             400,
             "timeout",
         ),
         (json!({"name": "x"}), 422, "command"),
         (
-            json!({"name": "x", "command": FIXTURE, "args": "not-a-list"}),
+            json!({"name": "x", "command": fixture(), "args": "not-a-list"}),
             422,
             "args",
         ),
         (
-            json!({"name": "x", "command": FIXTURE, "restart": "sometimes"}),
+            json!({"name": "x", "command": fixture(), "restart": "sometimes"}),
             422,
             "restart",
         ),

@@ -2,11 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 
-use support::{TestHome, closed_port, status_and_json};
+use crate::support::{TestHome, closed_port, status_and_json};
 
 #[tokio::test]
 async fn start_without_config_uses_defaults_and_names_the_file_it_looked_for() {

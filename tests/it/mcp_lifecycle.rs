@@ -2,15 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::mcp::{everything, fixture_server, is_orphan_guard};
+use crate::support::{Server, TestHome};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use support::mcp::{everything, fixture_server, is_orphan_guard};
-use support::processes::{self, descendants, fd_listing, in_group, is_alive, wait_until};
-use support::{Server, TestHome};
+use testkit::processes::{self, descendants, fd_listing, in_group, is_alive, wait_until};
 
 /// Starts a varied set of children and returns every pid lit-mux has below it.
 async fn start_children(server: &Server) -> Vec<i32> {

@@ -6,15 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::mcp::{everything, fixture_server};
+use crate::support::{Server, TestHome};
 use serde_json::{Value, json};
-use support::fake_backends::{Behaviour, FakeBackend, FakeToolCall, Wire, call_and_result};
-use support::mcp::{everything, fixture_server};
-use support::processes::eventually;
-use support::{Server, TestHome};
+use testkit::fake_backends::{Behaviour, FakeBackend, FakeToolCall, Wire, call_and_result};
+use testkit::processes::eventually;
 
 async fn with_everything(server: &Server) {
     let (status, body) = server
@@ -270,7 +268,7 @@ async fn a_streamed_reply_shows_each_tool_call_and_result_then_the_answer() {
         .send()
         .await
         .unwrap();
-    let events = support::sse::Events::new(response).all().await;
+    let events = testkit::sse::Events::new(response).all().await;
     let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
     let call_at = names
         .iter()
@@ -321,7 +319,7 @@ async fn a_client_leaves_mid_call_then_comes_back(wire: Wire, streamed: bool) {
     // Streamed, the events are read up to the call; not streamed, the request is a task of its
     // own, aborted (its connection closed) to leave.
     let (events, pending) = if streamed {
-        let mut events = support::sse::Events::new(request.await.unwrap());
+        let mut events = testkit::sse::Events::new(request.await.unwrap());
         loop {
             let (name, _) = events.next().await.expect("a tool_call event");
             if name == "tool_call" {
@@ -489,7 +487,7 @@ async fn a_step_that_cannot_be_stored_marks_the_answer_incomplete_streamed_or_no
                 .await
                 .unwrap();
             let detail = if streamed {
-                let events = support::sse::Events::new(response).all().await;
+                let events = testkit::sse::Events::new(response).all().await;
                 let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
                 if let Some(tool_event) = tool_event {
                     assert!(names.contains(&tool_event), "{case}: {names:?}");
@@ -500,7 +498,7 @@ async fn a_step_that_cannot_be_stored_marks_the_answer_incomplete_streamed_or_no
                     .unwrap()
                     .to_owned()
             } else {
-                let (status, body) = support::status_and_json(response).await;
+                let (status, body) = crate::support::status_and_json(response).await;
                 assert_eq!(status, 502, "{case}: {body}");
                 body["detail"].as_str().unwrap().to_owned()
             };
@@ -568,7 +566,7 @@ async fn calls_over_the_limit_are_skipped_and_the_notice_replays_as_the_model_re
                 .send()
                 .await
                 .unwrap();
-            let events = support::sse::Events::new(response).all().await;
+            let events = testkit::sse::Events::new(response).all().await;
             let (name, done) = events.last().cloned().unwrap();
             assert_eq!(name, "done", "{events:?}");
             done

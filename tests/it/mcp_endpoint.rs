@@ -6,16 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::support::mcp::fixture_server;
+use crate::support::{Server, TestHome, status_and_json};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use support::mcp::fixture_server;
-use support::sse::Events;
-use support::{Server, TestHome, status_and_json};
+use testkit::sse::Events;
 
 const KEY: &str = "mcp-endpoint-key-1";
 const PROTOCOL: &str = "2025-11-25";
@@ -69,7 +67,7 @@ async fn rest_catalog(server: &Server) -> serde_json::Map<String, Value> {
 async fn official_client(server: &Server, mode: &str) -> Value {
     let output = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::process::Command::new(support::client_python())
+        tokio::process::Command::new(crate::support::client_python())
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/clients/mcp_client.py"
@@ -84,7 +82,7 @@ async fn official_client(server: &Server, mode: &str) -> Value {
     .await
     .expect("the client finished within 60 s")
     .unwrap();
-    support::client_json(&output)
+    crate::support::client_json(&output)
 }
 
 /// What the official client must have seen in either mode.
@@ -561,7 +559,7 @@ async fn a_call_the_client_cancels_is_cancelled_on_the_child() {
             .unwrap_or_default()
             .to_owned()
     };
-    let started = support::processes::eventually(Duration::from_secs(5), || async {
+    let started = testkit::processes::eventually(Duration::from_secs(5), || async {
         logs().await.contains("sleeping 30000 ms")
     })
     .await;
@@ -582,7 +580,7 @@ async fn a_call_the_client_cancels_is_cancelled_on_the_child() {
     .unwrap();
     assert_eq!(cancel.status(), 202);
     // lit-mux drops its call to the child, which sends the child notifications/cancelled.
-    let cancelled = support::processes::eventually(Duration::from_secs(5), || async {
+    let cancelled = testkit::processes::eventually(Duration::from_secs(5), || async {
         logs().await.contains("cancelled")
     })
     .await;

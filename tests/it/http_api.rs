@@ -2,13 +2,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{Server, TestHome, raw_request, status_and_json};
 use nix::sys::signal::Signal;
 use serde_json::json;
-use support::{Server, TestHome, raw_request, status_and_json};
 
 const KEY: &str = "test-key-0123456789";
 
@@ -307,7 +305,7 @@ async fn json_logs_and_rust_log_override() {
     let server = home.start(&["--log-format", "json"]);
     server.get("/health").send().await.unwrap();
     // Logs are written by a thread of their own: the request's line follows its answer.
-    support::processes::wait_until(std::time::Duration::from_secs(5), || {
+    testkit::processes::wait_until(std::time::Duration::from_secs(5), || {
         server.stderr().contains("\"status\":200")
     });
     drop(server);

@@ -5,14 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::process::Stdio;
 
+use crate::support::mcp::fixture_server;
+use crate::support::{Server, TestHome};
 use serde_json::{Value, json};
-use support::fake_backends::{Behaviour, FakeBackend, Wire};
-use support::mcp::fixture_server;
-use support::{Server, TestHome};
+use testkit::fake_backends::{Behaviour, FakeBackend, Wire};
 use tokio::io::AsyncWriteExt;
 
 /// The exposition parsed by the official parsers: (families name → type, samples).
@@ -28,7 +26,7 @@ async fn parsed_metrics(server: &Server) -> (Value, Vec<(String, Value, f64)>) {
         "{content_type}"
     );
     let text = response.text().await.unwrap();
-    let python = support::client_python();
+    let python = crate::support::client_python();
     let mut parser = tokio::process::Command::new(python)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -113,7 +111,7 @@ async fn metrics_parse_and_count_what_happened() {
     assert_eq!(status, 404);
     // Two backend calls: echo answers, gpt fails.
     for (model, expected) in [("echo", 200), ("gpt", 502)] {
-        let (status, body) = support::status_and_json(
+        let (status, body) = crate::support::status_and_json(
             server
                 .post("/v1/chat/completions")
                 .json(&json!({"model": model, "messages": [{"role": "user", "content": "x"}]}))

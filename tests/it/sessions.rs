@@ -4,13 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::{Server, TestHome, closed_port};
 use serde_json::{Value, json};
-use support::fake_backends::{Behaviour, FakeBackend, Wire};
-use support::{Server, TestHome, closed_port};
+use testkit::fake_backends::{Behaviour, FakeBackend, Wire};
 
 /// The config entry for a backend named `name` talking to `fake`.
 fn backend_entry(name: &str, fake: &FakeBackend, wire: Wire, extra: &str) -> String {
@@ -256,7 +254,7 @@ async fn the_reply_records_the_model_the_backend_reports_having_used() {
             .send()
             .await
             .unwrap();
-        let events = support::sse::Events::new(response).all().await;
+        let events = testkit::sse::Events::new(response).all().await;
         let (name, done) = events.last().unwrap();
         assert_eq!(name, "done", "{wire:?}: {events:?}");
         assert_eq!(done["model"], REPORTED, "{wire:?} streamed: {done}");
@@ -712,7 +710,7 @@ async fn a_session_deleted_while_its_answer_is_on_the_way_is_a_404_not_the_backe
     let session = create_session(&server, json!({"backends": ["llm"]})).await;
     let sent = send_in_background(&server, &session, json!({"content": "slow one"}));
     assert!(
-        support::processes::eventually(Duration::from_secs(5), || async {
+        testkit::processes::eventually(Duration::from_secs(5), || async {
             !fake.chat_requests().is_empty()
         })
         .await,
@@ -1217,13 +1215,13 @@ async fn a_client_that_goes_away_cancels_the_backend_call_and_the_message_is_mar
     assert!(result.is_err(), "the client gave up");
 
     assert!(
-        support::processes::eventually(Duration::from_secs(5), || async {
+        testkit::processes::eventually(Duration::from_secs(5), || async {
             fake.aborted_requests() == 1
         })
         .await,
         "the backend call was not cancelled"
     );
-    let marked = support::processes::eventually(Duration::from_secs(5), || async {
+    let marked = testkit::processes::eventually(Duration::from_secs(5), || async {
         let messages = server
             .get_json(&format!("/sessions/{session}/messages"))
             .await;
@@ -1271,7 +1269,7 @@ async fn a_client_that_leaves_a_broadcast_cancels_the_calls_still_running_and_th
     // echo has answered, slow is still thinking: the client leaves.
     let client = broadcast(json!({"content": "anyone there?"}));
     slow.wait_for_chats(1, Duration::from_secs(10)).await;
-    let echoed = support::processes::eventually(Duration::from_secs(5), || async {
+    let echoed = testkit::processes::eventually(Duration::from_secs(5), || async {
         server
             .get_json(&messages_path)
             .await
@@ -1284,13 +1282,13 @@ async fn a_client_that_leaves_a_broadcast_cancels_the_calls_still_running_and_th
     client.abort();
 
     assert!(
-        support::processes::eventually(Duration::from_secs(5), || async {
+        testkit::processes::eventually(Duration::from_secs(5), || async {
             slow.aborted_requests() == 1
         })
         .await,
         "the slow backend's call was not cancelled"
     );
-    let marked = support::processes::eventually(Duration::from_secs(5), || async {
+    let marked = testkit::processes::eventually(Duration::from_secs(5), || async {
         server.get_json(&messages_path).await[0]["metadata"]["failed_backends"] == json!(["slow"])
     })
     .await;
@@ -1310,7 +1308,7 @@ async fn a_client_that_leaves_a_broadcast_cancels_the_calls_still_running_and_th
     let client = broadcast(json!({"content": "still there?", "backends": ["slow"]}));
     slow.wait_for_chats(2, Duration::from_secs(10)).await;
     client.abort();
-    let failed = support::processes::eventually(Duration::from_secs(5), || async {
+    let failed = testkit::processes::eventually(Duration::from_secs(5), || async {
         server.get_json(&messages_path).await[2]["metadata"]["status"] == "failed"
     })
     .await;

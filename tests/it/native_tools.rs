@@ -6,14 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::mcp::everything;
+use crate::support::{Server, TestHome};
 use serde_json::{Value, json};
-use support::fake_backends::{Behaviour, FakeBackend, Recorded, Wire, call_and_result};
-use support::mcp::everything;
-use support::{Server, TestHome};
+use testkit::fake_backends::{Behaviour, FakeBackend, Recorded, Wire, call_and_result};
 
 const WIRES: [Wire; 3] = [Wire::Ollama, Wire::OpenAi, Wire::Anthropic];
 
@@ -68,7 +66,7 @@ async fn send_streamed(server: &Server, id: &str, content: &str) -> (Vec<(String
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let events = support::sse::Events::new(response).all().await;
+    let events = testkit::sse::Events::new(response).all().await;
     let (last_name, last) = events.last().cloned().expect("events");
     assert_eq!(last_name, "done", "{events:?}");
     (events, last)
@@ -246,7 +244,7 @@ async fn a_model_that_keeps_calling_stops_at_the_round_limit() {
             .send()
             .await
             .unwrap();
-        let events = support::sse::Events::new(response).all().await;
+        let events = testkit::sse::Events::new(response).all().await;
         let calls = events
             .iter()
             .filter(|(name, _)| name == "tool_call")
@@ -391,7 +389,7 @@ async fn a_broadcast_runs_each_backends_own_tool_loop_and_each_replays_its_own_s
         .send()
         .await
         .unwrap();
-    let events = support::sse::Events::new(response).all().await;
+    let events = testkit::sse::Events::new(response).all().await;
     for backend in ["echo", "llm"] {
         let of = |name: &str| {
             events

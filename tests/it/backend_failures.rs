@@ -6,14 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::{Server, TestHome, closed_port};
 use serde_json::{Value, json};
-use support::fake_backends::{Behaviour, FakeBackend, Wire};
-use support::sse::Events;
-use support::{Server, TestHome, closed_port};
+use testkit::fake_backends::{Behaviour, FakeBackend, Wire};
+use testkit::sse::Events;
 
 const WIRES: [Wire; 3] = [Wire::Ollama, Wire::OpenAi, Wire::Anthropic];
 
@@ -221,7 +219,7 @@ async fn the_total_timeout_ends_an_answer_that_stalls_midway_streamed_or_not() {
 
         // Both stalled requests were given up, not left open.
         assert!(
-            support::processes::eventually(Duration::from_secs(5), || async {
+            testkit::processes::eventually(Duration::from_secs(5), || async {
                 fake.aborted_requests() == 2
             })
             .await,

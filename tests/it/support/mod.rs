@@ -2,13 +2,12 @@
 //!
 //! Every spawned process is killed on drop, and its stderr goes to a file in the test's HOME so
 //! a chatty server can never block on a full pipe; `stderr()` reads it back for assertions.
+//! What is not specific to lit-mux (fake providers, SSE, `/proc`, the fixture binaries) is in
+//! the `lit-mux-testkit` crate (`crates/testkit`).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-pub mod fake_backends;
 pub mod mcp;
-pub mod processes;
-pub mod sse;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -319,7 +318,7 @@ impl Server {
 
     /// File descriptors lit-mux has open right now.
     pub fn open_fds(&self) -> usize {
-        processes::open_fds(self.pid())
+        testkit::processes::open_fds(self.pid())
     }
 }
 

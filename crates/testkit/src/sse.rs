@@ -1,7 +1,5 @@
 //! Reading Server-Sent Events off a response as they arrive.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::time::Duration;
 
 use serde_json::Value;

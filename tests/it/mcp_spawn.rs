@@ -4,15 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use crate::support::mcp::{Harness, fixture, pid_of};
 use serde_json::{Value, json};
-use support::mcp::{FIXTURE, Harness, pid_of};
-use support::processes::{self, fd_listing};
+use testkit::processes::{self, fd_listing};
 
 /// Posts `request` to `/mcp/servers`, expects 502 and returns the detail.
 async fn add_fails(h: &Harness, request: Value) -> String {
@@ -57,7 +55,7 @@ async fn a_child_gets_its_pipes_its_group_its_environment_and_nothing_else() {
         .server
         .post_json(
             "/mcp/servers",
-            &json!({"name": "probe", "command": FIXTURE, "args": ["healthy", "--tools", "3"],
+            &json!({"name": "probe", "command": fixture(), "args": ["healthy", "--tools", "3"],
                     "env": {"LIT_MUX_PROBE": "from the request"}}),
         )
         .await;
@@ -104,7 +102,8 @@ async fn a_child_gets_its_pipes_its_group_its_environment_and_nothing_else() {
     // Builtins only: a shell blocks every signal while it forks a command such as grep.
     let script = format!(
         "while read -r line; do case $line in Sig*) echo \"$line\" >&2;; esac; done \
-         < /proc/$$/status; exec {FIXTURE} healthy"
+         < /proc/$$/status; exec {} healthy",
+        fixture()
     );
     let (status, body) = h
         .server
@@ -131,7 +130,7 @@ async fn a_child_gets_its_pipes_its_group_its_environment_and_nothing_else() {
     // The command line as given, lit-mux's environment plus the request's.
     assert_eq!(
         nul_separated(format!("/proc/{child}/cmdline")),
-        [FIXTURE, "healthy", "--tools", "3"]
+        [fixture(), "healthy", "--tools", "3"]
     );
     let environment = nul_separated(format!("/proc/{child}/environ"));
     assert!(
@@ -155,7 +154,7 @@ async fn a_child_gets_its_pipes_its_group_its_environment_and_nothing_else() {
 fn install_fixture(dir: &Path, name: &str, executable: bool) {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join(name);
-    std::fs::copy(FIXTURE, &path).unwrap();
+    std::fs::copy(fixture(), &path).unwrap();
     let mode = if executable { 0o755 } else { 0o644 };
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
@@ -224,7 +223,7 @@ async fn a_nul_byte_in_an_argument_is_a_clear_error() {
         .server
         .post_json(
             "/mcp/servers",
-            &json!({"name": "nul", "command": FIXTURE, "args": ["healthy\u{0}x"]}),
+            &json!({"name": "nul", "command": fixture(), "args": ["healthy\u{0}x"]}),
         )
         .await;
     assert_eq!(status, 400, "{body}");

@@ -5,11 +5,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::processes::{self, fd_listing, in_group, is_alive, wait_until};
+use testkit::processes::{self, fd_listing, in_group, is_alive, wait_until};
+
 use super::{Server, TestHome};
 
-/// The fixture binary (`fixtures/mcp_fixture.rs`).
-pub const FIXTURE: &str = env!("CARGO_BIN_EXE_mcp-fixture");
+/// The path of the misbehaving MCP server (`mcp-fixture`, in `crates/testkit`).
+pub fn fixture() -> &'static str {
+    testkit::bins::mcp_fixture()
+}
 
 fn npm_bin(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -37,7 +40,7 @@ pub fn filesystem() -> String {
 pub fn fixture_server(name: &str, mode: &str, extra: &[&str]) -> Value {
     let mut args = vec![mode.to_owned()];
     args.extend(extra.iter().map(|a| (*a).to_owned()));
-    json!({"name": name, "command": FIXTURE, "args": args, "timeout": 5})
+    json!({"name": name, "command": fixture(), "args": args, "timeout": 5})
 }
 
 /// The pid in a `POST /mcp/servers` answer.
