@@ -45,9 +45,9 @@ async fn direct_client() -> rmcp::service::RunningService<rmcp::RoleClient, Clie
 }
 
 /// The direct client again, but spawning the fixture with the guarantees lit-mux gives every
-/// child (its own process group and `PR_SET_PDEATHSIG`) the standard library's way: a
-/// `pre_exec` hook, which makes it fork instead of `posix_spawn`. This row shows the cost that
-/// lit-mux's own vfork-style spawn (`src/mcp/spawn.rs`) avoids.
+/// child (its own process group and `PR_SET_PDEATHSIG`) the way lit-mux does: a `pre_exec`
+/// hook, which makes the standard library fork instead of `posix_spawn`. The row beside the
+/// plain direct client shows what those guarantees cost by themselves.
 #[allow(unsafe_code)]
 async fn direct_guarded_client() -> rmcp::service::RunningService<rmcp::RoleClient, ClientConfig> {
     let mut command = tokio::process::Command::new(fixture());

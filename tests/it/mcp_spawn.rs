@@ -1,4 +1,4 @@
-//! How lit-mux starts a child (its own vfork-style spawn, `src/mcp/spawn.rs`): what the child
+//! How lit-mux starts a child (`src/mcp/stdio/spawn.rs`): what the child
 //! gets (pipes on 0–2, its own group, the environment, default signal dispositions), what it
 //! does not (any other descriptor of lit-mux), and how the command is found.
 
