@@ -1,35 +1,38 @@
-//! The OpenAI-compatible front door (`/v1/chat/completions`, `/v1/models`): OpenAI's request
-//! and response shapes translated to and from lit-mux's backends, so that tools written for
-//! OpenAI talk to any backend unchanged.
+//! Completions, as the OpenAI-compatible front door asks for them: one backend answers the
+//! client's own conversation. The wire shapes live in `http::openai`; this is what they mean.
 //!
 //! Model ids are `backend/model` (`ollama/llama3.1`); a bare backend name means its default
-//! model. Calls are stateless unless a `session_id` names a session: then the exchange (the
-//! client's last user message and the answer) is appended to it. The client's own `tools` are
-//! passed through and the model's calls come back to the client as OpenAI `tool_calls`.
+//! model. Calls are stateless unless the request names a session: then the exchange (the
+//! client's last user message and the answer) is appended to it. The client's own tools are
+//! passed through and the model's calls come back to the client; or, when asked, lit-mux runs
+//! its MCP tool loop ([`super::tool_loop`]) and the client gets the final answer.
+//!
+//! Invariants: a session's user message is stored before the backend is called, and marked
+//! failed when the call fails or the client leaves before the answer; the answer is appended
+//! once it is complete.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::stream::ReplyEvent;
-use super::tools::ToolSetup;
-use super::{ChatService, Turn, UnansweredGuard, context, reply_metadata};
+use super::events::{EVENT_BUFFER, ReplyEvent};
+use super::turn::{UnansweredGuard, reply_metadata};
+use super::{ChatService, Turn, context};
 use crate::backends::{
-    Backend, BackendError, BackendLookupError, ChatEvent, ChatMessage, ChatRequest, Role,
-    ToolAnswer, ToolCall, ToolSpec, Usage,
+    Backend, BackendError, BackendLookupError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
+    Role, ToolCall, ToolSpec, Usage,
 };
 use crate::store::{Message, NewMessage, StoreError};
 
-/// Why a completion request failed, in OpenAI's terms.
+/// Why a completion request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CompletionError {
-    /// Unknown model or session (404).
+    /// Unknown model or session; `code` says which (`model_not_found`, `session_not_found`).
     #[error("{message}")]
     NotFound { message: String, code: &'static str },
-    /// A request OpenAI would refuse too (400).
+    /// A request that cannot work.
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -50,97 +53,45 @@ impl From<StoreError> for CompletionError {
     }
 }
 
-/// `POST /v1/chat/completions`. Fields lit-mux has no use for (temperature, n, ...) are accepted
-/// and ignored, as many OpenAI-compatible servers do.
-#[derive(Debug, Deserialize)]
+/// The backend and model a completion's model id names.
+pub struct CompletionTarget {
+    backend_name: String,
+    backend: Arc<dyn Backend>,
+    model: String,
+}
+
+impl CompletionTarget {
+    pub fn backend_name(&self) -> &str {
+        &self.backend_name
+    }
+
+    /// The model asked for (the backend's default when the id names none).
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+/// What a completion asks, in lit-mux's terms.
+#[derive(Debug)]
 pub struct CompletionRequest {
-    pub model: String,
-    pub messages: Vec<InMessage>,
-    #[serde(default)]
-    pub stream: bool,
-    pub stream_options: Option<StreamOptions>,
-    pub tools: Option<Vec<InTool>>,
-    /// lit-mux's extension: append the exchange to this session.
+    /// The client's leading system (and developer) messages.
+    pub system: Option<String>,
+    pub messages: Vec<ChatMessage>,
+    /// The client's own tools, passed through: the client runs the calls.
+    pub tools: Vec<ToolSpec>,
+    /// Append the exchange to this session.
     pub session_id: Option<String>,
-    /// lit-mux's extensions: `{"use_tools": true}` runs lit-mux's own MCP tool loop.
-    #[serde(default)]
-    pub lit_mux: LitMuxOptions,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct LitMuxOptions {
-    #[serde(default)]
-    pub use_tools: bool,
-    pub max_tool_iterations: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct StreamOptions {
-    #[serde(default)]
-    pub include_usage: bool,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct InMessage {
-    pub role: String,
-    #[serde(default)]
-    pub content: Option<Content>,
-    #[serde(default)]
-    pub tool_calls: Vec<InToolCall>,
-    pub tool_call_id: Option<String>,
-    pub name: Option<String>,
-}
-
-/// Text, or content parts of which the text ones are used.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Content {
-    Text(String),
-    Parts(Vec<Value>),
-}
-
-#[derive(Debug, Deserialize)]
-pub struct InToolCall {
-    pub id: String,
-    pub function: InFunction,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct InFunction {
-    pub name: String,
-    #[serde(default)]
-    pub arguments: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct InTool {
-    #[serde(rename = "type", default)]
-    pub kind: Option<String>,
-    pub function: InToolFunction,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct InToolFunction {
-    pub name: String,
-    #[serde(default)]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub parameters: Option<Value>,
+    /// Run lit-mux's MCP tool loop for at most this many rounds (never with `tools`).
+    pub mcp_tool_rounds: Option<u32>,
 }
 
 /// A completion ready to run: the backend, the request, and where to record it.
 pub struct Completion {
-    pub id: String,
-    pub created: u64,
-    /// `backend/model`, as answered in `model`.
-    pub model_id: String,
     backend_name: String,
-    backend: std::sync::Arc<dyn Backend>,
+    backend: Arc<dyn Backend>,
     request: ChatRequest,
-    include_usage: bool,
     record: Option<Recorded>,
     service: ChatService,
-    /// Rounds of lit-mux's own tool loop, when the client asked for it.
     mcp_tool_rounds: Option<u32>,
 }
 
@@ -150,18 +101,47 @@ struct Recorded {
     user_message: Option<Message>,
 }
 
-/// One chunk of a streamed completion, as OpenAI's `chat.completion.chunk` or an error.
-pub type ChunkStream = BoxStream<'static, Value>;
+/// A completion's complete answer.
+#[derive(Debug)]
+pub enum CompletionAnswer {
+    /// The backend's reply, its calls of the client's tools included.
+    Reply(ChatReply),
+    /// The final answer of lit-mux's tool loop, as stored (its metadata says how many rounds
+    /// ran: `tool_iterations`, `max_tool_iterations_reached`).
+    ToolLoop(Message),
+}
+
+/// One event of a streamed completion.
+#[derive(Debug)]
+pub enum CompletionEvent {
+    /// More text.
+    Delta(String),
+    /// A call of the client's own tools; `index` counts the answer's calls from 0.
+    ToolCall { index: usize, call: ToolCall },
+    /// lit-mux's tool loop ran a step (the client sees only the answers).
+    ToolStep,
+    /// The backend's answer is complete; `called_tools` says whether it called any.
+    Done {
+        model: String,
+        usage: Option<Usage>,
+        finish_reason: Option<String>,
+        called_tools: bool,
+    },
+    /// The final answer of lit-mux's tool loop, as stored.
+    ToolLoopDone(Message),
+    /// The completion failed after its stream started: the failure's message.
+    Error(String),
+}
+
+/// A streamed completion's events, until it ends.
+pub type CompletionStream = BoxStream<'static, CompletionEvent>;
 
 impl ChatService {
-    /// Checks a completion request and stores its user message when it names a session.
-    pub async fn begin_completion(
-        &self,
-        request: CompletionRequest,
-    ) -> Result<Completion, CompletionError> {
-        let (backend_name, model) = match request.model.split_once('/') {
+    /// The backend and model `model_id` (`backend/model`, or a backend's name) names.
+    pub fn completion_target(&self, model_id: &str) -> Result<CompletionTarget, CompletionError> {
+        let (backend_name, model) = match model_id.split_once('/') {
             Some((backend, model)) if !model.trim().is_empty() => (backend, Some(model)),
-            _ => (request.model.trim_end_matches('/'), None),
+            _ => (model_id.trim_end_matches('/'), None),
         };
         let backend = self.backends.client(backend_name).map_err(|err| {
             let reason = match err {
@@ -170,9 +150,8 @@ impl ChatService {
             };
             CompletionError::NotFound {
                 message: format!(
-                    "The model `{}` does not exist ({reason}); models are backend/model, e.g. \
-                     {}",
-                    request.model,
+                    "The model `{model_id}` does not exist ({reason}); models are backend/model, \
+                     e.g. {}",
                     self.backends
                         .enabled_names()
                         .iter()
@@ -184,49 +163,27 @@ impl ChatService {
             }
         })?;
         let model = model.unwrap_or(backend.default_model()).to_owned();
-        let mcp_tool_rounds = if request.lit_mux.use_tools {
-            if request
-                .tools
-                .as_ref()
-                .is_some_and(|tools| !tools.is_empty())
-            {
-                return Err(CompletionError::Invalid(
-                    "send either tools (the client runs them) or lit_mux.use_tools (lit-mux runs \
-                     its MCP tools), not both"
-                        .to_owned(),
-                ));
-            }
-            Some(
-                super::tools::max_iterations(request.lit_mux.max_tool_iterations)
-                    .map_err(|err| CompletionError::Invalid(err.to_string()))?,
-            )
-        } else {
-            None
-        };
-        let (system, messages) = conversation(request.messages)?;
-        let tools = request
-            .tools
-            .unwrap_or_default()
-            .into_iter()
-            .map(|tool| {
-                if tool.kind.as_deref().is_some_and(|kind| kind != "function") {
-                    return Err(CompletionError::Invalid(format!(
-                        "tool {} has type {:?}; only function tools are supported",
-                        tool.function.name, tool.kind
-                    )));
-                }
-                Ok(ToolSpec {
-                    name: tool.function.name,
-                    description: tool.function.description.unwrap_or_default(),
-                    parameters: tool
-                        .function
-                        .parameters
-                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut messages = messages;
-        if tools.is_empty() {
+        Ok(CompletionTarget {
+            backend_name: backend_name.to_owned(),
+            backend,
+            model,
+        })
+    }
+
+    /// Stores the completion's user message when it names a session, and returns it ready to
+    /// run.
+    pub async fn begin_completion(
+        &self,
+        target: CompletionTarget,
+        request: CompletionRequest,
+    ) -> Result<Completion, CompletionError> {
+        let CompletionTarget {
+            backend_name,
+            backend,
+            model,
+        } = target;
+        let mut messages = request.messages;
+        if request.tools.is_empty() {
             context::flatten_tool_messages(&mut messages);
         }
         let record = match request.session_id {
@@ -240,7 +197,7 @@ impl ChatService {
                                 NewMessage {
                                     role: "user",
                                     content: &last.content,
-                                    backend: Some(backend_name),
+                                    backend: Some(&backend_name),
                                     model: Some(&model),
                                     metadata: Map::from_iter([(
                                         "via".to_owned(),
@@ -260,163 +217,29 @@ impl ChatService {
             None => None,
         };
         Ok(Completion {
-            id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            model_id: format!("{backend_name}/{model}"),
-            backend_name: backend_name.to_owned(),
+            backend_name,
             backend,
             request: ChatRequest {
                 model,
-                system,
+                system: request.system,
                 messages,
-                tools,
+                tools: request.tools,
             },
-            include_usage: request
-                .stream_options
-                .is_some_and(|options| options.include_usage),
             record,
             service: self.clone(),
-            mcp_tool_rounds,
+            mcp_tool_rounds: request.mcp_tool_rounds,
         })
     }
-}
-
-/// The client's messages as lit-mux's: leading system (and developer) messages become the
-/// system prompt, tool messages answer the call of the same id.
-fn conversation(
-    messages: Vec<InMessage>,
-) -> Result<(Option<String>, Vec<ChatMessage>), CompletionError> {
-    let mut system = Vec::new();
-    let mut turns: Vec<ChatMessage> = Vec::with_capacity(messages.len());
-    for (index, message) in messages.into_iter().enumerate() {
-        let text = match message.content {
-            None => String::new(),
-            Some(Content::Text(text)) => text,
-            Some(Content::Parts(parts)) => {
-                let mut text = String::new();
-                for part in parts {
-                    match part.get("type").and_then(Value::as_str) {
-                        Some("text") => {
-                            text.push_str(part.get("text").and_then(Value::as_str).unwrap_or(""))
-                        }
-                        other => {
-                            return Err(CompletionError::Invalid(format!(
-                                "messages[{index}]: content parts of type {other:?} are not \
-                                 supported; send text"
-                            )));
-                        }
-                    }
-                }
-                text
-            }
-        };
-        let role = match message.role.as_str() {
-            "system" | "developer" if turns.is_empty() => {
-                system.push(text);
-                continue;
-            }
-            "system" | "developer" => Role::System,
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            "tool" => Role::Tool,
-            other => {
-                return Err(CompletionError::Invalid(format!(
-                    "messages[{index}].role: {other:?} is not one of system, developer, user, \
-                     assistant, tool"
-                )));
-            }
-        };
-        let mut turn = ChatMessage::text(role, text);
-        if role == Role::Assistant {
-            turn.tool_calls = message
-                .tool_calls
-                .into_iter()
-                .map(|call| ToolCall {
-                    id: call.id,
-                    name: call.function.name,
-                    arguments: ToolCall::parse_arguments(
-                        call.function.arguments.as_deref().unwrap_or(""),
-                    ),
-                })
-                .collect();
-        }
-        if role == Role::Tool {
-            let Some(call_id) = message.tool_call_id else {
-                return Err(CompletionError::Invalid(format!(
-                    "messages[{index}]: a tool message needs tool_call_id"
-                )));
-            };
-            let name = turns
-                .iter()
-                .flat_map(|t| &t.tool_calls)
-                .find(|call| call.id == call_id)
-                .map(|call| call.name.clone())
-                .or(message.name)
-                .unwrap_or_default();
-            turn.answers = Some(ToolAnswer {
-                call_id,
-                name,
-                is_error: false,
-            });
-        }
-        turns.push(turn);
-    }
-    if turns.is_empty() {
-        return Err(CompletionError::Invalid(
-            "messages must hold at least one user message".to_owned(),
-        ));
-    }
-    let system = (!system.is_empty()).then(|| system.join("\n\n"));
-    Ok((system, turns))
-}
-
-/// OpenAI's `finish_reason` for a backend's.
-fn finish_reason(reason: Option<&str>, called_tools: bool) -> &'static str {
-    if called_tools {
-        return "tool_calls";
-    }
-    match reason {
-        Some("length" | "max_tokens") => "length",
-        Some("content_filter" | "refusal") => "content_filter",
-        _ => "stop",
-    }
-}
-
-fn usage_json(usage: &Usage) -> Value {
-    let prompt = usage.input_tokens.unwrap_or(0);
-    let completion = usage.output_tokens.unwrap_or(0);
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    })
-}
-
-fn tool_calls_json(calls: &[ToolCall], streamed: bool) -> Value {
-    calls
-        .iter()
-        .enumerate()
-        .map(|(index, call)| {
-            let mut wire = json!({
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments_text()},
-            });
-            if streamed {
-                wire["index"] = json!(index);
-            }
-            wire
-        })
-        .collect()
 }
 
 impl Completion {
-    /// The complete answer as a `chat.completion`.
-    pub async fn run(mut self) -> Result<Value, CompletionError> {
+    /// The complete answer.
+    pub async fn run(mut self) -> Result<CompletionAnswer, CompletionError> {
         if let Some(rounds) = self.mcp_tool_rounds {
-            return self.run_tool_loop(rounds).await;
+            let (turn, setup, service) = self.into_turn(rounds);
+            // The loop keeps and marks what it produced itself, the client gone or not.
+            let answer = service.answer_with_tools(turn, setup).await?;
+            return Ok(CompletionAnswer::ToolLoop(answer));
         }
         let started = std::time::Instant::now();
         // A client that leaves drops this future: the guard marks the stored question.
@@ -433,37 +256,12 @@ impl Completion {
         let metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
         self.record_answer(&reply.content, &reply.model, &reply.tool_calls, metadata)
             .await?;
-        let mut message = json!({"role": "assistant", "content": reply.content});
-        if !reply.tool_calls.is_empty() {
-            message["tool_calls"] = tool_calls_json(&reply.tool_calls, false);
-            if reply.content.is_empty() {
-                message["content"] = Value::Null;
-            }
-        }
-        let mut body = json!({
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": format!("{}/{}", self.backend_name, reply.model),
-            "choices": [{
-                "index": 0,
-                "message": message,
-                "finish_reason": finish_reason(
-                    reply.finish_reason.as_deref(),
-                    !reply.tool_calls.is_empty(),
-                ),
-                "logprobs": null,
-            }],
-        });
-        if let Some(usage) = &reply.usage {
-            body["usage"] = usage_json(usage);
-        }
-        Ok(body)
+        Ok(CompletionAnswer::Reply(reply))
     }
 
     /// Opens the backend's stream; errors before its first byte are returned here, so that the
-    /// client gets a plain HTTP error.
-    pub async fn run_streaming(mut self) -> Result<ChunkStream, CompletionError> {
+    /// client gets a plain error.
+    pub async fn run_streaming(mut self) -> Result<CompletionStream, CompletionError> {
         if let Some(rounds) = self.mcp_tool_rounds {
             return self.stream_tool_loop(rounds).await;
         }
@@ -485,19 +283,49 @@ impl Completion {
             started,
             text: String::new(),
             calls: Vec::new(),
-            sent_role: false,
             finished: false,
         };
         Ok(futures_util::stream::unfold(state, |mut state| async move {
-            let chunk = state.next_chunks().await?;
-            Some((futures_util::stream::iter(chunk), state))
+            let events = state.next_events().await?;
+            Some((futures_util::stream::iter(events), state))
         })
         .flatten()
         .boxed())
     }
 
+    /// lit-mux runs the tool calls; the client gets the text of every round as it comes.
+    async fn stream_tool_loop(self, rounds: u32) -> Result<CompletionStream, CompletionError> {
+        let (mut turn, mut setup, service) = self.into_turn(rounds);
+        let opened = match service.open_stream(&mut turn, &mut setup).await {
+            Ok(opened) => opened,
+            Err(err) => {
+                service.mark_failed(&mut turn, &err).await;
+                return Err(err.into());
+            }
+        };
+        let (events, mut receiver) = tokio::sync::mpsc::channel(EVENT_BUFFER);
+        let relay_service = service.clone();
+        service.spawn(async move {
+            relay_service
+                .stream_reply(turn, setup, opened, events)
+                .await
+        });
+        Ok(
+            futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+                .map(|event| match event {
+                    ReplyEvent::Delta { text, .. } => CompletionEvent::Delta(text),
+                    ReplyEvent::ToolCall { .. } | ReplyEvent::ToolResult { .. } => {
+                        CompletionEvent::ToolStep
+                    }
+                    ReplyEvent::Done(answer) => CompletionEvent::ToolLoopDone(answer),
+                    ReplyEvent::Error { error, .. } => CompletionEvent::Error(error.to_string()),
+                })
+                .boxed(),
+        )
+    }
+
     /// The exchange as a turn of lit-mux's own tool loop, with its tools set up.
-    fn into_turn(self, rounds: u32) -> (Turn, ToolSetup, ChatService, CompletionHead) {
+    fn into_turn(self, rounds: u32) -> (Turn, super::tools::ToolSetup, ChatService) {
         let user_message = self
             .record
             .as_ref()
@@ -517,10 +345,9 @@ impl Completion {
                     metadata: Map::new(),
                 })
             });
-        let requested_model = self.request.model.clone();
         let mut turn = Turn {
             session_id: self.record.map(|record| record.session_id),
-            backend_name: self.backend_name.clone(),
+            backend_name: self.backend_name,
             backend: self.backend,
             request: self.request,
             user_message,
@@ -528,125 +355,7 @@ impl Completion {
         };
         let setup = self.service.tool_setup(&turn, Some(true), rounds);
         ChatService::prepare_tools(&mut turn, &setup);
-        let head = CompletionHead {
-            id: self.id,
-            created: self.created,
-            backend_name: self.backend_name,
-            requested_model,
-            include_usage: self.include_usage,
-        };
-        (turn, setup, self.service, head)
-    }
-
-    /// lit-mux runs the tool calls; the client gets the final answer.
-    async fn run_tool_loop(self, rounds: u32) -> Result<Value, CompletionError> {
-        let (turn, setup, service, head) = self.into_turn(rounds);
-        // The loop keeps and marks what it produced itself, the client gone or not.
-        let answer = service.answer_with_tools(turn, setup).await?;
-        let usage = stored_usage(&answer);
-        let model = answer.model.clone().unwrap_or_default();
-        let mut body = json!({
-            "id": head.id,
-            "object": "chat.completion",
-            "created": head.created,
-            "model": format!("{}/{model}", head.backend_name),
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": answer.content},
-                "finish_reason": finish_reason(
-                    answer.metadata.get("finish_reason").and_then(Value::as_str),
-                    false,
-                ),
-                "logprobs": null,
-            }],
-            "lit_mux": lit_mux_summary(&answer),
-        });
-        if let Some(usage) = usage {
-            body["usage"] = usage_json(&usage);
-        }
-        Ok(body)
-    }
-
-    /// lit-mux runs the tool calls; the client gets the text of every round as it comes.
-    async fn stream_tool_loop(self, rounds: u32) -> Result<ChunkStream, CompletionError> {
-        let (mut turn, mut setup, service, head) = self.into_turn(rounds);
-        let started = std::time::Instant::now();
-        let opened = match turn.backend.chat_stream(turn.request.clone()).await {
-            Err(err) if service.fall_back_to_prompt(&mut turn, &mut setup, &err) => {
-                turn.backend.chat_stream(turn.request.clone()).await
-            }
-            other => other,
-        };
-        let stream = match opened {
-            Ok(stream) => stream,
-            Err(err) => {
-                service.mark_failed(&mut turn, &err).await;
-                return Err(err.into());
-            }
-        };
-        let (events, mut receiver) = tokio::sync::mpsc::channel(64);
-        let relay_service = service.clone();
-        service.spawn(async move {
-            relay_service
-                .relay(turn, stream, started, events, &setup)
-                .await
-        });
-        let mut sent_role = false;
-        Ok(
-            futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
-                .flat_map(move |event| {
-                    let mut chunks = Vec::new();
-                    if !sent_role {
-                        sent_role = true;
-                        chunks.push(head.chunk(
-                            "",
-                            json!({"role": "assistant", "content": ""}),
-                            None,
-                        ));
-                    }
-                    match event {
-                        ReplyEvent::Delta { text, .. } => {
-                            chunks.push(head.chunk("", json!({"content": text}), None));
-                        }
-                        ReplyEvent::Done(answer) => {
-                            let model = answer.model.clone().unwrap_or_default();
-                            let finish = finish_reason(
-                                answer.metadata.get("finish_reason").and_then(Value::as_str),
-                                false,
-                            );
-                            let mut last = head.chunk(&model, json!({}), Some(finish));
-                            last["lit_mux"] = lit_mux_summary(&answer);
-                            chunks.push(last);
-                            if head.include_usage
-                                && let Some(usage) = stored_usage(&answer)
-                            {
-                                let mut usage_chunk = head.chunk(&model, json!({}), None);
-                                usage_chunk["choices"] = json!([]);
-                                usage_chunk["usage"] = usage_json(&usage);
-                                chunks.push(usage_chunk);
-                            }
-                        }
-                        ReplyEvent::Error { detail, .. } => {
-                            chunks.push(error_chunk(&detail, "api_error"));
-                        }
-                        // The tool steps are lit-mux's business: the client sees the answers.
-                        ReplyEvent::ToolCall { .. } | ReplyEvent::ToolResult { .. } => {}
-                    }
-                    futures_util::stream::iter(chunks)
-                })
-                .boxed(),
-        )
-    }
-
-    fn chunk(&self, model: &str, delta: Value, finish: Option<&str>) -> Value {
-        chunk_json(
-            &self.id,
-            self.created,
-            &self.backend_name,
-            model,
-            delta,
-            finish,
-        )
+        (turn, setup, self.service)
     }
 
     /// Marks the session's question failed if dropped armed (the client left).
@@ -721,70 +430,7 @@ impl Completion {
     }
 }
 
-/// What every chunk of a completion names.
-struct CompletionHead {
-    id: String,
-    created: u64,
-    backend_name: String,
-    requested_model: String,
-    include_usage: bool,
-}
-
-impl CompletionHead {
-    /// A chunk; `model` empty means the model asked for (the answer names the one used).
-    fn chunk(&self, model: &str, delta: Value, finish: Option<&str>) -> Value {
-        let model = if model.is_empty() {
-            &self.requested_model
-        } else {
-            model
-        };
-        chunk_json(
-            &self.id,
-            self.created,
-            &self.backend_name,
-            model,
-            delta,
-            finish,
-        )
-    }
-}
-
-fn chunk_json(
-    id: &str,
-    created: u64,
-    backend: &str,
-    model: &str,
-    delta: Value,
-    finish: Option<&str>,
-) -> Value {
-    json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": format!("{backend}/{model}"),
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
-    })
-}
-
-/// The usage recorded in an answer's metadata.
-fn stored_usage(answer: &Message) -> Option<Usage> {
-    serde_json::from_value(answer.metadata.get("usage")?.clone()).ok()
-}
-
-/// What lit-mux's loop did, for clients that care (`tool_iterations`, and whether the limit
-/// was reached).
-fn lit_mux_summary(answer: &Message) -> Value {
-    json!({
-        "tool_iterations": answer.metadata.get("tool_iterations").cloned().unwrap_or(json!(0)),
-        "max_tool_iterations_reached": answer
-            .metadata
-            .get("max_tool_iterations_reached")
-            .cloned()
-            .unwrap_or(json!(false)),
-    })
-}
-
-/// A streamed completion in progress.
+/// A streamed completion of the client's own conversation, in progress.
 struct StreamState {
     unanswered: Option<UnansweredGuard>,
     completion: Completion,
@@ -792,152 +438,66 @@ struct StreamState {
     started: std::time::Instant,
     text: String,
     calls: Vec<ToolCall>,
-    sent_role: bool,
     finished: bool,
 }
 
 impl StreamState {
-    /// The chunks for the backend's next event; `None` once the stream is over.
-    async fn next_chunks(&mut self) -> Option<Vec<Value>> {
+    /// The events for the backend's next event; `None` once the stream is over.
+    async fn next_events(&mut self) -> Option<Vec<CompletionEvent>> {
         if self.finished {
             return None;
         }
-        let model = self.completion.request.model.clone();
-        let mut chunks = Vec::new();
-        if !self.sent_role {
-            self.sent_role = true;
-            chunks.push(self.completion.chunk(
-                &model,
-                json!({"role": "assistant", "content": ""}),
-                None,
-            ));
-        }
+        let mut events = Vec::new();
         match self.events.next().await {
             Some(Ok(ChatEvent::Delta(text))) => {
                 self.text.push_str(&text);
-                chunks.push(
-                    self.completion
-                        .chunk(&model, json!({"content": text}), None),
-                );
+                events.push(CompletionEvent::Delta(text));
             }
             Some(Ok(ChatEvent::ToolCall(call))) => {
                 let index = self.calls.len();
-                let mut wire = tool_calls_json(std::slice::from_ref(&call), true);
-                wire[0]["index"] = json!(index);
-                self.calls.push(call);
-                chunks.push(
-                    self.completion
-                        .chunk(&model, json!({"tool_calls": wire}), None),
-                );
+                self.calls.push(call.clone());
+                events.push(CompletionEvent::ToolCall { index, call });
             }
             Some(Ok(ChatEvent::Done {
                 model,
                 usage,
-                finish_reason: reason,
+                finish_reason,
             })) => {
                 self.finished = true;
                 disarm(self.unanswered.take());
-                let finish = finish_reason(reason.as_deref(), !self.calls.is_empty());
-                chunks.push(self.completion.chunk(&model, json!({}), Some(finish)));
-                if self.completion.include_usage
-                    && let Some(usage) = &usage
-                {
-                    let mut last = self.completion.chunk(&model, json!({}), None);
-                    last["choices"] = json!([]);
-                    last["usage"] = usage_json(usage);
-                    chunks.push(last);
-                }
-                let mut metadata = reply_metadata(self.started, &usage, &reason);
+                let mut metadata = reply_metadata(self.started, &usage, &finish_reason);
                 metadata.insert("streamed".to_owned(), json!(true));
-                let (text, calls) = (self.text.clone(), self.calls.clone());
-                if let Err(err) = self
+                let (text, calls) = (std::mem::take(&mut self.text), self.calls.clone());
+                let recorded = self
                     .completion
                     .record_answer(&text, &model, &calls, metadata)
-                    .await
-                {
-                    chunks.push(error_chunk(&err.to_string(), "api_error"));
+                    .await;
+                events.push(CompletionEvent::Done {
+                    model,
+                    usage,
+                    finish_reason,
+                    called_tools: !calls.is_empty(),
+                });
+                if let Err(err) = recorded {
+                    events.push(CompletionEvent::Error(err.to_string()));
                 }
             }
             Some(Err(err)) => {
                 self.finished = true;
                 disarm(self.unanswered.take());
                 self.completion.record_failure(&err).await;
-                chunks.push(error_chunk(&err.to_string(), "api_error"));
+                events.push(CompletionEvent::Error(err.to_string()));
             }
             None => {
                 self.finished = true;
             }
         }
-        Some(chunks)
+        Some(events)
     }
 }
 
 fn disarm(guard: Option<UnansweredGuard>) {
     if let Some(guard) = guard {
         guard.disarm();
-    }
-}
-
-/// An error inside a stream, the way OpenAI sends one.
-fn error_chunk(message: &str, kind: &str) -> Value {
-    json!({"error": {"message": message, "type": kind, "code": null}})
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn message(role: &str, content: Value) -> InMessage {
-        serde_json::from_value(json!({"role": role, "content": content})).unwrap()
-    }
-
-    #[test]
-    fn system_messages_lead_and_tool_results_answer_their_call() {
-        let messages: Vec<InMessage> = serde_json::from_value(json!([
-            {"role": "system", "content": "be brief"},
-            {"role": "user", "content": [{"type": "text", "text": "what is "}, {"type": "text", "text": "2+2?"}]},
-            {"role": "assistant", "content": null, "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{\"a\":2,\"b\":2}"}}
-            ]},
-            {"role": "tool", "tool_call_id": "c1", "content": "4"},
-        ]))
-        .unwrap();
-        let (system, turns) = conversation(messages).unwrap();
-        assert_eq!(system.as_deref(), Some("be brief"));
-        assert_eq!(turns[0].content, "what is 2+2?");
-        assert_eq!(turns[1].tool_calls[0].arguments, json!({"a": 2, "b": 2}));
-        let answer = turns[2].answers.as_ref().unwrap();
-        assert_eq!(
-            (answer.call_id.as_str(), answer.name.as_str()),
-            ("c1", "add")
-        );
-    }
-
-    #[test]
-    fn images_roles_and_empty_conversations_are_refused() {
-        let image = message(
-            "user",
-            json!([{"type": "image_url", "image_url": {"url": "x"}}]),
-        );
-        assert!(matches!(
-            conversation(vec![image]),
-            Err(CompletionError::Invalid(_))
-        ));
-        assert!(matches!(
-            conversation(vec![message("wizard", json!("hi"))]),
-            Err(CompletionError::Invalid(_))
-        ));
-        assert!(matches!(
-            conversation(vec![message("system", json!("only"))]),
-            Err(CompletionError::Invalid(_))
-        ));
-    }
-
-    #[test]
-    fn finish_reasons_use_openai_names() {
-        assert_eq!(finish_reason(Some("end_turn"), false), "stop");
-        assert_eq!(finish_reason(Some("max_tokens"), false), "length");
-        assert_eq!(finish_reason(Some("tool_use"), true), "tool_calls");
     }
 }
