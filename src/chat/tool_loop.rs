@@ -115,13 +115,10 @@ impl ChatService {
         opened: Opened,
         events: mpsc::Sender<ReplyEvent>,
     ) -> bool {
-        let sink = Sink::Stream(events);
+        let sink = Sink::Stream(events.clone());
         let outcome = self
             .run_loop(&mut turn, &mut setup, Some(opened), &sink)
             .await;
-        let Sink::Stream(events) = sink else {
-            return false;
-        };
         let event = match outcome {
             Ok(message) => ReplyEvent::Done(message),
             Err(Stop::ClientLeft) => return false,
