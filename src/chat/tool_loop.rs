@@ -2,7 +2,8 @@
 //! results go back to it, and it answers again, until it answers without a call or the round
 //! limit is reached. One loop, whether the client receives the reply as it is produced or
 //! waits for the final answer: the difference is only the [`Sink`] its events go to (and so
-//! whether the model streams its answers). A turn without tools is the loop's first round.
+//! whether the model streams its answers). A streamed turn without tools is the loop's first
+//! round; a whole answer without tools is one call ([`super::turn`]).
 //!
 //! Invariants: every step is stored in the session in order — the assistant's answer holding
 //! the call(s), then one `tool` message per call ([`super::steps`]); an answer is stored exactly

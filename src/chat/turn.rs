@@ -32,7 +32,7 @@ impl ChatService {
             // The loop keeps and marks what it produced itself, the client gone or not.
             return Ok(self.answer_with_tools(turn, setup).await?);
         }
-        // If the client goes away, the server drops this future mid-call: the guard still marks the
+        // If the client goes away, axum drops this future mid-call: the guard still marks the
         // message (its update queued after the append), so the history never shows a question
         // that silently got no answer.
         let guard = UnansweredGuard::new(self, &turn.user_message);
