@@ -1,42 +1,25 @@
-//! The tool loop: the model calls MCP tools, their results go back to it, round after round,
-//! until it answers without a call or the round limit is reached. Two protocols:
+//! Which tools a turn may call and how, and running one call. Two protocols:
 //! - **native**: the tools are sent in the provider's own `tools` field as `server__tool` (see
 //!   [`crate::mcp::tool_names`]) and the model answers with the provider's tool calls;
 //! - **prompt** (any model, `echo` included): the system prompt lists the tools as JSON and asks
 //!   for `{"tool": "server.tool", "arguments": {...}}`, which is scanned for in the answer's text.
 //!
-//! Invariants: a tool's failure (unknown tool, bad arguments, error result, timeout, dead server)
-//! becomes an error result fed back to the model and never fails the request; every step is
-//! stored in the session in order — the assistant's answer holding the call(s), then one `tool`
-//! message per call — with what a replay needs (native steps are marked `tool_mode: native`);
-//! what the model is fed back is written by [`context::result_as_text`] and
-//! [`context::result_for_model`], which the replay uses too, and a notice the model is sent
-//! after the results (calls over [`MAX_CALLS_PER_ANSWER`] skipped) is stored with the last
-//! result, so the replay repeats it. A client that leaves, streamed or not, cancels the backend
-//! request or the running call and what was produced so far is kept: a call it cuts off (and
-//! those of the same answer not run yet) gets a result, [`CANCELLED_RESULT`], an error marked
-//! incomplete, and the answer holding the calls is marked incomplete; only a loop that stored
-//! nothing marks the user's message failed. Either way the history stays well-formed.
+//! Invariant: a tool's failure (unknown tool, bad arguments, error result, timeout, dead server)
+//! becomes an error result fed back to the model and never fails the request.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
 
-use super::context::{
-    self, NOTICE_KEY, STATUS_INCOMPLETE, STATUS_KEY, TOOL_MODE_KEY, TOOL_MODE_NATIVE,
-};
-use super::tool_call_scanner::{FoundCall, ScanEvent, scan};
-use super::{
-    CLIENT_LEFT, ChatError, ChatService, Turn, client_left, reply_metadata, unless_panicked,
-};
-use crate::backends::{BackendError, ChatMessage, ChatReply, Role, ToolAnswer, ToolCall, ToolSpec};
+use super::context;
+use super::scanner::{FoundCall, ScanEvent, scan};
+use super::{ChatError, ChatService, Turn};
+use crate::backends::{BackendError, ChatReply, ToolCall, ToolSpec};
 use crate::config::backends::ToolMode;
 use crate::mcp::hub::CatalogTool;
 use crate::mcp::tool_names::ToolNames;
-use crate::store::{Message, NewMessage};
 
 /// Rounds of tool calls allowed when the request does not say.
 pub const DEFAULT_MAX_ITERATIONS: u32 = 20;
@@ -249,7 +232,7 @@ pub fn from_text(found: FoundCall) -> ToolCall {
 }
 
 /// The calls of a complete answer, by the turn's protocol.
-fn calls_of(reply: &ChatReply, setup: &ToolSetup) -> Vec<ToolCall> {
+pub(crate) fn calls_of(reply: &ChatReply, setup: &ToolSetup) -> Vec<ToolCall> {
     let mut calls = reply.tool_calls.clone();
     if setup.scans_text() {
         calls.extend(
@@ -273,40 +256,6 @@ pub fn refuses_tools(err: &BackendError) -> bool {
         BackendError::Upstream { status: 400 | 422 | 501, message, .. }
             if message.to_lowercase().contains("tool")
     )
-}
-
-/// The result stored for a call the client's leaving cut off (or that never ran because of it).
-pub const CANCELLED_RESULT: &str = "cancelled: client disconnected";
-
-/// Most calls run from one answer; a model that writes more gets told.
-pub const MAX_CALLS_PER_ANSWER: usize = 16;
-
-/// Keeps the first [`MAX_CALLS_PER_ANSWER`] calls; returns how many were dropped.
-pub fn limit_calls(calls: &mut Vec<ToolCall>) -> usize {
-    let skipped = calls.len().saturating_sub(MAX_CALLS_PER_ANSWER);
-    calls.truncate(MAX_CALLS_PER_ANSWER);
-    skipped
-}
-
-/// What the model is told, after the results, when `skipped` of its calls were not run (in
-/// native mode the stored answer holds only the calls that ran, so every call there has its
-/// result).
-pub(crate) fn skipped_notice(skipped: usize) -> Option<String> {
-    (skipped > 0).then(|| {
-        format!(
-            "Only the first {MAX_CALLS_PER_ANSWER} tool calls of an answer are run; \
-             {skipped} more were skipped."
-        )
-    })
-}
-
-/// The notice to store with the result of the call at `at` of `calls`: only the last has it.
-pub(crate) fn notice_for<'a>(
-    notice: &'a Option<String>,
-    at: usize,
-    calls: &[ToolCall],
-) -> Option<&'a str> {
-    notice.as_deref().filter(|_| at + 1 == calls.len())
 }
 
 impl ChatService {
@@ -395,183 +344,6 @@ impl ChatService {
         true
     }
 
-    /// The first answer of a non-streamed turn, falling back to prompt mode when the model
-    /// refuses native tools.
-    async fn first_reply(
-        &self,
-        turn: &mut Turn,
-        setup: &mut ToolSetup,
-    ) -> Result<ChatReply, BackendError> {
-        match turn.backend.chat(turn.request.clone()).await {
-            Err(err) if self.fall_back_to_prompt(turn, setup, &err) => {
-                turn.backend.chat(turn.request.clone()).await
-            }
-            other => other,
-        }
-    }
-
-    /// Runs the tool loop for `turn` and returns the final answer, stored. The loop is a task of
-    /// its own: when this future is dropped (the client left and axum dropped the handler), the
-    /// loop is cancelled where it stands — the backend request or the running tool call — and
-    /// keeps what it produced, as a streamed reply does. A loop that fails, is cancelled or
-    /// panics marks the answer holding its last calls incomplete, or the user's message failed
-    /// when it stored nothing.
-    pub(crate) async fn answer_with_tools(
-        &self,
-        turn: Turn,
-        setup: ToolSetup,
-    ) -> Result<Message, BackendError> {
-        let left = CancellationToken::new();
-        let _cancel_when_dropped = left.clone().drop_guard();
-        let backend = turn.backend_name.clone();
-        let service = self.clone();
-        let task =
-            self.spawn(async move { service.answer_with_tools_until(turn, setup, &left).await });
-        match task.await {
-            Ok(outcome) => outcome,
-            Err(err) => Err(BackendError::Failed {
-                backend,
-                message: format!("the tool loop stopped: {err}"),
-            }),
-        }
-    }
-
-    /// The tool loop of [`answer_with_tools`](Self::answer_with_tools) on the caller's task,
-    /// cancelled where it stands when `left` is; marks what it leaves when it fails, is cancelled
-    /// or panics.
-    pub(crate) async fn answer_with_tools_until(
-        &self,
-        mut turn: Turn,
-        setup: ToolSetup,
-        left: &CancellationToken,
-    ) -> Result<Message, BackendError> {
-        let mut call_answer = None;
-        let backend = turn.backend_name.clone();
-        let outcome = unless_panicked(
-            &backend,
-            self.tool_loop(&mut turn, setup, left, &mut call_answer),
-        )
-        .await;
-        if let Err(err) = &outcome {
-            match call_answer.as_mut() {
-                Some(answer) => {
-                    let reason = if left.is_cancelled() {
-                        CLIENT_LEFT.to_owned()
-                    } else {
-                        err.to_string()
-                    };
-                    self.mark_incomplete(&turn, answer, &reason).await;
-                }
-                None => self.mark_failed(&mut turn, err).await,
-            }
-        }
-        outcome
-    }
-
-    /// The rounds of [`answer_with_tools`](Self::answer_with_tools) until `left` is cancelled;
-    /// `call_answer` is the stored answer holding the latest round's calls.
-    async fn tool_loop(
-        &self,
-        turn: &mut Turn,
-        mut setup: ToolSetup,
-        left: &CancellationToken,
-        call_answer: &mut Option<Message>,
-    ) -> Result<Message, BackendError> {
-        let mut round = 0;
-        loop {
-            let started = Instant::now();
-            // Dropping the request (the client left) closes its connection: the backend stops.
-            let reply = tokio::select! {
-                biased;
-                () = left.cancelled() => None,
-                reply = async {
-                    if round == 0 {
-                        self.first_reply(turn, &mut setup).await
-                    } else {
-                        turn.backend.chat(turn.request.clone()).await
-                    }
-                } => Some(reply),
-            };
-            let reply = reply.ok_or_else(|| client_left(&turn.backend_name))??;
-            let calls = calls_of(&reply, &setup);
-            let mut metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
-            if calls.is_empty() || round >= setup.max_rounds {
-                if !calls.is_empty() {
-                    metadata.insert("max_tool_iterations_reached".to_owned(), json!(true));
-                }
-                if round > 0 {
-                    metadata.insert("tool_iterations".to_owned(), json!(round));
-                }
-                return self
-                    .store_answer(turn, &reply.content, &reply.model, metadata)
-                    .await
-                    .map_err(|err| stored_error(turn, &err));
-            }
-            round += 1;
-            let mut calls = calls;
-            let notice = skipped_notice(limit_calls(&mut calls));
-            let answer = self
-                .store_call_answer(turn, &reply.content, &reply.model, metadata, &calls, &setup)
-                .await?;
-            call_answer.replace(answer);
-            for (at, call) in calls.iter().enumerate() {
-                let started = Instant::now();
-                // Dropping the call's future (the client left) cancels the MCP request.
-                let ran = tokio::select! {
-                    biased;
-                    () = left.cancelled() => None,
-                    step = self.run_call(call, &setup) => Some(step),
-                };
-                let Some(step) = ran else {
-                    let ran_ms = started.elapsed().as_millis() as u64;
-                    self.store_cancelled_call(turn, call, &setup, ran_ms, CLIENT_LEFT)
-                        .await;
-                    self.store_cancelled_calls(turn, &calls[at + 1..], &setup)
-                        .await;
-                    return Err(client_left(&turn.backend_name));
-                };
-                let notice = notice_for(&notice, at, &calls);
-                self.record_step(turn, call, &setup, step, notice).await?;
-            }
-        }
-    }
-
-    /// Stores an answer that holds tool calls and adds it to the conversation; returns it as
-    /// stored.
-    pub(crate) async fn store_call_answer(
-        &self,
-        turn: &mut Turn,
-        content: &str,
-        model: &str,
-        mut metadata: Map<String, Value>,
-        calls: &[ToolCall],
-        setup: &ToolSetup,
-    ) -> Result<Message, BackendError> {
-        metadata.insert(
-            "tool_calls".to_owned(),
-            json!(
-                calls
-                    .iter()
-                    .map(|c| json!({"id": c.id, "tool": c.name, "arguments": c.arguments}))
-                    .collect::<Vec<_>>()
-            ),
-        );
-        let native = setup.protocol == Protocol::Native;
-        if native {
-            metadata.insert(TOOL_MODE_KEY.to_owned(), json!(TOOL_MODE_NATIVE));
-        }
-        let stored = self
-            .store_answer(turn, content, model, metadata)
-            .await
-            .map_err(|err| stored_error(turn, &err))?;
-        let mut answer = ChatMessage::text(Role::Assistant, content);
-        if native {
-            answer.tool_calls = calls.to_vec();
-        }
-        turn.request.messages.push(answer);
-        Ok(stored)
-    }
-
     /// Runs one call; an unresolvable one becomes an error result. Nothing is stored, so
     /// dropping this future (the client left) cancels the call and leaves no trace.
     pub(crate) async fn run_call(&self, call: &ToolCall, setup: &ToolSetup) -> ToolStep {
@@ -596,54 +368,6 @@ impl ChatService {
             arguments: call.arguments.clone(),
             outcome,
         }
-    }
-
-    /// Stores a call's result and adds it to the conversation as the protocol feeds it back,
-    /// followed by `notice` (stored with the result, so that the replay repeats it).
-    pub(crate) async fn record_step(
-        &self,
-        turn: &mut Turn,
-        call: &ToolCall,
-        setup: &ToolSetup,
-        step: ToolStep,
-        notice: Option<&str>,
-    ) -> Result<ToolStep, BackendError> {
-        let ToolStep {
-            server,
-            tool,
-            outcome,
-            ..
-        } = &step;
-        let native = setup.protocol == Protocol::Native;
-        let mut metadata = result_metadata(call, server.as_deref(), tool, outcome, native);
-        if let Some(notice) = notice {
-            metadata.insert(NOTICE_KEY.to_owned(), json!(notice));
-        }
-        self.store_tool_result(turn, outcome, metadata)
-            .await
-            .map_err(|err| stored_error(turn, &err))?;
-        turn.request.messages.push(if native {
-            ChatMessage {
-                answers: Some(ToolAnswer {
-                    call_id: call.id.clone(),
-                    name: call.name.clone(),
-                    is_error: outcome.is_error,
-                }),
-                ..ChatMessage::text(Role::Tool, context::result_for_model(&outcome.text))
-            }
-        } else {
-            let name = context::prompt_tool_name(server.as_deref(), tool);
-            ChatMessage::text(
-                Role::User,
-                context::result_as_text(&name, &outcome.text, outcome.is_error),
-            )
-        });
-        if let Some(notice) = notice {
-            turn.request
-                .messages
-                .push(ChatMessage::text(Role::User, notice));
-        }
-        Ok(step)
     }
 
     /// Calls the tool; every failure is an error result.
@@ -683,65 +407,6 @@ impl ChatService {
             },
         }
     }
-
-    /// Stores [`CANCELLED_RESULT`] as the error result of a call the client's leaving cut off
-    /// after `duration_ms` (0: it never started), marked incomplete with `reason`: the answer
-    /// holding the call keeps a result for every call, so the history still replays natively.
-    pub(crate) async fn store_cancelled_call(
-        &self,
-        turn: &Turn,
-        call: &ToolCall,
-        setup: &ToolSetup,
-        duration_ms: u64,
-        reason: &str,
-    ) {
-        let (server, tool) = target_names(call, setup);
-        let outcome = ToolOutcome {
-            text: CANCELLED_RESULT.to_owned(),
-            is_error: true,
-            duration_ms,
-        };
-        let native = setup.protocol == Protocol::Native;
-        let mut metadata = result_metadata(call, server.as_deref(), &tool, &outcome, native);
-        metadata.insert(STATUS_KEY.to_owned(), json!(STATUS_INCOMPLETE));
-        metadata.insert("error".to_owned(), json!(reason));
-        if let Err(err) = self.store_tool_result(turn, &outcome, metadata).await {
-            tracing::error!(%err, "cannot store a cancelled tool call");
-        }
-    }
-
-    /// [`store_cancelled_call`](Self::store_cancelled_call) for `calls`, none of which started:
-    /// the client left before their turn.
-    pub(crate) async fn store_cancelled_calls(
-        &self,
-        turn: &Turn,
-        calls: &[ToolCall],
-        setup: &ToolSetup,
-    ) {
-        for call in calls {
-            self.store_cancelled_call(turn, call, setup, 0, CLIENT_LEFT)
-                .await;
-        }
-    }
-
-    async fn store_tool_result(
-        &self,
-        turn: &Turn,
-        outcome: &ToolOutcome,
-        metadata: Map<String, Value>,
-    ) -> Result<Message, crate::store::StoreError> {
-        self.record(
-            turn,
-            NewMessage {
-                role: "tool",
-                content: &outcome.text,
-                backend: Some(&turn.backend_name),
-                model: None,
-                metadata,
-            },
-        )
-        .await
-    }
 }
 
 /// The server and tool a call names, as its events and stored result show them: `None` and the
@@ -750,36 +415,6 @@ pub(crate) fn target_names(call: &ToolCall, setup: &ToolSetup) -> (Option<String
     match resolve(call, setup) {
         Ok(target) => (Some(target.server), target.tool),
         Err(_) => (None, call.name.clone()),
-    }
-}
-
-/// A tool message's metadata: what a replay needs and what a reader wants to see.
-fn result_metadata(
-    call: &ToolCall,
-    server: Option<&str>,
-    tool: &str,
-    outcome: &ToolOutcome,
-    native: bool,
-) -> Map<String, Value> {
-    let mut metadata = Map::from_iter([
-        ("server".to_owned(), json!(server)),
-        ("tool".to_owned(), json!(tool)),
-        ("arguments".to_owned(), call.arguments.clone()),
-        ("duration_ms".to_owned(), json!(outcome.duration_ms)),
-        ("is_error".to_owned(), json!(outcome.is_error)),
-        ("tool_call_id".to_owned(), json!(call.id)),
-    ]);
-    if native {
-        metadata.insert(TOOL_MODE_KEY.to_owned(), json!(TOOL_MODE_NATIVE));
-        metadata.insert("tool_name".to_owned(), json!(call.name));
-    }
-    metadata
-}
-
-fn stored_error(turn: &Turn, err: &crate::store::StoreError) -> BackendError {
-    BackendError::Failed {
-        backend: turn.backend_name.clone(),
-        message: format!("a step could not be stored: {err}"),
     }
 }
 
@@ -902,14 +537,6 @@ mod tests {
         )));
         assert!(!refuses_tools(&upstream(400, "context length exceeded")));
         assert!(!refuses_tools(&upstream(500, "tool parser crashed")));
-    }
-
-    #[test]
-    fn one_answer_runs_at_most_the_limit_of_calls() {
-        let mut calls: Vec<ToolCall> = (0..20).map(|i| call(&format!("t{i}"))).collect();
-        assert_eq!(limit_calls(&mut calls), 4);
-        assert_eq!(calls.len(), MAX_CALLS_PER_ANSWER);
-        assert_eq!(calls[0].name, "t0");
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The one error type of the HTTP API and its single wire shape: `{"detail": "<message>"}`,
 //! as the FastAPI predecessor answered, with the status chosen by the variant.
 //!
-//! Domain errors (`McpError`, `BackendError`, `StoreError`) convert into [`ApiError`] with one
-//! `From` each; handlers return `Result<_, ApiError>` and never build error bodies themselves.
+//! Domain errors (`McpError`, `BackendError`, `StoreError`, `ChatError`) convert into
+//! [`ApiError`] with one `From` each; handlers return `Result<_, ApiError>` and never build error
+//! bodies themselves. A failure reported inside a response already under way (a stream's `error`
+//! event, a broadcast's entry) goes through the same mapping ([`Reported`]), so it carries the
+//! status it would have had alone.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -67,6 +70,14 @@ impl ApiError {
             Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `Retry-After` to pass on: a rate-limited backend's.
+    pub fn retry_after(&self) -> Option<&str> {
+        match self {
+            Self::TooManyRequests { retry_after, .. } => retry_after.as_deref(),
+            _ => None,
         }
     }
 
@@ -140,6 +151,32 @@ impl From<crate::chat::ChatError> for ApiError {
             E::InvalidValue(message) => Self::Unprocessable(message),
             E::Backend(err) => err.into(),
             E::Store(err) => err.into(),
+            E::AnswerNotStored(_) => Self::Internal(err.to_string()),
+        }
+    }
+}
+
+/// A domain failure reported inside a response already under way: its message, and the status
+/// and `Retry-After` it would have had as a response of its own. The message is the domain's
+/// own, also for a local failure: the response it is part of already succeeded.
+#[derive(Debug)]
+pub struct Reported {
+    pub detail: String,
+    pub status: u16,
+    pub retry_after: Option<String>,
+}
+
+impl Reported {
+    pub fn new<E>(err: E) -> Self
+    where
+        E: std::fmt::Display + Into<ApiError>,
+    {
+        let detail = err.to_string();
+        let api: ApiError = err.into();
+        Self {
+            detail,
+            status: api.status().as_u16(),
+            retry_after: api.retry_after().map(str::to_owned),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod mcp_endpoint;
 pub mod metrics;
+pub mod openai;
 pub mod resources;
 pub mod router;
 pub mod routes;

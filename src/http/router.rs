@@ -36,7 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::tools::router())
         .merge(routes::sessions::router())
         .merge(routes::backends::router())
-        .merge(routes::openai::router())
+        .merge(crate::http::openai::router())
         .split_for_parts();
     // Serialised once: the description's structs are dropped, the page loads it by URL.
     let api_json = axum::body::Bytes::from(api.to_json().unwrap_or_else(|_| "{}".to_owned()));

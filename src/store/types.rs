@@ -1,18 +1,16 @@
 //! What the store keeps and hands out, independent of any database: sessions, their messages,
 //! the lean rows the context builder reads, and a page of a listing.
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// A session as the API shows it (the predecessor's `SessionResponse`).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Session {
     pub id: String,
     pub name: Option<String>,
     pub backends: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
-    #[schema(value_type = Object)]
     pub metadata: Map<String, Value>,
     pub message_count: i64,
 }
@@ -34,7 +32,7 @@ impl Session {
 }
 
 /// A message as the API shows it (the predecessor's `MessageResponse`).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Message {
     pub id: String,
     pub content: String,
@@ -42,7 +40,6 @@ pub struct Message {
     pub backend: Option<String>,
     pub model: Option<String>,
     pub timestamp: String,
-    #[schema(value_type = Object)]
     pub metadata: Map<String, Value>,
 }
 

@@ -4,6 +4,5 @@
 pub mod backends;
 pub mod health;
 pub mod mcp;
-pub mod openai;
 pub mod sessions;
 pub mod tools;

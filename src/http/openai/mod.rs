@@ -1,12 +1,15 @@
-//! The OpenAI-compatible front door: `POST /v1/chat/completions` and `GET /v1/models`. Its
-//! errors use OpenAI's shape, `{"error": {"message", "type", "code"}}`, so OpenAI clients
-//! understand them; the status codes are lit-mux's usual ones.
+//! The OpenAI-compatible front door: `POST /v1/chat/completions` and `GET /v1/models`. The
+//! handlers translate OpenAI's shapes ([`wire`]) to the chat service's completions and back;
+//! errors use OpenAI's shape ([`errors`]).
+
+pub mod errors;
+pub mod wire;
 
 use std::convert::Infallible;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -15,98 +18,16 @@ use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::chat::completions::{CompletionError, CompletionRequest};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
+use errors::{OpenAiError, OpenAiErrorBody};
+use wire::{ChatCompletionRequest, CompletionHead};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(chat_completions))
         .routes(routes!(list_models))
-}
-
-/// OpenAI's error shape.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct OpenAiErrorBody {
-    /// `{"message", "type", "code"}`
-    #[schema(value_type = Object)]
-    error: (),
-}
-
-/// An error in OpenAI's shape.
-#[derive(Debug)]
-pub struct OpenAiError {
-    status: StatusCode,
-    message: String,
-    kind: &'static str,
-    code: Option<&'static str>,
-    retry_after: Option<String>,
-}
-
-impl From<ApiError> for OpenAiError {
-    fn from(err: ApiError) -> Self {
-        let status = err.status();
-        let retry_after = match &err {
-            ApiError::TooManyRequests { retry_after, .. } => retry_after.clone(),
-            _ => None,
-        };
-        let (kind, code) = match status.as_u16() {
-            401 => ("authentication_error", Some("invalid_api_key")),
-            403 => ("permission_error", None),
-            404 => ("invalid_request_error", None),
-            429 => ("rate_limit_error", Some("rate_limit_exceeded")),
-            400..=499 => ("invalid_request_error", None),
-            _ => ("api_error", None),
-        };
-        let message = match &err {
-            ApiError::Internal(_) => "Internal server error".to_owned(),
-            other => other.to_string(),
-        };
-        Self {
-            status,
-            message,
-            kind,
-            code,
-            retry_after,
-        }
-    }
-}
-
-impl From<CompletionError> for OpenAiError {
-    fn from(err: CompletionError) -> Self {
-        match err {
-            CompletionError::NotFound { message, code } => Self {
-                status: StatusCode::NOT_FOUND,
-                message,
-                kind: "invalid_request_error",
-                code: Some(code),
-                retry_after: None,
-            },
-            CompletionError::Invalid(message) => ApiError::BadRequest(message).into(),
-            CompletionError::Backend(err) => ApiError::from(err).into(),
-            CompletionError::Store(err) => ApiError::from(err).into(),
-        }
-    }
-}
-
-impl IntoResponse for OpenAiError {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() && self.status != StatusCode::BAD_GATEWAY {
-            tracing::warn!(status = %self.status, message = %self.message, "completion failed");
-        }
-        let body =
-            json!({"error": {"message": self.message, "type": self.kind, "code": self.code}});
-        let mut response = (self.status, Json(body)).into_response();
-        if let Some(value) = self
-            .retry_after
-            .and_then(|retry| HeaderValue::from_str(&retry).ok())
-        {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        response
-    }
 }
 
 /// JSON, or `chat.completion.chunk` events ending with `data: [DONE]` when `stream` is set.
@@ -124,7 +45,7 @@ impl IntoResponse for OpenAiError {
 async fn chat_completions(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<ApiJson<CompletionRequest>, ApiError>,
+    body: Result<ApiJson<ChatCompletionRequest>, ApiError>,
 ) -> Result<Response, OpenAiError> {
     let ApiJson(mut request) = body?;
     if request.session_id.is_none()
@@ -139,12 +60,21 @@ async fn chat_completions(
     {
         request.lit_mux.use_tools = true;
     }
+    let target = state.chat.completion_target(&request.model)?;
     let streamed = request.stream;
-    let completion = state.chat.begin_completion(request).await?;
+    let include_usage = request
+        .stream_options
+        .as_ref()
+        .is_some_and(|options| options.include_usage);
+    let head = CompletionHead::new(&target, include_usage);
+    let completion = state
+        .chat
+        .begin_completion(target, request.into_completion()?)
+        .await?;
     if !streamed {
-        return Ok(Json(completion.run().await?).into_response());
+        return Ok(Json(head.completion(completion.run().await?)).into_response());
     }
-    let chunks = completion.run_streaming().await?;
+    let chunks = head.chunks(completion.run_streaming().await?);
     let events = chunks
         .map(|chunk| Ok::<_, Infallible>(Event::default().data(chunk.to_string())))
         .chain(futures_util::stream::once(async {

@@ -1,4 +1,7 @@
-//! `/sessions/…`: create, list, inspect and delete sessions; send and broadcast messages.
+//! `/sessions/…`: create, list, inspect and delete sessions; send and broadcast messages. The
+//! JSON shapes are in [`wire`].
+
+pub mod wire;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -9,12 +12,12 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::chat::stream::ReplyEvent;
-use crate::chat::{BroadcastMessage, CreateSession, MAX_PAGE, SendMessage};
+use crate::chat::{MAX_PAGE, ReplyEvent};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
-use crate::store::{Message, Page, Session};
+use crate::store::Page;
+use wire::{BroadcastMessage, BroadcastResponse, CreateSession, Message, SendMessage, Session};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -69,7 +72,7 @@ async fn create_session(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateSession>,
 ) -> Result<Json<Session>, ApiError> {
-    Ok(Json(state.chat.create_session(body).await?))
+    Ok(Json(state.chat.create_session(body.into()).await?.into()))
 }
 
 /// Sessions, newest first.
@@ -80,7 +83,8 @@ async fn list_sessions(
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Vec<Session>>, ApiError> {
     let page = page.parse(Some(100))?;
-    Ok(Json(state.chat.store().list_sessions(page).await?))
+    let sessions = state.chat.store().list_sessions(page).await?;
+    Ok(Json(sessions.into_iter().map(Session::from).collect()))
 }
 
 #[utoipa::path(get, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
@@ -89,7 +93,7 @@ async fn get_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Session>, ApiError> {
-    Ok(Json(state.chat.store().session(&id).await?))
+    Ok(Json(state.chat.store().session(&id).await?.into()))
 }
 
 #[utoipa::path(delete, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
@@ -117,7 +121,8 @@ async fn list_messages(
     let store = state.chat.store();
     // A missing session is a 404, not an empty list.
     store.session(&id).await?;
-    Ok(Json(store.messages(&id, page).await?))
+    let messages = store.messages(&id, page).await?;
+    Ok(Json(messages.into_iter().map(Message::from).collect()))
 }
 
 /// Answers JSON, or Server-Sent Events when the body says `"stream": true` or the client
@@ -139,10 +144,11 @@ async fn send_message(
     ApiJson(body): ApiJson<SendMessage>,
 ) -> Result<Response, ApiError> {
     if body.stream || wants_event_stream(&headers) {
-        let events = state.chat.send_streaming(&id, body).await?;
+        let events = state.chat.send_streaming(&id, body.into()).await?;
         return Ok(event_stream(events));
     }
-    Ok(Json(state.chat.send(&id, body).await?).into_response())
+    let answer = Message::from(state.chat.send(&id, body.into()).await?);
+    Ok(Json(answer).into_response())
 }
 
 /// A client that also accepts JSON (`application/json, text/event-stream`, as MCP clients send)
@@ -165,7 +171,7 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
 /// connections open through proxies.
 fn event_stream(events: tokio::sync::mpsc::Receiver<ReplyEvent>) -> Response {
     let stream = futures_util::stream::unfold(events, |mut events| async move {
-        let event = events.recv().await?;
+        let event = wire::Event::from(events.recv().await?);
         let sse = Event::default()
             .event(event.name())
             .json_data(&event)
@@ -191,8 +197,9 @@ async fn broadcast(
     ApiJson(body): ApiJson<BroadcastMessage>,
 ) -> Result<Response, ApiError> {
     if body.stream || wants_event_stream(&headers) {
-        let events = state.chat.broadcast_streaming(&id, body).await?;
+        let events = state.chat.broadcast_streaming(&id, body.into()).await?;
         return Ok(event_stream(events));
     }
-    Ok(Json(state.chat.broadcast(&id, body).await?).into_response())
+    let answers = BroadcastResponse::from(state.chat.broadcast(&id, body.into()).await?);
+    Ok(Json(answers).into_response())
 }

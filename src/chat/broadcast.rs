@@ -1,0 +1,232 @@
+//! One message to several backends of a session at once, whole or streamed.
+//!
+//! Invariants: every backend is called concurrently, and one failing never fails the others;
+//! the user's message is stored once, shared by every backend's turn; the backends that did not
+//! answer (failed, or cut off by the client's leaving) are recorded on it, and it is marked
+//! failed when none answered.
+
+use futures_util::future::join_all;
+use serde_json::{Map, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::events::{EVENT_BUFFER, ReplyEvent};
+use super::{
+    BroadcastMessage, ChatError, ChatService, Turn, choose_model, context, dedup,
+    non_empty_content, tools, unless_panicked,
+};
+use crate::backends::{BackendError, ChatRequest};
+use crate::store::{Message, NewMessage};
+
+/// One backend's outcome in a broadcast.
+#[derive(Debug)]
+pub enum BroadcastOutcome {
+    Answered {
+        backend: String,
+        message: Message,
+    },
+    /// The backend's reply failed; what it left is marked as a message alone would be.
+    Failed {
+        backend: String,
+        error: BackendError,
+    },
+}
+
+/// A broadcast's user message and every backend's outcome, in the order they were asked.
+#[derive(Debug)]
+pub struct BroadcastResponse {
+    pub user_message: Message,
+    pub responses: Vec<BroadcastOutcome>,
+}
+
+impl ChatService {
+    /// Sends one message to several backends of the session at once and keeps every answer.
+    /// The calls are a task of their own, as a tool loop is: when this future is dropped (the
+    /// client left and axum dropped the handler), the calls still running are cancelled, and
+    /// which backends did not answer is recorded all the same.
+    pub async fn broadcast(
+        &self,
+        session_id: &str,
+        request: BroadcastMessage,
+    ) -> Result<BroadcastResponse, ChatError> {
+        let (user_message, turns) = self.begin_broadcast(session_id, &request).await?;
+        let targets: Vec<String> = turns
+            .iter()
+            .map(|(turn, _)| turn.backend_name.clone())
+            .collect();
+        let left = CancellationToken::new();
+        let _cancel_when_dropped = left.clone().drop_guard();
+        let service = self.clone();
+        let task =
+            self.spawn(async move { service.broadcast_until(user_message, turns, &left).await });
+        task.await.map_err(|err| {
+            ChatError::Backend(BackendError::Failed {
+                backend: targets.join(", "),
+                message: format!("the broadcast stopped: {err}"),
+            })
+        })
+    }
+
+    /// Every turn of a broadcast, concurrently, until `left` is cancelled; then which backends
+    /// did not answer is recorded on `user_message`.
+    async fn broadcast_until(
+        &self,
+        mut user_message: Message,
+        turns: Vec<(Turn, tools::ToolSetup)>,
+        left: &CancellationToken,
+    ) -> BroadcastResponse {
+        let calls = turns.into_iter().map(|(turn, setup)| async move {
+            let backend = turn.backend_name.clone();
+            let outcome = if setup.is_empty() {
+                unless_panicked(&backend, self.answer(&turn, left)).await
+            } else {
+                // The loop catches its own panic, to mark what it stored.
+                self.answer_with_tools_until(turn, setup, left).await
+            };
+            match outcome {
+                Ok(message) => BroadcastOutcome::Answered { backend, message },
+                Err(error) => BroadcastOutcome::Failed { backend, error },
+            }
+        });
+        let responses = join_all(calls).await;
+        let failed: Vec<String> = responses
+            .iter()
+            .filter_map(|outcome| match outcome {
+                BroadcastOutcome::Failed { backend, .. } => Some(backend.clone()),
+                BroadcastOutcome::Answered { .. } => None,
+            })
+            .collect();
+        self.record_broadcast_failures(&mut user_message, &failed, responses.len())
+            .await;
+        BroadcastResponse {
+            user_message,
+            responses,
+        }
+    }
+
+    /// Checks a broadcast, stores the user's message, and returns one turn per backend with
+    /// its tools set up.
+    pub(crate) async fn begin_broadcast(
+        &self,
+        session_id: &str,
+        request: &BroadcastMessage,
+    ) -> Result<(Message, Vec<(Turn, tools::ToolSetup)>), ChatError> {
+        let max_rounds = tools::max_iterations(request.max_tool_iterations)?;
+        let content = non_empty_content(&request.content)?;
+        let session = self.store.session(session_id).await?;
+        let targets = match &request.backends {
+            Some(names) => dedup(names.clone()),
+            None => session.backends.clone(),
+        };
+        if targets.is_empty() {
+            return Err(ChatError::InvalidRequest(
+                "backends must name at least one backend".to_owned(),
+            ));
+        }
+        self.check_in_session(&session, &targets)?;
+        self.check_usable(&targets)?;
+        let history = self.history(&session).await?;
+        let user_message = self
+            .store
+            .append_message(
+                &session.id,
+                NewMessage {
+                    role: "user",
+                    content,
+                    backend: None,
+                    model: None,
+                    metadata: Map::from_iter([("broadcast".to_owned(), json!(targets))]),
+                },
+            )
+            .await?;
+        let mut turns = Vec::with_capacity(targets.len());
+        for name in targets {
+            let backend = self.client(&name)?;
+            let model = choose_model(&session, &name, None, backend.default_model());
+            let messages = context::conversation(&history, &name, content, self.max_context);
+            let mut turn = Turn {
+                session_id: Some(session.id.clone()),
+                request: ChatRequest {
+                    model,
+                    system: self.system_prompt(&session, &name),
+                    messages,
+                    tools: Vec::new(),
+                },
+                backend,
+                backend_name: name,
+                user_message: user_message.clone(),
+                shares_user_message: true,
+            };
+            let setup = self.tool_setup(&turn, request.use_tools, max_rounds);
+            Self::prepare_tools(&mut turn, &setup);
+            turns.push((turn, setup));
+        }
+        Ok((user_message, turns))
+    }
+
+    /// Notes on a broadcast's user message which backends failed (all: the message failed).
+    pub(crate) async fn record_broadcast_failures(
+        &self,
+        user_message: &mut Message,
+        failed: &[String],
+        asked: usize,
+    ) {
+        if failed.is_empty() {
+            return;
+        }
+        let mut changes = Map::from_iter([("failed_backends".to_owned(), json!(failed))]);
+        if failed.len() == asked {
+            changes.insert(
+                context::STATUS_KEY.to_owned(),
+                json!(context::STATUS_FAILED),
+            );
+        }
+        if let Err(err) = self
+            .store
+            .update_message_metadata(user_message, changes)
+            .await
+        {
+            tracing::error!(%err, "cannot record a broadcast's failures");
+        }
+    }
+
+    /// Like [`broadcast`](ChatService::broadcast), but streams every backend's events,
+    /// interleaved as they come. A backend that fails to start gets its `error` event; the
+    /// others go on.
+    pub async fn broadcast_streaming(
+        &self,
+        session_id: &str,
+        request: BroadcastMessage,
+    ) -> Result<mpsc::Receiver<ReplyEvent>, ChatError> {
+        let (mut user_message, turns) = self.begin_broadcast(session_id, &request).await?;
+        let (events, receiver) = mpsc::channel(EVENT_BUFFER);
+        let service = self.clone();
+        let asked = turns.len();
+        self.spawn(async move {
+            let streams: Vec<_> = turns
+                .into_iter()
+                .map(|(mut turn, mut setup)| {
+                    let (service, events) = (service.clone(), events.clone());
+                    async move {
+                        let backend = turn.backend_name.clone();
+                        let answered = match service.open_stream(&mut turn, &mut setup).await {
+                            Ok(opened) => service.stream_reply(turn, setup, opened, events).await,
+                            Err(err) => {
+                                let _ = events.send(ReplyEvent::failure(&backend, err)).await;
+                                false
+                            }
+                        };
+                        (!answered).then_some(backend)
+                    }
+                })
+                .collect();
+            // Each relay holds its own sender: the stream ends when the last one is done.
+            drop(events);
+            let failed: Vec<String> = join_all(streams).await.into_iter().flatten().collect();
+            service
+                .record_broadcast_failures(&mut user_message, &failed, asked)
+                .await;
+        });
+        Ok(receiver)
+    }
+}
