@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use support::{
-    LitMux, WARM_UP_CALLS, cpu_time, levels, micros, percentile, post_chat_level, run_level,
+    LitMux, PassthroughProxy, WARM_UP_CALLS, cpu_time, floor_level, levels, micros, percentile,
+    post_chat_level, run_level,
 };
 use testkit::fake_backends::{FakeBackend, Wire};
 
@@ -43,6 +44,7 @@ async fn main() {
     let ours_body = json!({"model": "fake/fake-model", "messages": messages});
     let ours_url = format!("{}/v1/chat/completions", lit_mux.url);
     let direct_url = format!("{}/chat/completions", fake.url());
+    let proxy = PassthroughProxy::start(&fake.url());
 
     println!(
         "# lit-mux OpenAI front-door benchmark{}\n",
@@ -50,9 +52,9 @@ async fn main() {
     );
     println!("## `POST /v1/chat/completions` vs the fake backend called directly\n");
     println!(
-        "| clients | load | lit-mux p50 | lit-mux p99 | direct p50 | direct p99 | p50 overhead | p99 overhead | lit-mux req/s | direct req/s | lit-mux CPU per request |"
+        "| clients | load | lit-mux p50 | lit-mux p99 | direct p50 | direct p99 | p50 overhead | p99 overhead | lit-mux req/s | direct req/s | lit-mux CPU per request | floor p99 overhead | floor CPU per request | CPU ratio |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (concurrency, load) in levels([1000.0, 2000.0]) {
         let per_worker = (calls_per_level / concurrency).max(50);
         let setup = || {
@@ -80,10 +82,12 @@ async fn main() {
         let sent = fake.last_chat().body;
         let (theirs, theirs_rate) =
             post_chat_level(load, concurrency, per_worker, &http, &direct_url, &sent).await;
+        let (floor, _, floor_cpu) =
+            floor_level(&proxy, load, concurrency, per_worker, &http, &sent).await;
         let (p50, p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
         let (d50, d99) = (percentile(&theirs, 0.5), percentile(&theirs, 0.99));
         println!(
-            "| {concurrency} | {load} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | **{:.0} µs** | {:.0} | {:.0} | {:.0} µs |",
+            "| {concurrency} | {load} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | **{:.0} µs** | {:.0} | {:.0} | {:.0} µs | {:.0} µs | {:.0} µs | **{:.2}** |",
             micros(p50),
             micros(p99),
             micros(d50),
@@ -92,12 +96,16 @@ async fn main() {
             micros(p99) - micros(d99),
             ours_rate,
             theirs_rate,
-            micros(cpu_per_request)
+            micros(cpu_per_request),
+            micros(percentile(&floor, 0.99)) - micros(d99),
+            micros(floor_cpu),
+            micros(cpu_per_request) / micros(floor_cpu),
         );
         fake.clear_requests();
     }
     println!(
         "\n(goal: p99 overhead ≤ 1 ms at 64 clients; at a fixed rate, latency counts from each \
-         request's scheduled time)\n"
+         request's scheduled time; floor: the same request through `passthrough-proxy`, which only \
+         forwards it; CPU ratio: lit-mux's CPU per request over the floor's)\n"
     );
 }

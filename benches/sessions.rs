@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use support::{
-    LitMux, PassthroughProxy, WARM_UP_CALLS, cpu_time, levels, micros, percentile, post_chat_level,
-    run_level,
+    LitMux, PassthroughProxy, WARM_UP_CALLS, cpu_time, floor_level, levels, micros, percentile,
+    post_chat_level, run_level,
 };
 use testkit::fake_backends::{FakeBackend, Wire};
 
@@ -37,7 +37,6 @@ async fn main() {
         .unwrap();
     let chat_url = format!("{}/chat/completions", fake.url());
     let proxy = PassthroughProxy::start(&fake.url());
-    let proxied_url = format!("{}/chat/completions", proxy.url);
 
     println!(
         "# lit-mux messaging benchmark{}\n",
@@ -45,9 +44,9 @@ async fn main() {
     );
     println!("## `POST /sessions/{{id}}/message` vs the fake backend called directly\n");
     println!(
-        "| clients | load | lit-mux p50 | lit-mux p99 | direct p50 | direct p99 | p50 overhead | p99 overhead | lit-mux msg/s | direct req/s | lit-mux CPU per message | floor p50 overhead | floor p99 overhead | floor req/s |"
+        "| clients | load | lit-mux p50 | lit-mux p99 | direct p50 | direct p99 | p50 overhead | p99 overhead | lit-mux msg/s | direct req/s | lit-mux CPU per message | floor p50 overhead | floor p99 overhead | floor req/s | floor CPU per request | CPU ratio |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (concurrency, load) in levels([500.0, 1000.0]) {
         let per_worker = (calls_per_level / concurrency).max(50);
         // Each client its own session, warmed up so that its history is at steady state
@@ -109,13 +108,13 @@ async fn main() {
         let sent = fake.last_chat().body;
         let (theirs, theirs_rate) =
             post_chat_level(load, concurrency, per_worker, &http, &chat_url, &sent).await;
-        let (floor, floor_rate) =
-            post_chat_level(load, concurrency, per_worker, &http, &proxied_url, &sent).await;
+        let (floor, floor_rate, floor_cpu) =
+            floor_level(&proxy, load, concurrency, per_worker, &http, &sent).await;
         let (p50, p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
         let (d50, d99) = (percentile(&theirs, 0.5), percentile(&theirs, 0.99));
         let (f50, f99) = (percentile(&floor, 0.5), percentile(&floor, 0.99));
         println!(
-            "| {concurrency} | {load} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | **{:.0} µs** | {:.0} | {:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} |",
+            "| {concurrency} | {load} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | **{:.0} µs** | {:.0} | {:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} | {:.0} µs | **{:.2}** |",
             micros(p50),
             micros(p99),
             micros(d50),
@@ -128,12 +127,14 @@ async fn main() {
             micros(f50) - micros(d50),
             micros(f99) - micros(d99),
             floor_rate,
+            micros(floor_cpu),
+            micros(cpu_per_message) / micros(floor_cpu),
         );
         fake.clear_requests();
     }
     println!(
         "\n(goal: p99 overhead ≤ 1 ms at 64 clients; at a fixed rate, latency counts from each \
          message's scheduled time; floor: the same request through `passthrough-proxy`, which \
-         only forwards it)\n"
+         only forwards it; CPU ratio: lit-mux's CPU per message over the floor's per request)\n"
     );
 }

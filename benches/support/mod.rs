@@ -302,3 +302,21 @@ pub async fn post_chat_level(
     )
     .await
 }
+
+/// [`post_chat_level`] through the passthrough proxy, with the proxy's CPU per request (the
+/// floor a proxy on lit-mux's stack costs before it does anything; warm-up calls counted).
+pub async fn floor_level(
+    proxy: &PassthroughProxy,
+    load: Load,
+    concurrency: usize,
+    per_worker: usize,
+    http: &reqwest::Client,
+    body: &serde_json::Value,
+) -> (Vec<Duration>, f64, Duration) {
+    let url = format!("{}/chat/completions", proxy.url);
+    let cpu_before = cpu_time(proxy.child.id());
+    let (latencies, rate) = post_chat_level(load, concurrency, per_worker, http, &url, body).await;
+    let cpu_per_request = (cpu_time(proxy.child.id()) - cpu_before)
+        / (concurrency * (per_worker + WARM_UP_CALLS)) as u32;
+    (latencies, rate, cpu_per_request)
+}

@@ -1,9 +1,10 @@
 //! The seam between the supervisor ([`hub`](super::hub)) and the ways of reaching an MCP server.
 //!
 //! The hub holds every server through one [`McpConnection`] and nothing else: it starts one with
-//! [`connect`], lists and calls tools through it, learns from [`McpConnection::closed`] that the
-//! server went away by itself, ends it with [`McpConnection::stop`], and shows
-//! [`ConnectionInfo`] and [`McpConnection::logs`] in its views. Processes, pipes, signals and
+//! [`transports::connect`](super::transports::connect), lists and calls tools through it,
+//! learns from [`McpConnection::closed`] that the server went away by itself, ends it with
+//! [`McpConnection::stop`], and shows [`ConnectionInfo`] and [`McpConnection::logs`] in its
+//! views. Processes, pipes, signals and
 //! sockets stay behind the trait, in the transport's own folder.
 //!
 //! A trait rather than an enum of transports: servers of different transports sit side by side
@@ -12,7 +13,7 @@
 //!
 //! Adding a transport (streamable HTTP, say): a folder `mcp/<transport>/` with a type that
 //! implements [`McpConnection`], a variant of [`McpTransport`] in `config/mcp.rs` with its
-//! checks, and its arm in [`connect`]. The supervisor does not change.
+//! checks, and its arm in `mcp/transports.rs`. The supervisor does not change.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +22,6 @@ use rmcp::model::{CallToolResult, Implementation, Tool};
 use tokio::sync::mpsc;
 
 use super::McpError;
-use super::stdio::StdioConnection;
 use crate::config::McpTransport;
 
 /// What to connect to, and the bounds that apply.
@@ -42,15 +42,6 @@ pub struct Connected {
     pub tools: Vec<Tool>,
     /// Receives a message each time the server says its tool list changed.
     pub tools_changed: mpsc::Receiver<()>,
-}
-
-/// Connects to the server `spec` describes and runs the handshake (`initialize`,
-/// `notifications/initialized`, every page of `tools/list`) within `spec.timeout`. On failure
-/// nothing of the attempt is left (for stdio: the child is reaped, its pipes closed).
-pub async fn connect(spec: ConnectSpec<'_>) -> Result<Connected, StartFailure> {
-    match spec.transport {
-        McpTransport::Stdio(stdio) => StdioConnection::start(spec, stdio).await,
-    }
 }
 
 /// Facts about a connection, fixed once it is initialized; the views show them.

@@ -6,6 +6,7 @@
 //!   transport; [`session`] is the MCP client protocol every transport runs over its link.
 //! - [`stdio`] is a transport: a child process spoken to over its pipes. It alone owns a
 //!   child's life. A remote transport is a folder beside it (see [`connection`]).
+//! - [`transports`] names every transport and picks the one a server entry asks for.
 //! - [`tool_names`] turns `server` + `tool` into the names models and clients see.
 //!
 //! This layer knows nothing of HTTP: errors are [`McpError`], mapped to statuses by `http`.
@@ -15,6 +16,7 @@ pub mod hub;
 pub mod session;
 pub mod stdio;
 pub mod tool_names;
+pub mod transports;
 
 pub use stdio::orphan_guard;
 

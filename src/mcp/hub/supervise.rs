@@ -9,7 +9,8 @@ use super::views::ServerView;
 use super::{McpHub, lock};
 use crate::config::{McpServerConfig, RestartPolicy};
 use crate::mcp::McpError;
-use crate::mcp::connection::{self, ConnectSpec, Connected, McpConnection};
+use crate::mcp::connection::{ConnectSpec, Connected, McpConnection};
+use crate::mcp::transports;
 
 /// Restart policy `on-failure`: first delay, its ceiling, and the budget.
 const RESTART_FIRST_DELAY: Duration = Duration::from_secs(1);
@@ -62,7 +63,7 @@ impl McpHub {
             timeout: Duration::from_secs(config.timeout),
             max_message_bytes: self.inner.settings.max_message_bytes,
         };
-        match connection::connect(spec).await {
+        match transports::connect(spec).await {
             Ok(Connected {
                 connection,
                 tools,

@@ -18,7 +18,7 @@ use super::ordered_writer::OrderedWriter;
 use super::orphan_guard;
 use super::spawn::{Spawned, spawn};
 use super::stderr::{STDERR_RING_BYTES, StderrRing, drain_stderr};
-use super::stop::{signal_all, stop_process};
+use super::stop::{signal_all, stop_process, wait_for_exit};
 use crate::config::StdioTransport;
 use crate::mcp::connection::ExitInfo;
 
@@ -172,14 +172,6 @@ impl ChildProcess {
         {
             tracing::warn!("an MCP server's pipe tasks did not end after its exit");
         }
-    }
-}
-
-pub(super) async fn wait_for_exit(mut exit: watch::Receiver<Option<ExitInfo>>) -> ExitInfo {
-    match exit.wait_for(Option::is_some).await {
-        Ok(info) => info.clone().unwrap_or_else(|| ExitInfo::unknown("exited")),
-        // The watcher is gone without a status: only when the runtime is shutting down.
-        Err(_) => ExitInfo::unknown("exit status unknown"),
     }
 }
 

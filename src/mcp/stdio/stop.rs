@@ -9,7 +9,6 @@ use nix::unistd::Pid;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::process::wait_for_exit;
 use crate::mcp::connection::ExitInfo;
 
 /// Stop sequence: how long a child gets to exit after its stdin closes, then after SIGTERM.
@@ -91,4 +90,13 @@ fn descendants_outside_group(pid: u32) -> Vec<Pid> {
         }
     }
     found.into_iter().map(Pid::from_raw).collect()
+}
+
+/// Waits until the task that owns the process has published its exit status.
+pub(super) async fn wait_for_exit(mut exit: watch::Receiver<Option<ExitInfo>>) -> ExitInfo {
+    match exit.wait_for(Option::is_some).await {
+        Ok(info) => info.clone().unwrap_or_else(|| ExitInfo::unknown("exited")),
+        // The watcher is gone without a status: only when the runtime is shutting down.
+        Err(_) => ExitInfo::unknown("exit status unknown"),
+    }
 }

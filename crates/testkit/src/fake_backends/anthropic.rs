@@ -9,7 +9,7 @@ use axum::http::Method;
 use serde_json::{Value, json};
 
 use super::FakeToolCall;
-use super::reply::Reply;
+use super::answer::Reply;
 use super::text::{is_valid_tool_name, pieces};
 
 /// The largest `limit` Anthropic's model list takes (its default is 20).

@@ -9,6 +9,7 @@
 //! The serving and the answers' timing are in `server`; what each provider's answers, errors,
 //! model lists and refusals look like is in `ollama`, `openai` and `anthropic`, one file each.
 
+mod answer;
 mod anthropic;
 mod history;
 mod ollama;

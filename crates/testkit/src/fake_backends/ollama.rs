@@ -5,7 +5,7 @@ use axum::http::Method;
 use serde_json::{Value, json};
 
 use super::FakeToolCall;
-use super::reply::Reply;
+use super::answer::Reply;
 use super::text::now_rfc3339;
 
 /// The non-streamed answer.

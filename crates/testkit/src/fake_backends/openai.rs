@@ -6,7 +6,7 @@ use axum::http::Method;
 use serde_json::{Value, json};
 
 use super::FakeToolCall;
-use super::reply::Reply;
+use super::answer::Reply;
 use super::text::{is_valid_tool_name, pieces, unix_now};
 
 fn usage(reply: &Reply) -> Value {

@@ -8,15 +8,9 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::answer::Reply;
 use super::text::{all_message_text, count_words};
 use super::{FakeToolCall, Wire, anthropic, ollama, openai};
-
-/// What every reply carries, whichever the wire.
-pub(super) struct Reply<'a> {
-    pub(super) model: &'a str,
-    pub(super) prompt_tokens: usize,
-    pub(super) completion_tokens: usize,
-}
 
 impl Reply<'_> {
     /// The non-streamed answer.

@@ -17,9 +17,8 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::reply::{
-    Reply, error, json_response, not_found_message, rate_limited, tool_call_answer,
-};
+use super::answer::Reply;
+use super::reply::{error, json_response, not_found_message, rate_limited, tool_call_answer};
 use super::text::{all_message_text, count_words, last_user_text};
 use super::{Behaviour, Recorded, Wire, anthropic, ollama, openai};
 
