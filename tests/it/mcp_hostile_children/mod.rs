@@ -1,0 +1,20 @@
+//! Every way a child can misbehave, with our fixture server. Each test checks what the API says,
+//! how long it took, that no process of the child's group survives, and that lit-mux's open
+//! descriptors return exactly to their baseline. One module per kind of misbehaviour; this one
+//! holds the helper they share, the `detail` of an error body.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod calls_and_bad_requests;
+mod deaths_and_broken_pipes;
+mod startup;
+mod stopping;
+mod unruly_output;
+
+use serde_json::Value;
+
+pub(super) fn detail(body: &Value) -> &str {
+    body["detail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no detail in {body}"))
+}
