@@ -3,7 +3,7 @@
 //! Layers, imports only going down (ARCHITECTURE.md): [`cli`] parses the command line and calls
 //! [`app`], which builds the services and serves [`http`]; `http` calls the domain services
 //! [`chat`], [`mcp`] and [`backends`]; they persist through [`store`]; everything reads the
-//! typed [`config`]. [`logging`] and [`telemetry`] sit under all of them.
+//! typed [`config`]. [`logging`], [`telemetry`] and [`tls`] sit under all of them.
 
 pub mod app;
 pub mod backends;
@@ -15,6 +15,7 @@ pub mod logging;
 pub mod mcp;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 /// This build's version, as reported by `/health` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

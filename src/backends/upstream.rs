@@ -51,6 +51,7 @@ impl Upstream {
         timeouts: Timeouts,
         error_message: ErrorMessageFn,
     ) -> Result<Self, BackendError> {
+        crate::tls::install_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
             .timeout(timeouts.total)

@@ -95,6 +95,7 @@ impl ApiClient {
         timeout: Duration,
     ) -> Result<Self, ClientError> {
         let base_url = base_url.trim_end_matches('/').to_owned();
+        crate::tls::install_provider();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(5).min(timeout))
