@@ -5,13 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Stdio;
-
 use crate::support::mcp::fixture_server;
 use crate::support::{Server, TestHome};
 use serde_json::{Value, json};
 use testkit::fake_backends::{Behaviour, FakeBackend, Wire};
-use tokio::io::AsyncWriteExt;
 
 /// The exposition parsed by the official parsers: (families name → type, samples).
 async fn parsed_metrics(server: &Server) -> (Value, Vec<(String, Value, f64)>) {
@@ -26,25 +23,7 @@ async fn parsed_metrics(server: &Server) -> (Value, Vec<(String, Value, f64)>) {
         "{content_type}"
     );
     let text = response.text().await.unwrap();
-    let python = crate::support::client_python();
-    let mut parser = tokio::process::Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/clients/parse_metrics.py"
-        ))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    parser
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .await
-        .unwrap();
-    let output = parser.wait_with_output().await.unwrap();
+    let output = crate::support::client_script("parse_metrics.py", &text).await;
     assert!(
         output.status.success(),
         "the parsers refused the exposition: {}\n{text}",

@@ -5,11 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
-use std::process::Stdio;
 
 use crate::support::TestHome;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
 
 /// `(METHOD, /path)` pairs in the README's endpoint table (`` `GET /a`, `DELETE /a` `` cells).
 fn readme_routes() -> BTreeSet<(String, String)> {
@@ -47,25 +45,7 @@ async fn the_api_description_validates_and_covers_every_route() {
     let text = response.text().await.unwrap();
     let spec: Value = serde_json::from_str(&text).unwrap();
 
-    let python = crate::support::client_python();
-    let mut validator = tokio::process::Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/clients/validate_openapi.py"
-        ))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    validator
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .await
-        .unwrap();
-    let output = validator.wait_with_output().await.unwrap();
+    let output = crate::support::client_script("validate_openapi.py", &text).await;
     assert!(
         output.status.success(),
         "not valid OpenAPI: {}",

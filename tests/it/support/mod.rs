@@ -416,6 +416,27 @@ pub fn client_python() -> PathBuf {
     python
 }
 
+/// Runs `tests/clients/<script>` with the pinned Python, `input` on its stdin, and returns what
+/// it did; the caller asserts on it.
+pub async fn client_script(script: &str, input: &str) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(client_python())
+        .arg(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/clients")
+                .join(script),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    child.wait_with_output().await.unwrap()
+}
+
 /// What a Python client script printed as its last act: one JSON value on stdout. Fails the test
 /// with both of its outputs when the script failed.
 pub fn client_json(output: &Output) -> serde_json::Value {
