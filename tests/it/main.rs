@@ -13,6 +13,7 @@ mod config_and_cli;
 mod fake_backends_selfcheck;
 mod http_api;
 mod mcp_endpoint;
+mod mcp_health;
 mod mcp_hostile_children;
 mod mcp_lifecycle;
 mod mcp_real_servers;

@@ -22,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(server_logs))
         .routes(routes!(restart_server))
         .routes(routes!(health))
+        .routes(routes!(clean_up))
 }
 
 /// `POST /mcp/servers`. Unknown fields are ignored, as the predecessor did.
@@ -155,7 +156,7 @@ async fn server_logs(
     Ok(Json(ServerLogs { name, logs }))
 }
 
-/// One server in `/mcp/health`, in the predecessor's shape.
+/// One server in `/mcp/health`, in the predecessor's shape, with why it ended.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServerHealth {
     pub running: bool,
@@ -163,6 +164,8 @@ pub struct ServerHealth {
     pub tools: usize,
     pub pid: Option<u32>,
     pub state: String,
+    /// Why an `exited` or `failed` server ended; kept until the server is removed.
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -173,11 +176,19 @@ pub struct McpHealth {
     pub statistics: StatisticsView,
     #[schema(value_type = Object)]
     pub resources: Resources,
+    /// Always empty: kept from the predecessor, whose health check removed dead servers. A GET
+    /// changes nothing; `POST /mcp/health/cleanup` removes them.
     pub cleaned_up: Vec<String>,
 }
 
-/// Reports every server, then removes the dead ones (listed in `cleaned_up`), as the
-/// predecessor's health check did.
+/// The servers removed by `POST /mcp/health/cleanup`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CleanedUp {
+    pub cleaned_up: Vec<String>,
+}
+
+/// Reports every server, dead ones (`exited`, `failed`) with their `last_error`. It removes
+/// nothing: a page any browser loads may send a GET, so a GET changes no state.
 #[utoipa::path(get, path = "/mcp/health", tag = "mcp", operation_id = "mcp_health", responses((status = 200, description = "Success", body = McpHealth)))]
 async fn health(State(state): State<AppState>) -> Json<McpHealth> {
     let servers: BTreeMap<String, ServerHealth> = state
@@ -198,16 +209,27 @@ async fn health(State(state): State<AppState>) -> Json<McpHealth> {
                 tools: server.tool_count,
                 pid,
                 state: server.state.to_string(),
+                last_error: server.last_error,
             };
             (server.name, health)
         })
         .collect();
-    let cleaned_up = state.mcp.clean_up_dead().await;
     Json(McpHealth {
         total_tools: servers.values().map(|s| s.tools).sum(),
         servers,
         statistics: state.mcp.statistics(),
         resources: resources::current(),
-        cleaned_up,
+        cleaned_up: Vec::new(),
+    })
+}
+
+/// Removes the servers whose connection is gone (`exited`, `failed`) and lists them, as the
+/// predecessor's health check did on GET.
+#[utoipa::path(post, path = "/mcp/health/cleanup", tag = "mcp", operation_id = "mcp_clean_up",
+    responses((status = 200, description = "The removed servers", body = CleanedUp),
+        (status = 401, description = "Missing or wrong API key", body = crate::http::error::ErrorBody)))]
+async fn clean_up(State(state): State<AppState>) -> Json<CleanedUp> {
+    Json(CleanedUp {
+        cleaned_up: state.mcp.clean_up_dead().await,
     })
 }

@@ -256,8 +256,9 @@ impl McpHub {
             .unwrap_or_default())
     }
 
-    /// Removes servers whose connection is gone (`exited`, `failed`) and returns their names,
-    /// as the predecessor's health check did.
+    /// Removes servers whose connection is gone (`exited`, `failed`) and returns their names:
+    /// the predecessor's health check did this on every GET; here only an explicit request
+    /// does, so a dead server and its `last_error` stay visible until then.
     pub async fn clean_up_dead(&self) -> Vec<String> {
         let dead: Vec<String> = self
             .slots_named()

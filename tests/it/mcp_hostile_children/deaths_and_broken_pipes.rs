@@ -36,7 +36,11 @@ async fn a_child_dying_after_tools_list_is_noticed_at_once() {
         assert_eq!(status, 502, "{called}");
         assert!(detail(&called).contains("exit code 4"), "{called}");
         let health = h.server.get_json("/mcp/health").await;
-        assert_eq!(health["cleaned_up"], json!(["fragile"]), "{health}");
+        assert_eq!(health["servers"]["fragile"]["state"], "exited", "{health}");
+        assert_eq!(health["cleaned_up"], json!([]), "a GET removes nothing");
+        let (status, cleaned) = h.server.post_json("/mcp/health/cleanup", &json!({})).await;
+        assert_eq!(status, 200, "{cleaned}");
+        assert_eq!(cleaned["cleaned_up"], json!(["fragile"]), "{cleaned}");
         assert_eq!(
             h.server
                 .get("/mcp/servers/fragile")
