@@ -296,8 +296,12 @@ fn parse_entry(
                 disabled = true;
             }
             let api_key = api_key.unwrap_or_default();
-            if raw.max_tokens == Some(0) {
-                return fail("max_tokens", "must be at least 1".to_owned());
+            if let Some(max_tokens) = raw.max_tokens {
+                super::check_range(
+                    &format!("{key}.max_tokens"),
+                    u64::from(max_tokens),
+                    &(1..=MAX_ANTHROPIC_MAX_TOKENS),
+                )?;
             }
             (
                 BackendKind::Anthropic(AnthropicSettings {
@@ -350,11 +354,18 @@ fn parse_entry(
     })
 }
 
+/// Longest backend timeout: one day. A larger one would overflow the deadline it sets.
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+/// Largest `max_tokens` of an anthropic backend.
+pub const MAX_ANTHROPIC_MAX_TOKENS: u64 = 1_000_000;
+
 fn parse_timeouts(raw: &RawEntry, key: &str) -> Result<Timeouts, (String, String)> {
     let defaults = Timeouts::default();
     let seconds = |value: Option<u64>, field: &str, default: Duration| match value {
-        Some(0) => Err((format!("{key}.{field}"), "must be at least 1".to_owned())),
-        Some(secs) => Ok(Duration::from_secs(secs)),
+        Some(secs) => {
+            super::check_range(&format!("{key}.{field}"), secs, &(1..=MAX_TIMEOUT_SECS))?;
+            Ok::<_, (String, String)>(Duration::from_secs(secs))
+        }
         None => Ok(default),
     };
     let timeouts = Timeouts {
@@ -475,6 +486,15 @@ mod tests {
         assert_eq!(
             parse("o: {type: ollama, timeout_secs: 0}").unwrap_err().0,
             "backends.o.timeout_secs"
+        );
+        let too_long =
+            parse("o: {type: ollama, first_byte_timeout_secs: 18446744073709551615}").unwrap_err();
+        assert_eq!(
+            too_long,
+            (
+                "backends.o.first_byte_timeout_secs".to_owned(),
+                "must be from 1 to 86400, got 18446744073709551615".to_owned()
+            )
         );
         let backends = parse("o: {type: ollama, timeout_secs: 5}").unwrap();
         assert_eq!(backends["o"].timeouts.first_byte, Duration::from_secs(5));

@@ -18,6 +18,7 @@ pub use mcp::{
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -461,9 +462,6 @@ impl Config {
         if self.server.header_read_timeout_secs == 0 {
             return invalid("server.header_read_timeout_secs", "must be at least 1");
         }
-        if self.server.max_body_bytes == 0 {
-            return invalid("server.max_body_bytes", "must be greater than 0");
-        }
         for (index, origin) in self.server.cors_origins.iter().enumerate() {
             let key = format!("server.cors_origins[{index}]");
             if origin != "*" && !is_origin(origin) {
@@ -474,14 +472,68 @@ impl Config {
             }
         }
         self.mcp.validate()?;
-        if self.storage.max_wal_mb == 0 {
-            return invalid("storage.max_wal_mb", "must be at least 1");
-        }
-        if self.context.max_messages == 0 {
-            return invalid("context.max_messages", "must be at least 1");
+        self.check_ranges()
+    }
+
+    /// Every size, count and duration of these sections within its range, so that no setting
+    /// can overflow a deadline (`Instant + Duration`), size an allocation or disable a limit.
+    fn check_ranges(&self) -> Result<(), (String, String)> {
+        let u64_of = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let settings: [(&str, u64, RangeInclusive<u64>); 4] = [
+            (
+                "server.max_body_bytes",
+                u64_of(self.server.max_body_bytes),
+                1..=MAX_BODY_BYTES,
+            ),
+            (
+                "server.shutdown_grace_secs",
+                self.server.shutdown_grace_secs,
+                0..=MAX_SHUTDOWN_GRACE_SECS,
+            ),
+            (
+                "storage.max_wal_mb",
+                self.storage.max_wal_mb,
+                1..=MAX_WAL_MB,
+            ),
+            (
+                "context.max_messages",
+                u64_of(self.context.max_messages),
+                1..=MAX_CONTEXT_MESSAGES,
+            ),
+        ];
+        for (key, value, range) in settings {
+            check_range(key, value, &range)?;
         }
         Ok(())
     }
+}
+
+/// Largest `server.max_body_bytes`: 1 GiB, since a body is held in memory whole.
+pub const MAX_BODY_BYTES: u64 = 1 << 30;
+/// Longest `server.shutdown_grace_secs`: one hour.
+pub const MAX_SHUTDOWN_GRACE_SECS: u64 = 3600;
+/// Largest `storage.max_wal_mb`: 64 GiB.
+pub const MAX_WAL_MB: u64 = 64 * 1024;
+/// Most `context.max_messages`: each turn reads that many messages (times the backends).
+pub const MAX_CONTEXT_MESSAGES: u64 = 10_000;
+
+/// `Err((key, "must be from MIN to MAX, got VALUE"))` when `value` is outside `range`.
+pub(crate) fn check_range(
+    key: &str,
+    value: u64,
+    range: &RangeInclusive<u64>,
+) -> Result<(), (String, String)> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err((
+        key.to_owned(),
+        format!(
+            "must be from {} to {}, got {value}",
+            range.start(),
+            range.end()
+        ),
+    ))
 }
 
 /// `scheme://host[:port]` with nothing after it, as browsers send in `Origin`.

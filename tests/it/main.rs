@@ -9,6 +9,7 @@ mod support;
 
 mod backend_failures;
 mod backend_streams;
+mod bounds;
 mod config_and_cli;
 mod fake_backends_selfcheck;
 mod http_api;

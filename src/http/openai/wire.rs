@@ -17,8 +17,9 @@ use crate::chat::completion::{
 };
 use crate::store::Message;
 
-/// `POST /v1/chat/completions`. Fields lit-mux has no use for (temperature, n, ...) are accepted
-/// and ignored, as many OpenAI-compatible servers do.
+/// `POST /v1/chat/completions`. Fields lit-mux has no use for are accepted and ignored, as many
+/// OpenAI-compatible servers do; the sampling and length numbers among them are still checked
+/// against OpenAI's ranges, so that a client learns of a value no model would take.
 #[derive(Debug, Deserialize)]
 pub struct ChatCompletionRequest {
     pub model: String,
@@ -32,7 +33,56 @@ pub struct ChatCompletionRequest {
     /// lit-mux's extensions: `{"use_tools": true}` runs lit-mux's own MCP tool loop.
     #[serde(default)]
     pub lit_mux: LitMuxOptions,
+    // Checked only, not passed on (fields of their own: `flatten` would buffer the messages).
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub n: Option<u64>,
+    pub max_tokens: Option<u64>,
+    pub max_completion_tokens: Option<u64>,
 }
+
+impl ChatCompletionRequest {
+    /// The first sampling or length value outside OpenAI's range, as a message naming the
+    /// field and the range.
+    fn check_ranges(&self) -> Result<(), CompletionError> {
+        let decimals = [
+            ("temperature", self.temperature, 0.0, 2.0),
+            ("top_p", self.top_p, 0.0, 1.0),
+            ("presence_penalty", self.presence_penalty, -2.0, 2.0),
+            ("frequency_penalty", self.frequency_penalty, -2.0, 2.0),
+        ];
+        for (field, value, min, max) in decimals {
+            if let Some(value) = value.filter(|v| !(min..=max).contains(v)) {
+                return Err(CompletionError::Invalid(format!(
+                    "{field} must be from {min} to {max}, got {value}"
+                )));
+            }
+        }
+        // One choice is all lit-mux produces: more asked for would be silently missing.
+        if let Some(n) = self.n.filter(|n| *n != 1) {
+            return Err(CompletionError::Invalid(format!(
+                "n must be 1 (lit-mux answers with one choice), got {n}"
+            )));
+        }
+        let counts = [
+            ("max_tokens", self.max_tokens),
+            ("max_completion_tokens", self.max_completion_tokens),
+        ];
+        for (field, value) in counts {
+            if let Some(value) = value.filter(|v| !(1..=MAX_TOKENS).contains(v)) {
+                return Err(CompletionError::Invalid(format!(
+                    "{field} must be from 1 to {MAX_TOKENS}, got {value}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Largest `max_tokens` accepted: more than any model's context holds.
+const MAX_TOKENS: u64 = 100_000_000;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct LitMuxOptions {
@@ -99,6 +149,7 @@ impl ChatCompletionRequest {
     /// The request in lit-mux's terms, checking what OpenAI would refuse too. Called once the
     /// model is found, so that an unknown model is reported first.
     pub fn into_completion(self) -> Result<CompletionRequest, CompletionError> {
+        self.check_ranges()?;
         let mcp_tool_rounds = if self.lit_mux.use_tools {
             if self.tools.as_ref().is_some_and(|tools| !tools.is_empty()) {
                 return Err(CompletionError::Invalid(
