@@ -57,7 +57,14 @@ pub fn router(state: AppState) -> Router {
         )
         // Exactly `/mcp`: `/mcp/servers` and the rest stay ordinary routes. Before the route
         // layer, so that metrics label it `/mcp`.
-        .route_service(crate::http::mcp_endpoint::PATH, mcp_endpoint)
+        .route_service(
+            crate::http::mcp_endpoint::PATH,
+            tower::ServiceBuilder::new()
+                .layer(middleware::from_fn(
+                    crate::http::mcp_endpoint::malformed::answer_malformed,
+                ))
+                .service(mcp_endpoint),
+        )
         .route_layer(middleware::from_fn(crate::http::metrics::tag_route))
         .with_state(state);
     // Outermost: every request is counted, those refused by the layers too.

@@ -7,6 +7,7 @@
 //! down, so they do not hold the graceful shutdown for its whole grace period.
 
 pub mod handler;
+pub mod malformed;
 
 use std::sync::Arc;
 
