@@ -126,13 +126,18 @@ impl LogLevel {
     }
 }
 
+/// The largest `storage.max_wal_mb`: 64 GiB of log is far past any use, and the bound in bytes
+/// must fit the WAL arithmetic.
+const MAX_WAL_MB: u64 = 65_536;
+
 /// `storage:` — where sessions and messages are kept.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// `sqlite://PATH` or a plain path; empty means `$XDG_DATA_HOME/lit-mux/lit-mux.db`.
     pub url: Option<String>,
-    /// How large SQLite's write-ahead log may grow before writes pause to start it over.
+    /// How large SQLite's write-ahead log may grow (1 to 65,536): every write counts, and past
+    /// half of it writes pause to start it over.
     pub max_wal_mb: u64,
 }
 
@@ -474,8 +479,11 @@ impl Config {
             }
         }
         self.mcp.validate()?;
-        if self.storage.max_wal_mb == 0 {
-            return invalid("storage.max_wal_mb", "must be at least 1");
+        if !(1..=MAX_WAL_MB).contains(&self.storage.max_wal_mb) {
+            return invalid(
+                "storage.max_wal_mb",
+                &format!("must be from 1 to {MAX_WAL_MB}"),
+            );
         }
         if self.context.max_messages == 0 {
             return invalid("context.max_messages", "must be at least 1");
