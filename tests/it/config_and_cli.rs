@@ -72,7 +72,7 @@ fn config_errors_name_the_file_the_key_and_the_position_and_exit_2() {
         ),
         (
             "storage:\n  max_wal_mb: 0\n",
-            &["storage.max_wal_mb", "at least 1"],
+            &["storage.max_wal_mb", "from 1 to 65536"],
         ),
     ];
     for (yaml, needles) in cases {

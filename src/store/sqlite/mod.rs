@@ -101,9 +101,8 @@ impl SqliteStore {
             )
             .await
             .map_err(|err| open_error(format!("migration failed: {err}")))?;
-        let files = Arc::new(
-            DatabaseFiles::opened(path).map_err(|err| open_error(err.to_string()))?,
-        );
+        let files =
+            Arc::new(DatabaseFiles::opened(path).map_err(|err| open_error(err.to_string()))?);
         // Opened later, if at all: they must find the file the writer opened, never create one.
         let options = options.create_if_missing(false);
         let checkpointer = Connections::new(options.clone(), 1);

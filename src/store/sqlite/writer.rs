@@ -14,7 +14,8 @@
 //! transaction starts the WAL over (and cuts the file back to half the bound: SQLite's
 //! `journal_size_limit`). It does not run after every checkpoint: its two `fsync`s hold up the
 //! appends queued behind it for milliseconds, which would set the p99 of the messages
-//! (BENCHMARKS.md). A checkpoint is due every `CHECKPOINT_EVERY` writes, and whenever the WAL
+//! (BENCHMARKS.md); only once the WAL is past the bound itself (writes outran the checkpoints
+//! beside them) does the writer run one without waiting. A checkpoint is due every `CHECKPOINT_EVERY` writes, and whenever the WAL
 //! file has grown past half the bound, whatever wrote it. Once no write has come for
 //! `IDLE_CHECKPOINT`, the checkpointer empties the WAL file (`TRUNCATE`).
 //!
@@ -135,6 +136,7 @@ impl Writer {
                 checkpoints: Arc::clone(&checkpoints),
                 files: Arc::clone(&files),
                 restart_at,
+                bound: max_wal_bytes,
             },
             stopped.clone(),
         ));
@@ -221,6 +223,8 @@ struct WriteContext {
     files: Arc<DatabaseFiles>,
     /// WAL bytes past which a checkpoint is due and the WAL is started over.
     restart_at: u64,
+    /// WAL bytes past which the writer finishes a checkpoint without waiting for one beside it.
+    bound: u64,
 }
 
 async fn write_batches(
@@ -254,8 +258,14 @@ async fn write_batches(
         if received == 0 {
             break;
         }
-        let (rows, wal_bytes) =
-            write_batch(&writer, &context.files, &mut batch, &mut appends, &mut replies).await;
+        let (rows, wal_bytes) = write_batch(
+            &writer,
+            &context.files,
+            &mut batch,
+            &mut appends,
+            &mut replies,
+        )
+        .await;
         written_since_idle = true;
         idle.as_mut()
             .reset(tokio::time::Instant::now() + IDLE_CHECKPOINT);
@@ -264,10 +274,17 @@ async fn write_batches(
             since_checkpoint = 0;
             context.checkpoints.due.notify_one();
         }
-        if context.checkpoints.finish.swap(false, Ordering::AcqRel) {
-            // PASSIVE: never waits, for the busy timeout or anything else.
-            if let Err(err) = checkpoint(&writer, "PRAGMA wal_checkpoint(PASSIVE)").await {
-                tracing::warn!(%err, "finishing a WAL checkpoint failed");
+        // Past the bound the writes outran the checkpoints beside them: the writer catches up
+        // now rather than after the next one.
+        if context.checkpoints.finish.swap(false, Ordering::AcqRel) || wal_bytes > context.bound {
+            // PASSIVE: never waits, for the busy timeout or anything else. Busy while the
+            // checkpointer's own is under way: tried again after the next batch.
+            match checkpoint_outcome(&writer, "PRAGMA wal_checkpoint(PASSIVE)").await {
+                Ok(outcome) if outcome.busy => {
+                    context.checkpoints.finish.store(true, Ordering::Release);
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(%err, "finishing a WAL checkpoint failed"),
             }
         }
     }
@@ -286,7 +303,11 @@ async fn write_batch(
     let mut rows = 0;
     match files.lost() {
         // Nothing is written to a database no path names any more.
-        Err(err) => replies.extend(batch.drain(..).map(|write| (reply_of(write), Err(err.clone())))),
+        Err(err) => replies.extend(
+            batch
+                .drain(..)
+                .map(|write| (reply_of(write), Err(err.clone()))),
+        ),
         Ok(()) => rows = write_in_order(writer, batch, appends, replies).await,
     }
     // Committed is not yet stored: the commits may have gone to a file deleted meanwhile.
@@ -502,7 +523,9 @@ async fn checkpoint_when_due(
     loop {
         tokio::select! {
             () = checkpoints.due.notified() => {
-                if files.lost().is_err() {
+                // The writer finishes one after its next batch: one beside it would only make
+                // that one busy.
+                if files.lost().is_err() || checkpoints.finish.load(Ordering::Acquire) {
                     continue;
                 }
                 if max_frames.is_none() {
@@ -555,10 +578,28 @@ async fn wal_frames_in(on: &Arc<Connections>, bytes: u64) -> Option<u64> {
 
 /// Runs `statement`, a `wal_checkpoint` pragma; the frames in the WAL after it.
 async fn checkpoint(on: &Arc<Connections>, statement: &'static str) -> Result<u64, StoreError> {
+    Ok(checkpoint_outcome(on, statement).await?.frames)
+}
+
+/// What a `wal_checkpoint` pragma did.
+struct Checkpointed {
+    /// It could not run, or not to its end (another checkpoint was under way, a lock was held).
+    busy: bool,
+    /// Frames in the WAL after it.
+    frames: u64,
+}
+
+async fn checkpoint_outcome(
+    on: &Arc<Connections>,
+    statement: &'static str,
+) -> Result<Checkpointed, StoreError> {
     // (busy, frames in the WAL, frames checkpointed); -1 for both when not in WAL mode.
-    let (_, frames, _): (i64, i64, i64) = sqlx::query_as(statement)
+    let (busy, frames, _): (i64, i64, i64) = sqlx::query_as(statement)
         .fetch_one(&mut *on.acquire().await?)
         .await
         .map_err(database)?;
-    Ok(u64::try_from(frames).unwrap_or(0))
+    Ok(Checkpointed {
+        busy: busy != 0,
+        frames: u64::try_from(frames).unwrap_or(0),
+    })
 }
