@@ -93,6 +93,7 @@ pub async fn serve(loaded: LoadedConfig) -> Result<(), StartError> {
         mcp: mcp.clone(),
         backends,
         chat: chat.clone(),
+        store: store.clone(),
         metrics,
         shutdown: shutdown.clone(),
     });

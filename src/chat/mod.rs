@@ -89,10 +89,9 @@ pub enum ChatError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Store(StoreError),
-    /// A streamed answer arrived complete but could not be stored (the store's message): a
-    /// local failure, not the backend's.
-    #[error("the answer could not be stored: {0}")]
-    AnswerNotStored(String),
+    /// An answer arrived complete but could not be stored: a local failure, not the backend's.
+    #[error("{0} (the answer could not be stored)")]
+    AnswerNotStored(StoreError),
 }
 
 impl From<StoreError> for ChatError {

@@ -33,7 +33,7 @@ use super::tools::{self, ToolSetup};
 use super::turn::reply_metadata;
 use super::{CLIENT_LEFT, ChatError, ChatService, Turn, client_left, unless_panicked};
 use crate::backends::{BackendError, ChatEvent, ChatStream, ToolCall};
-use crate::store::Message;
+use crate::store::{Message, StoreError};
 
 /// A streamed answer already asked for, and when it was (the wait for its first byte is part of
 /// the answer's time).
@@ -73,8 +73,8 @@ enum Stop {
     ClientLeft,
     /// The backend failed, or a step could not be stored.
     Failed(BackendError),
-    /// The final answer could not be stored (the store's message).
-    AnswerNotStored(String),
+    /// The final answer could not be stored.
+    AnswerNotStored(StoreError),
 }
 
 /// What a loop that stops leaves to be marked.
@@ -172,7 +172,7 @@ impl ChatService {
             .map_err(|stop| match stop {
                 Stop::ClientLeft => client_left(&turn.backend_name),
                 Stop::Failed(err) => err,
-                Stop::AnswerNotStored(detail) => stored_error(&turn, &detail),
+                Stop::AnswerNotStored(err) => stored_error(&turn, &err.to_string()),
             })
     }
 
@@ -197,13 +197,13 @@ impl ChatService {
         let (err, reason) = match stop {
             Stop::ClientLeft => (client_left(&turn.backend_name), CLIENT_LEFT.to_owned()),
             Stop::Failed(err) => (err.clone(), sink.reason(err)),
-            Stop::AnswerNotStored(detail) => {
+            Stop::AnswerNotStored(store) => {
                 let err = match sink {
                     Sink::Stream(_) => BackendError::Failed {
                         backend: turn.backend_name.clone(),
-                        message: ChatError::AnswerNotStored(detail.clone()).to_string(),
+                        message: ChatError::AnswerNotStored(store.clone()).to_string(),
                     },
-                    Sink::Collect(_) => stored_error(turn, detail),
+                    Sink::Collect(_) => stored_error(turn, &store.to_string()),
                 };
                 let reason = sink.reason(&err);
                 (err, reason)
@@ -257,7 +257,7 @@ impl ChatService {
                 return self
                     .store_answer(turn, &text, &model, metadata)
                     .await
-                    .map_err(|err| Stop::AnswerNotStored(err.to_string()));
+                    .map_err(Stop::AnswerNotStored);
             }
             round += 1;
             let mut calls = calls;

@@ -52,7 +52,14 @@ impl ChatService {
                     guard.disarm();
                     return Err(ChatError::SessionNotFound(id));
                 }
-                Err(err) => Err(answer_not_stored(&turn, &err)),
+                // The backend answered; the storage failed: the client hears the storage's
+                // failure, and the question is marked unanswered if it still can be.
+                Err(err) => {
+                    guard.disarm();
+                    self.mark_failed(&mut turn, &ChatError::AnswerNotStored(err.clone()))
+                        .await;
+                    return Err(ChatError::AnswerNotStored(err));
+                }
             },
             Err(err) => Err(err),
         };
@@ -71,11 +78,19 @@ impl ChatService {
     /// issued before the backend is asked (and any later write of it, a failure mark included,
     /// lands after it). A failed commit ends the call (the session is gone, or the database
     /// failing): the outer error. The backend's outcome otherwise, with the moment it was
-    /// asked, once the message is committed.
+    /// asked, once the message is committed. While the store reports a failure (its last write
+    /// failed), the message is committed first and the backend asked only after: a question
+    /// that cannot be stored is not sent.
     async fn call_while_stored(
         &self,
         turn: &Turn,
     ) -> Result<Result<(ChatReply, Instant), BackendError>, StoreError> {
+        if self.store.health().is_err() {
+            self.store_user_message(turn).await?;
+            let started = Instant::now();
+            let reply = turn.backend.chat(turn.request.clone()).await;
+            return Ok(reply.map(|reply| (reply, started)));
+        }
         let stored = self.store_user_message(turn);
         let started = Instant::now();
         let call = turn.backend.chat(turn.request.clone());
@@ -207,9 +222,9 @@ impl ChatService {
         }
     }
 
-    /// Marks the user's message failed; the message stays. A store error here is only logged:
-    /// the backend's error is what the client must see.
-    pub(crate) async fn mark_failed(&self, turn: &mut Turn, err: &BackendError) {
+    /// Marks the user's message failed with `err`; the message stays. A store error here is
+    /// only logged: `err` is what the client must see.
+    pub(crate) async fn mark_failed(&self, turn: &mut Turn, err: &(dyn std::fmt::Display + Sync)) {
         if turn.shares_user_message || turn.session_id.is_none() {
             return;
         }
@@ -418,7 +433,7 @@ impl Drop for UnansweredGuard {
     }
 }
 
-fn failure_metadata(err: &BackendError) -> Map<String, Value> {
+fn failure_metadata(err: &(dyn std::fmt::Display + Sync)) -> Map<String, Value> {
     Map::from_iter([
         (
             context::STATUS_KEY.to_owned(),

@@ -133,7 +133,8 @@ impl LogLevel {
 pub struct StorageConfig {
     /// `sqlite://PATH` or a plain path; empty means `$XDG_DATA_HOME/lit-mux/lit-mux.db`.
     pub url: Option<String>,
-    /// How large SQLite's write-ahead log may grow before writes pause to start it over.
+    /// How large SQLite's write-ahead log may grow (1 to 65,536): every write counts, and past
+    /// half of it writes pause to start it over.
     pub max_wal_mb: u64,
 }
 
@@ -512,7 +513,8 @@ impl Config {
 pub const MAX_BODY_BYTES: u64 = 1 << 30;
 /// Longest `server.shutdown_grace_secs`: one hour.
 pub const MAX_SHUTDOWN_GRACE_SECS: u64 = 3600;
-/// Largest `storage.max_wal_mb`: 64 GiB.
+/// Largest `storage.max_wal_mb`: 64 GiB of log is far past any use, and the bound in bytes
+/// must fit the WAL arithmetic.
 pub const MAX_WAL_MB: u64 = 64 * 1024;
 /// Most `context.max_messages`: each turn reads that many messages (times the backends).
 pub const MAX_CONTEXT_MESSAGES: u64 = 10_000;

@@ -48,6 +48,9 @@ pub enum ApiError {
     ServiceUnavailable(String),
     #[error("{0}")]
     GatewayTimeout(String),
+    /// The storage has no room for the write.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// A bug or an unexpected local failure; the message is logged, not sent.
     #[error("{0}")]
     Internal(String),
@@ -69,6 +72,7 @@ impl ApiError {
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -132,12 +136,16 @@ impl From<crate::backends::BackendError> for ApiError {
 }
 
 impl From<crate::store::StoreError> for ApiError {
+    /// A failure of the storage is the server's state, not a peer's (never 502): 503 while it
+    /// cannot be read or written, 507 when it is full.
     fn from(err: crate::store::StoreError) -> Self {
+        use crate::store::StoreError as E;
+        let message = err.to_string();
         match err {
-            crate::store::StoreError::SessionNotFound(id) => {
-                Self::NotFound(format!("Session {id} not found"))
-            }
-            other => Self::Internal(other.to_string()),
+            E::SessionNotFound(id) => Self::NotFound(format!("Session {id} not found")),
+            E::Unavailable(_) | E::Closed => Self::ServiceUnavailable(message),
+            E::Full(_) => Self::InsufficientStorage(message),
+            E::Open { .. } | E::Refused(_) | E::Corrupt(_) => Self::Internal(message),
         }
     }
 }
@@ -151,7 +159,12 @@ impl From<crate::chat::ChatError> for ApiError {
             E::InvalidValue(message) => Self::Unprocessable(message),
             E::Backend(err) => err.into(),
             E::Store(err) => err.into(),
-            E::AnswerNotStored(_) => Self::Internal(err.to_string()),
+            // The store's status, with the whole message.
+            E::AnswerNotStored(ref store) => match ApiError::from(store.clone()) {
+                Self::ServiceUnavailable(_) => Self::ServiceUnavailable(err.to_string()),
+                Self::InsufficientStorage(_) => Self::InsufficientStorage(err.to_string()),
+                _ => Self::Internal(err.to_string()),
+            },
         }
     }
 }

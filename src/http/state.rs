@@ -16,6 +16,8 @@ pub struct AppState {
     pub mcp: McpHub,
     pub backends: BackendRegistry,
     pub chat: ChatService,
+    /// Read by `/health` only; requests reach the store through `chat`.
+    pub store: crate::store::SharedStore,
     pub metrics: crate::http::metrics::Metrics,
     /// Cancelled when shutdown begins: ends long-lived streams (`/mcp`'s) that would otherwise
     /// hold the graceful shutdown for its whole grace period.

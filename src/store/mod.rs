@@ -2,12 +2,15 @@
 //! default) in [`sqlite`]. [`open`] picks the implementation from `storage.url`.
 //!
 //! Invariants every implementation keeps: a write returns only once it is committed (durable
-//! across a kill of the process); the messages of one append land together or not at all, in
+//! across a kill of the process) to the database the server opened, and that database is still
+//! the one at its path; the messages of one append land together or not at all, in
 //! the conversation's order, and update their session's `updated_at` and `message_count` in
 //! the same transaction; a write issued after another (see [`Store::append_messages`]) is
 //! applied after it; a message for a session that does not exist, or was just deleted, is
-//! [`StoreError::SessionNotFound`]. Nothing outside this module sees SQL, a connection or a
-//! write queue.
+//! [`StoreError::SessionNotFound`]. A failure of the storage itself is
+//! [`StoreError::Unavailable`] ([`StoreError::Full`] when it is out of room), for reads and writes
+//! alike, and [`Store::health`] reports it without writing. Nothing outside this module sees
+//! SQL, a connection or a write queue.
 
 use std::sync::Arc;
 
@@ -24,17 +27,25 @@ pub use types::{ContextMessage, Message, NewMessage, Page, Session};
 pub type SharedStore = Arc<dyn Store>;
 
 /// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("session {0} not found")]
     SessionNotFound(String),
     #[error("cannot open the database {path}: {message}")]
     Open { path: String, message: String },
+    /// The storage cannot be read or written (I/O error, lock, database file deleted or
+    /// replaced under the server): nothing of the operation is stored.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The disk (or the file size limit) has no room for the write: nothing of it is stored.
+    #[error("storage full: {0}")]
+    Full(String),
+    /// The database refused a statement (a constraint, bad SQL): a bug, not the storage.
     #[error("database error: {0}")]
-    Database(String),
+    Refused(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    #[error("the database is closed")]
+    #[error("storage unavailable: the database is closed")]
     Closed,
 }
 
@@ -101,6 +112,11 @@ pub trait Store: Send + Sync {
     /// Finishes the writes issued so far, then releases the database; later calls fail with
     /// [`StoreError::Closed`].
     async fn close(&self);
+
+    /// Whether the store can be used, without writing: `Err` with what reads or writes would
+    /// fail with (the database gone from its path), or what the last write failed with (disk
+    /// full, I/O error) until a write succeeds again. Cheap enough for every health probe.
+    fn health(&self) -> Result<(), StoreError>;
 
     /// Appends one message built from `message`; the message as stored.
     async fn append_message(

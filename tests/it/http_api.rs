@@ -28,10 +28,11 @@ async fn health_reports_status_time_and_version_without_a_key() {
     let timestamp = chrono::DateTime::parse_from_rfc3339(body["timestamp"].as_str().unwrap())
         .expect("RFC 3339 timestamp");
     assert!(timestamp >= before && timestamp <= chrono::Utc::now() + chrono::Duration::seconds(1));
+    assert_eq!(body["checks"], serde_json::json!({"storage": "ok"}));
     assert_eq!(
         body.as_object().unwrap().len(),
-        3,
-        "exactly the predecessor's fields: {body}"
+        4,
+        "the predecessor's fields and the checks: {body}"
     );
 }
 

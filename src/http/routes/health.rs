@@ -1,9 +1,10 @@
-//! `GET /health`: liveness, open to everyone (no API key), cheap enough to poll; `GET /metrics`:
-//! the Prometheus exposition (behind the key like the rest).
+//! `GET /health`: liveness and the state of the storage, open to everyone (no API key), cheap
+//! enough to poll (nothing written: the store's cached state and a `stat` of its files);
+//! `GET /metrics`: the Prometheus exposition (behind the key like the rest).
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -11,13 +12,23 @@ use utoipa_axum::routes;
 
 use crate::http::AppState;
 
-/// The predecessor's health shape.
+/// The predecessor's health shape, with what was checked.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
+    /// `healthy`, or `unhealthy` when a check failed.
     pub status: String,
     /// RFC 3339, UTC.
     pub timestamp: String,
     pub version: String,
+    pub checks: HealthChecks,
+}
+
+/// Each check: `ok`, or why it failed.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HealthChecks {
+    /// Whether sessions can be read and written: `ok`, or the failure (the database file
+    /// deleted or replaced under the server, the last write failed for a full disk).
+    pub storage: String,
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -39,12 +50,25 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Liveness; needs no API key.
-#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "Success", body = Health)))]
-async fn health() -> Json<Health> {
-    Json(Health {
-        status: "healthy".to_owned(),
+/// Liveness and storage; needs no API key.
+#[utoipa::path(get, path = "/health", tag = "operations", responses(
+    (status = 200, description = "Healthy", body = Health),
+    (status = 503, description = "A check failed (see `checks`)", body = Health)))]
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let (status, storage) = match state.store.health() {
+        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+    };
+    let health = Health {
+        status: if status == StatusCode::OK {
+            "healthy"
+        } else {
+            "unhealthy"
+        }
+        .to_owned(),
         timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         version: crate::VERSION.to_owned(),
-    })
+        checks: HealthChecks { storage },
+    };
+    (status, Json(health))
 }

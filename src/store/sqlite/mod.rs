@@ -8,7 +8,10 @@
 //! (SQLite has one writer at a time; several connections would only wait on each other's
 //! locks), appends grouped into shared commits by `writer`; reads use connections of their own
 //! and never wait for a write. Connections are handed out by `connections`, not by
-//! `sqlx::Pool` (which pings each one on every use).
+//! `sqlx::Pool` (which pings each one on every use). Every read and every write batch first
+//! checks that the database is still the file at its path (`files`); a failure of the storage
+//! is [`StoreError::Unavailable`], or [`StoreError::Full`] for a full disk, never a bare
+//! database error. Only the first connection, at open, may create the database file.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -23,10 +26,12 @@ use sqlx::{FromRow, Row};
 use super::{ContextMessage, Message, Page, Session, Store, StoreError};
 
 mod connections;
+mod files;
 mod writer;
 
 use connections::Connections;
-use writer::MessageWriter;
+use files::DatabaseFiles;
+use writer::Writer;
 
 /// How long a statement waits for a lock held by another process sharing the file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,17 +55,18 @@ pub fn database_path(url: Option<&str>) -> PathBuf {
     PathBuf::from(path.split('?').next().unwrap_or(path))
 }
 
-/// The database file, its write connection (with the message writer on it) and its readers.
+/// The database file, its write connection (with the writer on it) and its readers.
 pub struct SqliteStore {
     /// The one write connection.
     writer: Arc<Connections>,
     readers: Arc<Connections>,
-    appends: MessageWriter,
+    writes: Writer,
+    files: Arc<DatabaseFiles>,
 }
 
 impl SqliteStore {
     /// Opens (creating it if needed) the database at `path` and brings its schema up to date;
-    /// its write-ahead log is started over once it holds `max_wal_bytes` (see `writer`).
+    /// its write-ahead log is started over before it holds `max_wal_bytes` (see `writer`).
     pub async fn open(path: &Path, max_wal_bytes: u64) -> Result<Self, StoreError> {
         let open_error = |message: String| StoreError::Open {
             path: path.display().to_string(),
@@ -77,6 +83,8 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             // Checkpoints run on a connection of their own (see `writer`), not on the writer's.
             .pragma("wal_autocheckpoint", "0")
+            // Where a WAL that is started over is cut back to (see `writer`).
+            .pragma("journal_size_limit", (max_wal_bytes / 2).to_string())
             // No memory-mapped reads: a connection starting a read after another connection's
             // commit drops its whole map (SQLite's `unixUnfetch`), so with a map every message
             // costs each reader an munmap, a TLB shootdown across cores and the page faults to
@@ -93,14 +101,30 @@ impl SqliteStore {
             )
             .await
             .map_err(|err| open_error(format!("migration failed: {err}")))?;
+        let files =
+            Arc::new(DatabaseFiles::opened(path).map_err(|err| open_error(err.to_string()))?);
+        // Opened later, if at all: they must find the file the writer opened, never create one.
+        let options = options.create_if_missing(false);
         let checkpointer = Connections::new(options.clone(), 1);
         let readers = Connections::new(options.read_only(true), READERS);
-        let appends = MessageWriter::start(Arc::clone(&writer), checkpointer, max_wal_bytes);
+        let writes = Writer::start(
+            Arc::clone(&writer),
+            checkpointer,
+            Arc::clone(&files),
+            max_wal_bytes,
+        );
         Ok(Self {
             writer,
             readers,
-            appends,
+            writes,
+            files,
         })
+    }
+
+    /// A read connection, once the database is known to be still the file at its path.
+    async fn reader(&self) -> Result<connections::Checkout, StoreError> {
+        self.files.check()?;
+        self.readers.acquire().await
     }
 }
 
@@ -113,19 +137,11 @@ impl Store for SqliteStore {
         metadata: &Map<String, Value>,
     ) -> Result<Session, StoreError> {
         let session = Session::new(name, backends, metadata);
-        sqlx::query(
-            "INSERT INTO sessions (id, name, backends, metadata, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&session.id)
-        .bind(&session.name)
-        .bind(json_text(&session.backends))
-        .bind(json_text(&session.metadata))
-        .bind(&session.created_at)
-        .bind(&session.updated_at)
-        .execute(&mut *self.writer.acquire().await?)
-        .await
-        .map_err(database)?;
+        self.writes
+            .create_session(session.clone())
+            .await?
+            .committed()
+            .await?;
         Ok(session)
     }
 
@@ -136,7 +152,7 @@ impl Store for SqliteStore {
         )
         .bind(limit(page))
         .bind(offset(page))
-        .fetch_all(&mut *self.readers.acquire().await?)
+        .fetch_all(&mut *self.reader().await?)
         .await
         .map_err(database)?;
         rows.into_iter().map(SessionRow::into_session).collect()
@@ -148,7 +164,7 @@ impl Store for SqliteStore {
              FROM sessions WHERE id = ?",
         )
         .bind(id)
-        .fetch_optional(&mut *self.readers.acquire().await?)
+        .fetch_optional(&mut *self.reader().await?)
         .await
         .map_err(database)?;
         row.ok_or_else(|| StoreError::SessionNotFound(id.to_owned()))?
@@ -156,16 +172,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
-        // The foreign key's `ON DELETE CASCADE` deletes the messages.
-        let deleted = sqlx::query("DELETE FROM sessions WHERE id = ?")
-            .bind(id)
-            .execute(&mut *self.writer.acquire().await?)
-            .await
-            .map_err(database)?;
-        if deleted.rows_affected() == 0 {
-            return Err(StoreError::SessionNotFound(id.to_owned()));
-        }
-        Ok(())
+        self.writes.delete_session(id).await?.committed().await
     }
 
     async fn messages(&self, session_id: &str, page: Page) -> Result<Vec<Message>, StoreError> {
@@ -176,7 +183,7 @@ impl Store for SqliteStore {
         .bind(session_id)
         .bind(limit(page))
         .bind(offset(page))
-        .fetch_all(&mut *self.readers.acquire().await?)
+        .fetch_all(&mut *self.reader().await?)
         .await
         .map_err(database)?;
         rows.into_iter().map(MessageRow::into_message).collect()
@@ -190,7 +197,7 @@ impl Store for SqliteStore {
         let context: String = sqlx::query_scalar(CONTEXT_OF_ONE_SESSION)
             .bind(sql_count(count))
             .bind(session_id)
-            .fetch_one(&mut *self.readers.acquire().await?)
+            .fetch_one(&mut *self.reader().await?)
             .await
             .map_err(database)?;
         decode_context(&context)
@@ -204,7 +211,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(SESSION_WITH_CONTEXT)
             .bind(sql_count(count))
             .bind(id)
-            .fetch_optional(&mut *self.readers.acquire().await?)
+            .fetch_optional(&mut *self.reader().await?)
             .await
             .map_err(database)?
             .ok_or_else(|| StoreError::SessionNotFound(id.to_owned()))?;
@@ -225,7 +232,7 @@ impl Store for SqliteStore {
         }
         // The trigger of migration 0002 updates the session; the foreign key refuses a message
         // for a session that does not exist (or was just deleted).
-        self.appends
+        self.writes
             .append(session_id, messages.to_vec())
             .await?
             .committed()
@@ -237,7 +244,7 @@ impl Store for SqliteStore {
         message_id: &str,
         metadata: &Map<String, Value>,
     ) -> Result<(), StoreError> {
-        self.appends
+        self.writes
             .set_metadata(message_id, json_text(metadata))
             .await?
             .committed()
@@ -246,8 +253,10 @@ impl Store for SqliteStore {
 
     /// Closes every connection after a last checkpoint, leaving only the database file.
     async fn close(&self) {
-        self.appends.stop().await;
+        self.writes.stop().await;
         match self.writer.acquire().await {
+            // Nothing is written to a database no path names any more.
+            Ok(_) if self.files.lost().is_err() => {}
             Ok(mut writer) => {
                 if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                     .execute(&mut *writer)
@@ -260,6 +269,10 @@ impl Store for SqliteStore {
         }
         self.readers.close().await;
         self.writer.close().await;
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        self.files.health()
     }
 }
 
@@ -424,9 +437,39 @@ fn sql_count_u64(count: u64) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-/// A database failure, as the store reports it (no sqlx types outside this module).
+/// A database failure, as the store reports it (no sqlx types outside this module): the
+/// storage full, the storage failing (I/O, locks, a file that cannot be opened or is not a
+/// database), or a statement refused (a bug: a constraint, bad SQL).
 fn database(err: sqlx::Error) -> StoreError {
-    StoreError::Database(err.to_string())
+    // SQLite's primary result codes (the low byte of an extended one).
+    const FULL: i64 = 13;
+    const FAILING: &[i64] = &[
+        3,  // PERM
+        5,  // BUSY
+        6,  // LOCKED
+        7,  // NOMEM
+        8,  // READONLY
+        10, // IOERR
+        11, // CORRUPT
+        14, // CANTOPEN
+        15, // PROTOCOL
+        22, // NOLFS
+        23, // AUTH
+        26, // NOTADB
+    ];
+    let sqlx::Error::Database(failure) = &err else {
+        // The connection itself failed (its thread, its I/O).
+        return StoreError::Unavailable(err.to_string());
+    };
+    let code = failure
+        .code()
+        .and_then(|code| code.parse::<i64>().ok())
+        .map(|code| code & 0xff);
+    match code {
+        Some(FULL) => StoreError::Full(failure.message().to_owned()),
+        Some(code) if FAILING.contains(&code) => StoreError::Unavailable(err.to_string()),
+        _ => StoreError::Refused(err.to_string()),
+    }
 }
 
 fn json_text(value: &impl Serialize) -> String {

@@ -65,7 +65,7 @@ async fn an_append_with_one_bad_message_stores_none_of_them() {
         .await;
 
     assert!(
-        matches!(outcome, Err(StoreError::Database(_))),
+        matches!(outcome, Err(StoreError::Refused(_))),
         "{outcome:?}"
     );
     let stored = store.messages(&session.id, Page::default()).await.unwrap();

@@ -12,6 +12,7 @@ mod conversation;
 mod failures;
 mod listing_and_validation;
 mod storage;
+mod storage_failures;
 
 use crate::support::{Server, TestHome};
 use serde_json::Value;

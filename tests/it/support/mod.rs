@@ -132,17 +132,26 @@ impl TestHome {
                 .unwrap_or_default()
         ));
         let stderr_file = std::fs::File::create(&stderr_path).expect("create stderr log");
-        self.launch(extra, stderr_file.into(), stderr_path)
+        self.launch(&[], extra, stderr_file.into(), stderr_path)
+    }
+
+    /// Like [`try_start`](Self::try_start), but runs lit-mux through `wrapper` (see
+    /// [`wrapped_command`](Self::wrapped_command)), which must end by `exec`ing it.
+    pub fn try_start_wrapped(&self, wrapper: &[&str], extra: &[&str]) -> Result<Server, String> {
+        let stderr_path = self.path().join("lit-mux-wrapped-stderr.log");
+        let stderr_file = std::fs::File::create(&stderr_path).expect("create stderr log");
+        self.launch(wrapper, extra, stderr_file.into(), stderr_path)
     }
 
     /// Starts lit-mux with its stderr going to `stderr` (then [`Server::stderr`] is empty).
     pub fn start_with_stderr(&self, extra: &[&str], stderr: Stdio) -> Server {
-        self.launch(extra, stderr, PathBuf::new())
+        self.launch(&[], extra, stderr, PathBuf::new())
             .unwrap_or_else(|failure| panic!("lit-mux did not start: {failure}"))
     }
 
     fn launch(
         &self,
+        wrapper: &[&str],
         extra: &[&str],
         stderr: Stdio,
         stderr_path: PathBuf,
@@ -150,7 +159,7 @@ impl TestHome {
         let mut args = vec!["start", "--port", "0"];
         args.extend_from_slice(extra);
         let mut child = self
-            .command(&args)
+            .wrapped_command(wrapper, &args)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
