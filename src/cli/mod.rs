@@ -88,6 +88,14 @@ pub enum Command {
     /// Internal: the helper that kills MCP process groups if lit-mux dies.
     #[command(name = "__orphan-guard", hide = true)]
     OrphanGuard,
+    /// Internal: the process between lit-mux and one MCP server that keeps every descendant of
+    /// the server from outliving it.
+    #[command(name = "__mcp-keeper", hide = true)]
+    McpKeeper {
+        /// The server's program and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -233,8 +241,10 @@ impl From<ClientError> for Failure {
 
 /// Runs a parsed command line. Loads `.env` first, while the process has one thread.
 pub fn run(cli: Cli) -> ExitCode {
-    if let Command::OrphanGuard = cli.command {
-        return orphan_guard::run();
+    match &cli.command {
+        Command::OrphanGuard => return orphan_guard::run(),
+        Command::McpKeeper { command } => return crate::mcp::stdio::keeper::run(command),
+        _ => {}
     }
     let outcome = config::load_dotenv()
         .map_err(Failure::from)
@@ -254,7 +264,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             init::init(&config::config_path(config.config.as_deref()), force)
         }
         Command::Start(args) => start(args),
-        Command::OrphanGuard => Ok(()),
+        Command::OrphanGuard | Command::McpKeeper { .. } => Ok(()),
         Command::Status(client) => block_on(commands::status(client)),
         Command::Send {
             message,

@@ -1,6 +1,6 @@
-//! How lit-mux starts a child (`src/mcp/stdio/spawn.rs`): what the child
+//! How lit-mux starts a child (`src/mcp/stdio/spawn.rs`, through its keeper): what the child
 //! gets (pipes on 0–2, its own group, the environment, default signal dispositions), what it
-//! does not (any other descriptor of lit-mux), and how the command is found.
+//! does not (any other descriptor of lit-mux or of its keeper), and how the command is found.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -80,12 +80,19 @@ async fn a_child_gets_its_pipes_its_group_its_environment_and_nothing_else() {
         );
     }
 
-    // Its own process group, lit-mux's session.
+    // Its own process group, lit-mux's session; its parent is its keeper, lit-mux's child in a
+    // group of its own, out of reach of the signals to the server's group.
     let process = processes::read(child).unwrap();
     let parent = processes::read(lit_mux).unwrap();
     assert_eq!(process.group, child, "{process:?}");
-    assert_eq!(process.parent, lit_mux);
     assert_eq!(process.session, parent.session);
+    let keeper = processes::read(process.parent).unwrap();
+    assert_eq!(keeper.parent, lit_mux, "{keeper:?}");
+    assert_eq!(keeper.group, keeper.pid, "{keeper:?}");
+    assert!(
+        nul_separated(format!("/proc/{}/cmdline", keeper.pid)).contains(&"__mcp-keeper".into()),
+        "{keeper:?}"
+    );
 
     // Nothing blocked; ignored signals stay ignored (as with posix_spawn: `nohup` relies on
     // it), except SIGPIPE, which the Rust runtime ignores for lit-mux's own sake and a child

@@ -1,25 +1,30 @@
-//! The stdio transport: an MCP server run as lit-mux's child process, spoken to over its stdin
-//! and stdout. This folder owns a child's whole life: the spawn ([`spawn`]: own process group,
-//! `PR_SET_PDEATHSIG`, the [`orphan_guard`]), the pipes and their framing ([`framing`],
-//! [`ordered_writer`]), the stderr ring ([`stderr`]), the exit watch ([`process`]) and the stop
-//! sequence ([`stop`]). [`StdioConnection`] is what the hub sees of it.
+//! The stdio transport: an MCP server run as lit-mux's descendant, spoken to over its stdin
+//! and stdout. This folder owns a child's whole life: the spawn ([`spawn`]: through a
+//! [`keeper`], own process group, `PR_SET_PDEATHSIG`, the [`orphan_guard`]), the pipes and their
+//! framing ([`framing`], [`ordered_writer`]), the stderr ring ([`stderr`]), the exit watch
+//! ([`process`]) and the stop sequence ([`stop`]). [`StdioConnection`] is what the hub sees of
+//! it. The only `unsafe` is in [`os_calls`].
 //!
 //! Invariants (nothing outside this folder signals, waits on or reads from a child):
-//! - Every spawned child is reaped: a task owns the process and awaits its exit from the start.
+//! - Every spawned keeper is reaped: a task owns it and awaits its exit from the start; the
+//!   keeper reaps the server and everything the server left behind.
+//! - Nothing of a server outlives it: its keeper is the subreaper of its whole tree, so when the
+//!   server exits, by itself or because it was stopped, every descendant is killed, those that
+//!   left the group or the session (`setsid`, a daemon's double fork) included.
 //! - Every pipe is closed once the child is gone: the transport and the stderr drain stop on the
 //!   child's exit even when a grandchild still holds the other end of a pipe, and `stop` returns
 //!   only after they have.
 //! - stderr is always drained, into a bounded ring, so a child can never block on it.
-//! - Nothing of the process group outlives the child: when the leader exits, by itself or
-//!   because it was stopped, the whole group gets SIGKILL; descendants that left the group are
-//!   found through `/proc` while the leader is alive and signalled too.
-//! - The child gets SIGKILL from the kernel when the lit-mux thread that spawned it dies
-//!   (`PR_SET_PDEATHSIG`), so even `kill -9` of lit-mux leaves no child behind; the orphan
-//!   guard kills the rest of its group.
+//! - A keeper gets a signal from the kernel when the lit-mux thread that spawned it dies
+//!   (`PR_SET_PDEATHSIG`), and then kills its server's tree, so even `kill -9` of lit-mux
+//!   leaves nothing behind; a server gets SIGKILL when its keeper dies, and the orphan guard
+//!   kills what is left of its group.
 
 mod framing;
+pub mod keeper;
 mod ordered_writer;
 pub mod orphan_guard;
+mod os_calls;
 mod process;
 mod spawn;
 mod stderr;
@@ -64,12 +69,13 @@ impl StdioConnection {
     ) -> Result<Connected, StartFailure> {
         let deadline = Instant::now() + spec.timeout;
         let (process, pipes) = ChildProcess::launch(spec.name, transport, spec.max_message_bytes)
+            .await
             .map_err(|err| StartFailure {
-            stage: StartStage::Spawn,
-            reason: format!("cannot run {:?}: {err}", transport.command),
-            exit: None,
-            stderr_tail: String::new(),
-        })?;
+                stage: StartStage::Spawn,
+                reason: format!("cannot run {:?}: {err}", transport.command),
+                exit: None,
+                stderr_tail: String::new(),
+            })?;
         let (tools_changed_tx, tools_changed) = mpsc::channel(1);
         let session = within(
             &process,

@@ -1,8 +1,10 @@
 //! The orphan guard: a tiny helper process (`lit-mux __orphan-guard`) that kills every MCP
 //! process group still registered when lit-mux dies, however it dies.
 //!
-//! `PR_SET_PDEATHSIG` kills a child when lit-mux is killed with SIGKILL, but not the child's own
-//! children: they would be reparented to init and live on. The guard closes that gap. lit-mux
+//! Each server's keeper (see [`super::keeper`]) already kills the server's whole tree when
+//! lit-mux dies. The guard is the second line for the case where a keeper is gone first (killed
+//! from outside): its server then dies of its own death signal, and the guard kills what is left
+//! of the server's process group. lit-mux
 //! keeps the write end of a pipe to the guard's stdin and writes `+PGID` when it spawns a group
 //! and `-PGID` once the group is gone. When lit-mux exits or is killed, the kernel closes the pipe;
 //! the guard reads EOF, sends SIGKILL to every group still registered, and exits.

@@ -1,7 +1,9 @@
 //! One child process and the tasks around its pipes, from spawn to reap.
 //!
 //! A [`ChildProcess`] exists from the spawn on, before any handshake, so that a start that
-//! fails half-way ends like any other: stopped, reaped, every pipe closed.
+//! fails half-way ends like any other: stopped, reaped, every pipe closed. The process lit-mux
+//! owns and waits for is the server's keeper, which exits as the server did once nothing of the
+//! server is left; the stop sequence signals the server's own group.
 
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -14,11 +16,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::framing::{ChildTransport, StdoutReader};
+use super::keeper::LIFELINE_SIGNAL;
 use super::ordered_writer::OrderedWriter;
 use super::orphan_guard;
 use super::spawn::{Spawned, spawn};
 use super::stderr::{STDERR_RING_BYTES, StderrRing, drain_stderr};
-use super::stop::{signal_all, stop_process, wait_for_exit};
+use super::stop::{ServerTree, signal_all, stop_process, wait_for_exit};
 use crate::config::StdioTransport;
 use crate::mcp::connection::ExitInfo;
 
@@ -28,7 +31,7 @@ const STDERR_FLUSH_WAIT: Duration = Duration::from_millis(300);
 
 /// A spawned child: its exit as it becomes known, its stderr, and the tasks that own its pipes.
 pub(super) struct ChildProcess {
-    pid: u32,
+    tree: ServerTree,
     exit: watch::Receiver<Option<ExitInfo>>,
     close_stdin: CancellationToken,
     stderr: Arc<StderrRing>,
@@ -42,18 +45,23 @@ pub(super) struct ChildProcess {
 impl ChildProcess {
     /// Spawns the server and starts the tasks around its pipes; returns the process and the
     /// rmcp transport over its stdin and stdout.
-    pub(super) fn launch(
+    pub(super) async fn launch(
         name: &str,
         transport: &StdioTransport,
         max_message_bytes: usize,
     ) -> std::io::Result<(Self, ChildTransport)> {
         let Spawned {
+            keeper,
             pid,
             child,
             stdin,
             stdout,
             stderr: stderr_pipe,
-        } = spawn(transport)?;
+        } = spawn(transport).await?;
+        let tree = ServerTree {
+            keeper,
+            server: pid,
+        };
         let stderr = Arc::new(StderrRing::new(STDERR_RING_BYTES));
 
         let io_stop = CancellationToken::new();
@@ -71,7 +79,7 @@ impl ChildProcess {
         ));
         io_tasks.spawn(watch_exit(
             child,
-            pid,
+            tree,
             exit_tx,
             io_stop.clone(),
             stderr_done,
@@ -109,7 +117,7 @@ impl ChildProcess {
                 // Not when it has exited already, or is being stopped (which closes stdin).
                 if exit.borrow().is_none() && !close_stdin.is_cancelled() {
                     tracing::warn!(server = %name, pid, "MCP server closed its stdin or stdout; stopping it");
-                    stop_process(pid, &close_stdin, exit).await;
+                    stop_process(tree, &close_stdin, exit).await;
                 }
             }
         });
@@ -125,7 +133,7 @@ impl ChildProcess {
             pipe_lost,
         };
         let process = Self {
-            pid,
+            tree,
             exit: exit_rx,
             close_stdin,
             stderr,
@@ -135,8 +143,9 @@ impl ChildProcess {
         Ok((process, transport))
     }
 
+    /// The server's pid (not its keeper's).
     pub(super) fn pid(&self) -> u32 {
-        self.pid
+        self.tree.server
     }
 
     pub(super) fn stderr(&self) -> &StderrRing {
@@ -160,7 +169,7 @@ impl ChildProcess {
 
     /// Runs the stop sequence (see [`stop_process`]) and waits for the reaping.
     pub(super) async fn terminate(&self) -> ExitInfo {
-        stop_process(self.pid, &self.close_stdin, self.exit.clone()).await
+        stop_process(self.tree, &self.close_stdin, self.exit.clone()).await
     }
 
     /// After the exit: the pipe tasks end within the stderr flush wait; the bound is only a
@@ -175,20 +184,24 @@ impl ChildProcess {
     }
 }
 
-/// Owns the process: awaits its exit, publishes it, kills what is left of the group, then
-/// closes the pipes (after giving stderr a moment to deliver its last words).
+/// Owns the keeper: awaits its exit (the server's, mirrored), publishes it, kills what is left
+/// of the server's group (only a keeper killed from outside leaves anything), then closes the
+/// pipes (after giving stderr a moment to deliver its last words).
 async fn watch_exit(
     mut child: Box<dyn ChildWrapper>,
-    pid: u32,
+    tree: ServerTree,
     exit_tx: watch::Sender<Option<ExitInfo>>,
     io_stop: CancellationToken,
     stderr_done: CancellationToken,
     name: String,
 ) {
+    let ending = EndTreeOnDrop(tree.keeper);
     let info = match child.wait().await {
         Ok(status) => describe_exit(status),
         Err(err) => ExitInfo::unknown(&format!("wait failed: {err}")),
     };
+    std::mem::forget(ending);
+    let pid = tree.server;
     // Grandchildren left in the group die with their parent.
     signal_all(pid, &[], Signal::SIGKILL);
     orphan_guard::unregister(pid);
@@ -197,6 +210,18 @@ async fn watch_exit(
     let _ = tokio::time::timeout(STDERR_FLUSH_WAIT, stderr_done.cancelled()).await;
     io_stop.cancel();
     drop(child);
+}
+
+/// Asks a keeper that is dropped unwaited (the runtime shutting down under it) to end its
+/// server's whole tree, rather than leaving it running.
+struct EndTreeOnDrop(u32);
+
+impl Drop for EndTreeOnDrop {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), LIFELINE_SIGNAL);
+        }
+    }
 }
 
 /// How an exit status reads in the API and the logs.

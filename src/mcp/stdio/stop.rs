@@ -1,6 +1,7 @@
-//! The stop sequence, and the signals it sends: close stdin and wait; SIGTERM the process group
-//! (and the descendants that left it) and wait; SIGKILL; wait for the reaping. Once the leader
-//! is gone, whatever is left of its group gets SIGKILL too.
+//! The stop sequence, and the signals it sends: close stdin and wait; SIGTERM the server's
+//! process group (and the descendants that left it) and wait; SIGKILL; wait for the reaping.
+//! The keeper is never signalled here: once the server is gone, it kills whatever is left of
+//! the server's tree and exits.
 
 use std::time::Duration;
 
@@ -18,22 +19,32 @@ const SIGTERM_GRACE: Duration = Duration::from_secs(2);
 /// kernel (uninterruptible I/O) so that a stop always returns.
 const SIGKILL_WAIT: Duration = Duration::from_secs(2);
 
+/// A server and its keeper.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ServerTree {
+    pub keeper: u32,
+    /// The server, the leader of its own process group.
+    pub server: u32,
+}
+
 /// Close stdin, wait; SIGTERM the group (and strays), wait; SIGKILL; wait for the reaping.
 pub(super) async fn stop_process(
-    pid: u32,
+    tree: ServerTree,
     close_stdin: &CancellationToken,
     exit: watch::Receiver<Option<ExitInfo>>,
 ) -> ExitInfo {
-    // Found while the leader lives: once it is gone, strays are reparented and untraceable.
-    let strays = descendants_outside_group(pid);
+    let pid = tree.server;
+    // The keeper's descendants outside the server's group: those that left it, below the server
+    // or already adopted by the keeper. They get the server's SIGTERM, a chance to end cleanly.
+    let strays = descendants_outside_group(tree.keeper, pid);
     close_stdin.cancel();
+    // Once the keeper has exited, nothing of the tree is left to signal (and the strays' pids
+    // may already belong to other processes).
     if let Ok(info) = tokio::time::timeout(STDIN_CLOSE_GRACE, wait_for_exit(exit.clone())).await {
-        signal_all(pid, &strays, Signal::SIGKILL);
         return info;
     }
     signal_all(pid, &strays, Signal::SIGTERM);
     if let Ok(info) = tokio::time::timeout(SIGTERM_GRACE, wait_for_exit(exit.clone())).await {
-        signal_all(pid, &strays, Signal::SIGKILL);
         return info;
     }
     signal_all(pid, &strays, Signal::SIGKILL);
@@ -53,10 +64,10 @@ pub(super) fn signal_all(pid: u32, strays: &[Pid], signal: Signal) {
     }
 }
 
-/// Descendants of `pid` (by parent links in `/proc`) that are no longer in its process group,
-/// e.g. daemons that called `setsid`. Empty where `/proc` cannot be read.
-fn descendants_outside_group(pid: u32) -> Vec<Pid> {
-    let Ok(root) = i32::try_from(pid) else {
+/// Descendants of `root` (by parent links in `/proc`) that are not in the process group
+/// `group`, e.g. daemons that called `setsid`. Empty where `/proc` cannot be read.
+fn descendants_outside_group(root: u32, group: u32) -> Vec<Pid> {
+    let (Ok(root), Ok(group_id)) = (i32::try_from(root), i32::try_from(group)) else {
         return Vec::new();
     };
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -83,7 +94,7 @@ fn descendants_outside_group(pid: u32) -> Vec<Pid> {
         for &(p, pp, group) in &processes {
             if pp == parent && !found.contains(&p) && p != root {
                 frontier.push(p);
-                if group != root {
+                if group != group_id {
                     found.push(p);
                 }
             }

@@ -7,6 +7,7 @@
 
 mod calls_and_bad_requests;
 mod deaths_and_broken_pipes;
+mod escaped_descendants;
 mod startup;
 mod stopping;
 mod unruly_output;

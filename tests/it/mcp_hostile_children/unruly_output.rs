@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::mcp::{Harness, pid_of};
 use serde_json::json;
-use testkit::processes::wait_until;
+use testkit::processes::{eventually, wait_until};
 
 use super::detail;
 
@@ -133,4 +133,40 @@ fn rss(pid: i32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// A stderr line longer than the ring is cut, not dropped: its first 16 KiB stay in the logs,
+/// marked with the whole line's length, and the lines after it follow as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stderr_line_over_64_kib_is_kept_truncated_and_marked() {
+    let h = Harness::start();
+    let (status, body) = h
+        .add("verbose", "healthy", &["--long-stderr-line", "100000"])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let pid = pid_of(&body);
+    let logs = || async {
+        h.server.get_json("/mcp/servers/verbose/logs").await["logs"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // The fixture writes it before it serves; the drain may still be at it.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            logs().await.contains("after the long line")
+        })
+        .await
+    );
+    let logs = logs().await;
+    let kept = format!("{}… [truncated, 100000 bytes]", "l".repeat(16 * 1024));
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(
+        lines,
+        [kept.as_str(), "after the long line"],
+        "logs of {} bytes",
+        logs.len()
+    );
+    assert_eq!(h.server.delete_json("/mcp/servers/verbose").await.0, 200);
+    h.assert_clean(&[pid]);
 }
