@@ -8,9 +8,9 @@
 //!   signal it together with every descendant that stayed in the group;
 //! - `PR_SET_PDEATHSIG(SIGKILL)`, so the kernel kills it when the lit-mux thread that spawned
 //!   it dies, even when lit-mux is killed with SIGKILL;
-//! - lit-mux's environment plus the server's `env`, the program looked up in that
-//!   environment's `PATH`, no blocked signals, and SIGPIPE back at its default (the standard
-//!   library's doing).
+//! - exactly the environment and program path `mcp::launch` decided (the transport it is given
+//!   holds the whole environment), no blocked signals, and SIGPIPE back at its default (the
+//!   standard library's doing).
 //!
 //! The death signal is tied to the spawning *thread*: spawn from the runtime's worker threads,
 //! which live as long as lit-mux, never from `spawn_blocking` threads, which exit when idle.
@@ -50,6 +50,7 @@ pub(super) fn spawn(transport: &StdioTransport) -> std::io::Result<Spawned> {
     let mut command = tokio::process::Command::new(&transport.command);
     command
         .args(&transport.args)
+        .env_clear()
         .envs(&transport.env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
