@@ -15,6 +15,7 @@ mod http_api;
 mod mcp_endpoint;
 mod mcp_hostile_children;
 mod mcp_lifecycle;
+mod mcp_policy;
 mod mcp_real_servers;
 mod mcp_spawn;
 mod metrics;

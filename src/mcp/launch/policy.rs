@@ -213,7 +213,7 @@ impl LaunchPolicy {
 fn args_refusal(patterns: &[String], args: &[String]) -> Option<String> {
     if patterns.len() != args.len() {
         return Some(format!(
-            "{} arguments are allowed ({patterns:?}), got {}",
+            "the entry pins {} argument(s) ({patterns:?}), got {}",
             patterns.len(),
             args.len()
         ));
