@@ -5,6 +5,11 @@
 //! [`McpTransport`]: an entry with `command` is a child process spoken to over stdio. Another
 //! transport is one more variant there, with the fields that select it in [`ServerEntry`]; the
 //! rest of lit-mux reaches the transport only through `mcp::connection`.
+//!
+//! What the API may start (`allowed_commands`, `allowed_env`) and what every child gets of
+//! lit-mux's environment (`inherit_env`) are settings here, applied by `mcp::launch`. Every
+//! number and size of a server entry has its range ([`TIMEOUT_SECS`], [`MAX_ARGS`], …), checked
+//! for the file by [`McpConfig`]'s validation and for the API by the hub, with the same words.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
@@ -260,7 +265,8 @@ impl McpTransport {
         }
     }
 
-    /// What makes this transport unusable, if anything: the field and what is wrong with it.
+    /// What makes this transport unusable, if anything: the field and what is wrong with it
+    /// (a phrase that follows the field's name: `command` `must not be empty`).
     pub fn problem(&self) -> Option<(&'static str, String)> {
         match self {
             Self::Stdio(stdio) => {
@@ -282,7 +288,7 @@ impl McpTransport {
                     .map(|name| {
                         (
                             "env",
-                            format!("{name:?} is not a variable name: it must be non-empty and hold no '='"),
+                            format!("holds {name:?}, which is not a variable name: it must be non-empty and hold no '='"),
                         )
                     })
             }
@@ -519,6 +525,23 @@ mod tests {
             serde_json::json!({"name": "fs", "command": "npx", "args": ["-y", "server-fs"],
                                "env": {"TOKEN": "t"}, "timeout": 30, "restart": "never"})
         );
+    }
+
+    #[test]
+    fn an_allowed_command_is_a_name_or_a_command_with_pinned_arguments() {
+        let text = "allowed_commands: [uvx, {command: npx, args: [-y, '@scope/*']}]\n";
+        let config: McpConfig =
+            yaml_serde::from_str(text).unwrap_or_else(|err| unreachable!("{err}"));
+        let entries = config.allowed_commands.unwrap_or_default();
+        assert_eq!(entries[0], AllowedCommand::Any("uvx".to_owned()));
+        assert_eq!(entries[1].command(), "npx");
+        assert_eq!(
+            entries[1].args(),
+            Some(&["-y".to_owned(), "@scope/*".to_owned()][..])
+        );
+        let unknown_key = "allowed_commands: [{command: npx, arg: []}]\n";
+        let err = yaml_serde::from_str::<McpConfig>(unknown_key).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("arg")));
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl McpHub {
             )));
         }
         if let Some((field, problem)) = config.transport.problem() {
-            return Err(McpError::InvalidRequest(format!("{field}: {problem}")));
+            return Err(McpError::InvalidRequest(format!("{field} {problem}")));
         }
         if let Some((field, message)) = config.out_of_range() {
             return Err(McpError::OutOfRange { field, message });
