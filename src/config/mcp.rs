@@ -76,7 +76,8 @@ pub enum AllowedCommand {
 }
 
 /// A program allowed only with these arguments, position by position. In each pattern `*`
-/// stands for any run of characters other than `/`.
+/// stands for any run of ASCII letters, digits, `.`, `_` and `-`; it never stands for a `..`
+/// path segment, nor for an argument starting with `-` unless the pattern starts with `-`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PinnedCommand {

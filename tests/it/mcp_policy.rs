@@ -173,6 +173,10 @@ async fn pinned_arguments_refuse_code_passed_in_arguments() {
             vec!["argument 1"],
         ),
         (
+            json!(["npx", ["-y", "@modelcontextprotocol/x@npm:evil-package"]]),
+            vec!["argument 1"],
+        ),
+        (
             json!(["npx", ["-y", "@modelcontextprotocol/server-memory", "--x"]]),
             vec!["2 argument(s)", "got 3"],
         ),

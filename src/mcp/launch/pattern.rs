@@ -1,6 +1,10 @@
 //! The one pattern language of `mcp.allowed_commands` arguments, `mcp.allowed_env` and
-//! `mcp.inherit_env`: `*` stands for any run of characters other than `/`, every other
-//! character for itself.
+//! `mcp.inherit_env`: `*` stands for any run of ASCII letters, digits, `.`, `_` and `-`, every
+//! other character for itself.
+//!
+//! A narrow `*` on purpose: in `@modelcontextprotocol/*` it must not reach another directory
+//! (`/`), another package through a version spec (`x@npm:other`, `x@github:…`), an option's
+//! value (`--flag=…`) or a URL (`:`).
 
 /// Whether `text` matches `pattern` as a whole.
 ///
@@ -18,7 +22,7 @@ pub(super) fn matches(pattern: &str, text: &str) -> bool {
         if p == b'*' {
             next[0] = matched[0];
             for j in 1..=text.len() {
-                next[j] = matched[j] || (next[j - 1] && text[j - 1] != b'/');
+                next[j] = matched[j] || (next[j - 1] && is_wildcard_byte(text[j - 1]));
             }
         } else {
             for j in 1..=text.len() {
@@ -28,6 +32,11 @@ pub(super) fn matches(pattern: &str, text: &str) -> bool {
         matched = next;
     }
     matched[text.len()]
+}
+
+/// What a `*` may stand for.
+fn is_wildcard_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-')
 }
 
 /// Whether `pattern` holds a `*` (an exact name or argument holds none).
@@ -40,7 +49,13 @@ mod tests {
     use super::matches;
 
     #[test]
-    fn a_star_matches_any_run_within_one_path_segment() {
+    fn a_star_matches_a_run_of_name_characters_only() {
+        for other_package in ["x@npm:evil", "x@github:evil/x", "x@file:evil.tgz", "x y"] {
+            let arg = format!("@modelcontextprotocol/{other_package}");
+            assert!(!matches("@modelcontextprotocol/*", &arg), "{arg}");
+        }
+        assert!(matches("@scope/*", "@scope/server-fs.v2_1"));
+        assert!(!matches("--root=*", "--root=/etc"));
         assert!(matches(
             "@modelcontextprotocol/*",
             "@modelcontextprotocol/server-fs"

@@ -6,7 +6,8 @@
 //!   the request's) and compared as canonical paths, so `/tmp/x/python3` never passes for an
 //!   allowed `python3`, and the admitted server runs by that absolute path;
 //! - its arguments match the entry's pinned arguments, if it pins any: as many, each matching
-//!   its pattern, and a pattern with `*` never matches an argument holding a `..` segment;
+//!   its pattern; a pattern with `*` never matches an argument holding a `..` segment, nor one
+//!   starting with `-` unless the pattern does;
 //! - it sets only the names `allowed_env` allows. A loader or interpreter variable
 //!   ([`is_loader_or_interpreter_variable`]) is allowed only by its exact name, never by a
 //!   pattern.
@@ -230,9 +231,13 @@ fn args_refusal(patterns: &[String], args: &[String]) -> Option<String> {
         })
 }
 
-/// A pinned argument: the same text, or a pattern whose `*` never stands for a `..` segment.
+/// A pinned argument: the same text, or a pattern's match that is neither a `..` segment nor
+/// an option slipped in where the pattern does not start with `-`.
 fn arg_matches(pattern: &str, arg: &str) -> bool {
-    if pattern::is_wildcard(pattern) && arg.split('/').any(|segment| segment == "..") {
+    if pattern::is_wildcard(pattern)
+        && (arg.split('/').any(|segment| segment == "..")
+            || (arg.starts_with('-') && !pattern.starts_with('-')))
+    {
         return false;
     }
     pattern::matches(pattern, arg)
@@ -309,6 +314,9 @@ mod tests {
         };
         assert_eq!(refuse(&["-y", "@scope/server"]), None);
         assert!(refuse(&["-y", "@scope/../evil"]).is_some());
+        assert!(refuse(&["-y", "@scope/x@npm:evil"]).is_some());
+        assert!(!arg_matches("*.js", "--require.js"));
+        assert!(arg_matches("--port=*", "--port=8080"));
         assert!(refuse(&["-y", "@other/server"]).is_some_and(|r| r.contains("argument 1")));
         assert!(refuse(&["-e", "@scope/server"]).is_some_and(|r| r.contains("argument 0")));
         assert!(refuse(&["-y", "@scope/server", "more"]).is_some());
