@@ -35,7 +35,7 @@ pub use self::stats::{Statistics, StatisticsView};
 pub use self::views::{ExitView, ServerInfoView, ServerView};
 use super::McpError;
 use super::launch::{ChildEnvironment, LaunchPolicy};
-use crate::config::{McpConfig, McpServerConfig, McpTransport, is_valid_server_name};
+use crate::config::{McpConfig, McpServerConfig, is_valid_server_name};
 
 type Slots = BTreeMap<String, Arc<Mutex<Slot>>>;
 
@@ -147,14 +147,11 @@ impl McpHub {
         if let Some((field, message)) = config.out_of_range() {
             return Err(McpError::OutOfRange { field, message });
         }
-        config.transport = match &config.transport {
-            McpTransport::Stdio(stdio) => McpTransport::Stdio(
-                self.inner
-                    .policy
-                    .admit(stdio)
-                    .map_err(McpError::NotAllowed)?,
-            ),
-        };
+        config.transport = self
+            .inner
+            .policy
+            .admit(&config.transport)
+            .map_err(McpError::NotAllowed)?;
         Ok(config)
     }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::environment::find_program;
 use super::pattern;
-use crate::config::{AllowedCommand, McpConfig, StdioTransport};
+use crate::config::{AllowedCommand, McpConfig, McpTransport, StdioTransport};
 
 /// Variables that make a loader, a shell or an interpreter run other code than the program's
 /// (or fetch it from elsewhere): a pattern never allows one, only its exact name. Compared in
@@ -124,7 +124,13 @@ impl LaunchPolicy {
 
     /// Admits a server asked for through the API, or says which rule refuses it. An admitted
     /// server's command is the absolute path it runs by when `allowed_commands` is set.
-    pub fn admit(&self, stdio: &StdioTransport) -> Result<StdioTransport, String> {
+    pub fn admit(&self, transport: &McpTransport) -> Result<McpTransport, String> {
+        match transport {
+            McpTransport::Stdio(stdio) => self.admit_child(stdio).map(McpTransport::Stdio),
+        }
+    }
+
+    fn admit_child(&self, stdio: &StdioTransport) -> Result<StdioTransport, String> {
         let program = match &self.commands {
             Some(allowed) => Some(self.check_command(allowed, stdio)?),
             None => None,
@@ -281,7 +287,7 @@ mod tests {
     #[test]
     fn an_allowed_name_runs_by_its_absolute_path() {
         let policy = policy("allowed_commands: [sh]");
-        let admitted = policy.admit(&request("sh", &["-c", "true"], &[]));
+        let admitted = policy.admit_child(&request("sh", &["-c", "true"], &[]));
         let command = admitted.map(|s| s.command).unwrap_or_default();
         assert!(
             command.starts_with('/') && command.ends_with("/sh"),
@@ -296,7 +302,7 @@ mod tests {
         std::fs::copy("/bin/true", &fake).unwrap_or_else(|e| unreachable!("{e}"));
         let policy = policy("allowed_commands: [sh]");
         let refusal = policy
-            .admit(&request(&fake.to_string_lossy(), &[], &[]))
+            .admit_child(&request(&fake.to_string_lossy(), &[], &[]))
             .err()
             .unwrap_or_default();
         assert!(refusal.contains("mcp.allowed_commands"), "{refusal}");
