@@ -53,6 +53,11 @@ pub async fn serve(loaded: LoadedConfig) -> Result<(), StartError> {
     if server.api_key.is_none() {
         tracing::warn!("no server.api_key set: the API is open to anyone who can reach it");
     }
+    if config.mcp.enabled && config.mcp.allowed_commands.is_none() {
+        tracing::warn!(
+            "mcp.allowed_commands is not set: any key holder can run programs on this machine (POST /mcp/servers)"
+        );
+    }
     let store = crate::store::open(&config.storage)
         .await
         .map_err(|err| StartError(err.to_string()))?;

@@ -5,8 +5,14 @@
 //! [`McpTransport`]: an entry with `command` is a child process spoken to over stdio. Another
 //! transport is one more variant there, with the fields that select it in [`ServerEntry`]; the
 //! rest of lit-mux reaches the transport only through `mcp::connection`.
+//!
+//! What the API may start (`allowed_commands`, `allowed_env`) and what every child gets of
+//! lit-mux's environment (`inherit_env`) are settings here, applied by `mcp::launch`. Every
+//! number and size of a server entry has its range ([`TIMEOUT_SECS`], [`MAX_ARGS`], …), checked
+//! for the file by [`McpConfig`]'s validation and for the API by the hub, with the same words.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,8 +24,16 @@ use super::ConfigError;
 pub struct McpConfig {
     pub enabled: bool,
     pub servers: Vec<McpServerConfig>,
-    /// When set, only these commands may be started through the API.
-    pub allowed_commands: Option<Vec<String>>,
+    /// When set, only these programs (each with any arguments, or with the arguments its entry
+    /// pins) may be started through the API. Servers from the file are not checked.
+    pub allowed_commands: Option<Vec<AllowedCommand>>,
+    /// Environment names (or `*` patterns) a server added through the API may set. Unset: none
+    /// when `allowed_commands` is set, any otherwise. A loader or interpreter variable
+    /// (`LD_PRELOAD`, `NODE_OPTIONS`, `PYTHONPATH`, …) is allowed only by its exact name.
+    pub allowed_env: Option<Vec<String>>,
+    /// Names (or `*` patterns) of lit-mux's own environment that every child gets beyond the
+    /// minimal set (`PATH`, `HOME`, `USER`, `LOGNAME`, `LANG`, `LC_*`, `TMPDIR`, `TERM`, `TZ`).
+    pub inherit_env: Vec<String>,
     /// Largest single message accepted from a server, in bytes.
     pub max_message_bytes: usize,
 }
@@ -30,31 +44,144 @@ impl Default for McpConfig {
             enabled: true,
             servers: Vec::new(),
             allowed_commands: None,
+            allowed_env: None,
+            inherit_env: Vec::new(),
             max_message_bytes: 16 * 1024 * 1024,
         }
     }
 }
 
-impl McpConfig {
-    /// Why `transport` may not be started through the API, if it may not
-    /// (`allowed_commands`).
-    pub fn refusal(&self, transport: &McpTransport) -> Option<String> {
-        match transport {
-            McpTransport::Stdio(stdio) => {
-                let allowed = self.allowed_commands.as_ref()?;
-                (!allowed.iter().any(|c| c == &stdio.command))
-                    .then(|| format!("Command {:?} is not in mcp.allowed_commands", stdio.command))
-            }
+/// Seconds a server may be given for its handshake and each call (`timeout`).
+pub const TIMEOUT_SECS: RangeInclusive<u64> = 1..=3600;
+/// Bytes of `max_message_bytes`.
+pub const MESSAGE_BYTES: RangeInclusive<usize> = 1024..=256 * 1024 * 1024;
+/// Longest `command`, in bytes (the kernel's PATH_MAX).
+pub const MAX_COMMAND_BYTES: usize = 4096;
+/// Most arguments of one server, and the longest one in bytes.
+pub const MAX_ARGS: usize = 256;
+pub const MAX_ARG_BYTES: usize = 16 * 1024;
+/// Most variables in one server's `env`, and the longest name and value in bytes.
+pub const MAX_ENV_VARS: usize = 256;
+pub const MAX_ENV_NAME_BYTES: usize = 256;
+pub const MAX_ENV_VALUE_BYTES: usize = 32 * 1024;
+
+/// One entry of `allowed_commands`: a program with any arguments (a bare string), or with
+/// exactly these arguments (`{command, args}`: as many as patterns, each matching its own).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum AllowedCommand {
+    /// Any arguments: an interpreter allowed this way runs any code its arguments hold.
+    Any(String),
+    Pinned(PinnedCommand),
+}
+
+/// A program allowed only with these arguments, position by position. In each pattern `*`
+/// stands for any run of ASCII letters, digits, `.`, `_` and `-`; it never stands for a `..`
+/// path segment, nor for an argument starting with `-` unless the pattern starts with `-`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedCommand {
+    pub command: String,
+    pub args: Vec<String>,
+}
+
+impl AllowedCommand {
+    /// The program: a name looked up in lit-mux's `PATH`, or an absolute path.
+    pub fn command(&self) -> &str {
+        match self {
+            Self::Any(command) => command,
+            Self::Pinned(pinned) => &pinned.command,
         }
     }
 
+    /// The argument patterns, when the entry pins them.
+    pub fn args(&self) -> Option<&[String]> {
+        match self {
+            Self::Any(_) => None,
+            Self::Pinned(pinned) => Some(&pinned.args),
+        }
+    }
+}
+
+/// A string, or a map with `command` and `args` (its own errors: an unknown key is named).
+impl<'de> Deserialize<'de> for AllowedCommand {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> serde::de::Visitor<'de> for EntryVisitor {
+            type Value = AllowedCommand;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a command, or {command, args}")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, command: &str) -> Result<Self::Value, E> {
+                Ok(AllowedCommand::Any(command.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                PinnedCommand::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(AllowedCommand::Pinned)
+            }
+        }
+        deserializer.deserialize_any(EntryVisitor)
+    }
+}
+
+impl McpConfig {
     /// The file's checks of `mcp:`: the key path and what is wrong with it.
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
-        if self.max_message_bytes < 1024 {
+        if !MESSAGE_BYTES.contains(&self.max_message_bytes) {
             return Err((
                 "mcp.max_message_bytes".to_owned(),
-                "must be at least 1024".to_owned(),
+                out_of_range(&MESSAGE_BYTES, self.max_message_bytes, "bytes"),
             ));
+        }
+        for (index, entry) in self.allowed_commands.iter().flatten().enumerate() {
+            let key = format!("mcp.allowed_commands[{index}]");
+            let command = entry.command();
+            if command.trim().is_empty() || command.contains('\0') {
+                return Err((
+                    format!("{key}.command"),
+                    "must be a program name or an absolute path".to_owned(),
+                ));
+            }
+            if command.contains('/') && !command.starts_with('/') {
+                return Err((
+                    format!("{key}.command"),
+                    format!(
+                        "{command:?} is a relative path: use a name looked up in PATH or an absolute path"
+                    ),
+                ));
+            }
+            for (position, pattern) in entry.args().into_iter().flatten().enumerate() {
+                if pattern.contains('\0') || pattern.len() > MAX_ARG_BYTES {
+                    return Err((
+                        format!("{key}.args[{position}]"),
+                        format!("must hold no NUL byte and at most {MAX_ARG_BYTES} bytes"),
+                    ));
+                }
+            }
+        }
+        for (list, patterns) in [
+            (
+                "mcp.allowed_env",
+                self.allowed_env.as_deref().unwrap_or_default(),
+            ),
+            ("mcp.inherit_env", self.inherit_env.as_slice()),
+        ] {
+            for (index, pattern) in patterns.iter().enumerate() {
+                if !is_env_pattern(pattern) {
+                    return Err((
+                        format!("{list}[{index}]"),
+                        format!(
+                            "{pattern:?} is not a variable name or pattern (A-Z a-z 0-9 _, and * for any run)"
+                        ),
+                    ));
+                }
+            }
         }
         let mut names = BTreeSet::new();
         for (index, server) in self.servers.iter().enumerate() {
@@ -74,22 +201,33 @@ impl McpConfig {
                     format!("server name {:?} is used twice", server.name),
                 ));
             }
-            match &server.transport {
-                McpTransport::Stdio(stdio) => {
-                    if stdio.command.trim().is_empty() {
-                        return Err((format!("{key}.command"), "must not be empty".to_owned()));
-                    }
-                }
+            if let Some((field, problem)) = server.transport.problem() {
+                return Err((format!("{key}.{field}"), problem));
             }
-            if server.timeout == 0 {
-                return Err((
-                    format!("{key}.timeout"),
-                    "must be at least 1 second".to_owned(),
-                ));
+            if let Some((field, problem)) = server.out_of_range() {
+                return Err((format!("{key}.{field}"), problem));
             }
         }
         Ok(())
     }
+}
+
+/// `must be between 1 and 3600 seconds, got 0`.
+fn out_of_range<T: std::fmt::Display>(range: &RangeInclusive<T>, got: T, unit: &str) -> String {
+    format!(
+        "must be between {} and {} {unit}, got {got}",
+        range.start(),
+        range.end()
+    )
+}
+
+/// Whether `pattern` names environment variables: `[A-Za-z0-9_*]+`, `*` standing for any run.
+pub fn is_env_pattern(pattern: &str) -> bool {
+    !pattern.is_empty()
+        && pattern.len() <= MAX_ENV_NAME_BYTES
+        && pattern
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'*')
 }
 
 /// One MCP server: its name, how to reach it, and how lit-mux treats it.
@@ -115,7 +253,8 @@ pub enum McpTransport {
 pub struct StdioTransport {
     pub command: String,
     pub args: Vec<String>,
-    /// Added to lit-mux's own environment.
+    /// The server's own variables, added to what it gets of lit-mux's environment (see
+    /// `mcp::launch`). In the transport handed to a connection, the child's whole environment.
     pub env: BTreeMap<String, String>,
 }
 
@@ -127,24 +266,110 @@ impl McpTransport {
         }
     }
 
-    /// What makes this transport unusable for a server added through the API, if anything.
-    pub fn problem(&self) -> Option<String> {
+    /// What makes this transport unusable, if anything: the field and what is wrong with it
+    /// (a phrase that follows the field's name: `command` `must not be empty`).
+    pub fn problem(&self) -> Option<(&'static str, String)> {
         match self {
             Self::Stdio(stdio) => {
                 if stdio.command.trim().is_empty() {
-                    return Some("command must not be empty".to_owned());
+                    return Some(("command", "must not be empty".to_owned()));
                 }
-                stdio.nul_byte().map(|field| {
-                    format!(
-                        "{field} contains a NUL byte, which a process's command line and environment cannot hold"
-                    )
-                })
+                if let Some(field) = stdio.nul_byte() {
+                    return Some((
+                        field,
+                        "contains a NUL byte, which a process's command line and environment cannot hold"
+                            .to_owned(),
+                    ));
+                }
+                // `A=B` as a name would set another variable than the one named.
+                stdio
+                    .env
+                    .keys()
+                    .find(|name| name.is_empty() || name.contains('='))
+                    .map(|name| {
+                        (
+                            "env",
+                            format!("holds {name:?}, which is not a variable name: it must be non-empty and hold no '='"),
+                        )
+                    })
             }
         }
     }
 }
 
+impl McpServerConfig {
+    /// The first number or size out of its range, if any: the field (`timeout`, `args[3]`, …)
+    /// and the range it must be in.
+    pub fn out_of_range(&self) -> Option<(String, String)> {
+        if !TIMEOUT_SECS.contains(&self.timeout) {
+            return Some((
+                "timeout".to_owned(),
+                out_of_range(&TIMEOUT_SECS, self.timeout, "seconds"),
+            ));
+        }
+        match &self.transport {
+            McpTransport::Stdio(stdio) => stdio.out_of_range(),
+        }
+    }
+}
+
 impl StdioTransport {
+    fn out_of_range(&self) -> Option<(String, String)> {
+        let too_long = |what: &str, limit: usize, got: usize| {
+            format!("{what} at most {limit} bytes, got {got}")
+        };
+        if self.command.len() > MAX_COMMAND_BYTES {
+            return Some((
+                "command".to_owned(),
+                too_long("must hold", MAX_COMMAND_BYTES, self.command.len()),
+            ));
+        }
+        if self.args.len() > MAX_ARGS {
+            return Some((
+                "args".to_owned(),
+                format!(
+                    "must hold at most {MAX_ARGS} arguments, got {}",
+                    self.args.len()
+                ),
+            ));
+        }
+        if let Some((index, arg)) = self
+            .args
+            .iter()
+            .enumerate()
+            .find(|(_, arg)| arg.len() > MAX_ARG_BYTES)
+        {
+            return Some((
+                format!("args[{index}]"),
+                too_long("must hold", MAX_ARG_BYTES, arg.len()),
+            ));
+        }
+        if self.env.len() > MAX_ENV_VARS {
+            return Some((
+                "env".to_owned(),
+                format!(
+                    "must hold at most {MAX_ENV_VARS} variables, got {}",
+                    self.env.len()
+                ),
+            ));
+        }
+        if let Some(name) = self.env.keys().find(|name| name.len() > MAX_ENV_NAME_BYTES) {
+            return Some((
+                "env".to_owned(),
+                too_long("a variable name may hold", MAX_ENV_NAME_BYTES, name.len()),
+            ));
+        }
+        self.env
+            .iter()
+            .find(|(_, value)| value.len() > MAX_ENV_VALUE_BYTES)
+            .map(|(name, value)| {
+                (
+                    format!("env.{name}"),
+                    too_long("must hold", MAX_ENV_VALUE_BYTES, value.len()),
+                )
+            })
+    }
+
     /// The first field holding a NUL byte, which no command line or environment can carry.
     pub fn nul_byte(&self) -> Option<&'static str> {
         if self.command.contains('\0') {
@@ -301,6 +526,23 @@ mod tests {
             serde_json::json!({"name": "fs", "command": "npx", "args": ["-y", "server-fs"],
                                "env": {"TOKEN": "t"}, "timeout": 30, "restart": "never"})
         );
+    }
+
+    #[test]
+    fn an_allowed_command_is_a_name_or_a_command_with_pinned_arguments() {
+        let text = "allowed_commands: [uvx, {command: npx, args: [-y, '@scope/*']}]\n";
+        let config: McpConfig =
+            yaml_serde::from_str(text).unwrap_or_else(|err| unreachable!("{err}"));
+        let entries = config.allowed_commands.unwrap_or_default();
+        assert_eq!(entries[0], AllowedCommand::Any("uvx".to_owned()));
+        assert_eq!(entries[1].command(), "npx");
+        assert_eq!(
+            entries[1].args(),
+            Some(&["-y".to_owned(), "@scope/*".to_owned()][..])
+        );
+        let unknown_key = "allowed_commands: [{command: npx, arg: []}]\n";
+        let err = yaml_serde::from_str::<McpConfig>(unknown_key).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("arg")));
     }
 
     #[test]

@@ -11,8 +11,8 @@ pub mod backends;
 pub mod mcp;
 
 pub use mcp::{
-    McpConfig, McpServerConfig, McpTransport, RestartPolicy, StdioTransport, is_valid_server_name,
-    parse_mcp_servers_env,
+    AllowedCommand, McpConfig, McpServerConfig, McpTransport, PinnedCommand, RestartPolicy,
+    StdioTransport, default_mcp_timeout, is_valid_server_name, parse_mcp_servers_env,
 };
 
 use std::collections::BTreeMap;

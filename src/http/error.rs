@@ -102,6 +102,7 @@ impl From<crate::mcp::McpError> for ApiError {
             E::UnknownServer(_) | E::UnknownTool { .. } => Self::NotFound(message),
             E::AlreadyExists(_) => Self::Conflict(message),
             E::InvalidRequest(_) => Self::BadRequest(message),
+            E::OutOfRange { .. } => Self::Unprocessable(message),
             // The server rejected the call's method or arguments: the caller's mistake.
             E::Protocol {
                 code: Some(-32602 | -32601),

@@ -22,6 +22,7 @@ use rmcp::model::{CallToolResult, Implementation, Tool};
 use tokio::sync::mpsc;
 
 use super::McpError;
+use super::launch::ChildEnvironment;
 use crate::config::McpTransport;
 
 /// What to connect to, and the bounds that apply.
@@ -30,10 +31,13 @@ pub struct ConnectSpec<'a> {
     /// The server's name in lit-mux (logs, error messages).
     pub name: &'a str,
     pub transport: &'a McpTransport,
-    /// Bounds the whole handshake, and each tool call.
+    /// Bounds the whole handshake, and each tool call (at most `config::mcp::TIMEOUT_SECS`).
     pub timeout: Duration,
     /// The largest message accepted from the server; also bounds all pages of `tools/list`.
     pub max_message_bytes: usize,
+    /// What of lit-mux's environment a server run as a local process gets (other transports
+    /// have no use for it).
+    pub child_environment: &'a ChildEnvironment,
 }
 
 /// A server connected and initialized, with the tools it listed.

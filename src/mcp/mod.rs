@@ -7,12 +7,15 @@
 //! - [`stdio`] is a transport: a child process spoken to over its pipes. It alone owns a
 //!   child's life. A remote transport is a folder beside it (see [`connection`]).
 //! - [`transports`] names every transport and picks the one a server entry asks for.
+//! - [`launch`] decides what a child may be and gets: the API's allow-lists, its program path,
+//!   its environment.
 //! - [`tool_names`] turns `server` + `tool` into the names models and clients see.
 //!
 //! This layer knows nothing of HTTP: errors are [`McpError`], mapped to statuses by `http`.
 
 pub mod connection;
 pub mod hub;
+pub mod launch;
 pub mod session;
 pub mod stdio;
 pub mod tool_names;
@@ -33,6 +36,9 @@ pub enum McpError {
     InvalidRequest(String),
     #[error("{0}")]
     NotAllowed(String),
+    /// A number or size of the request outside its range: `field: must be between …`.
+    #[error("{field}: {message}")]
+    OutOfRange { field: String, message: String },
     #[error("MCP server '{server}' {failure}")]
     StartFailed {
         server: String,

@@ -3,6 +3,7 @@
 //! transport is a folder beside [`stdio`](super::stdio) plus an arm here.
 
 use super::connection::{ConnectSpec, Connected, StartFailure};
+use super::launch;
 use super::stdio::StdioConnection;
 use crate::config::McpTransport;
 
@@ -11,6 +12,17 @@ use crate::config::McpTransport;
 /// nothing of the attempt is left (for stdio: the child is reaped, its pipes closed).
 pub async fn connect(spec: ConnectSpec<'_>) -> Result<Connected, StartFailure> {
     match spec.transport {
-        McpTransport::Stdio(stdio) => StdioConnection::start(spec, stdio).await,
+        McpTransport::Stdio(stdio) => {
+            let prepared = launch::prepare_child(stdio, spec.child_environment);
+            // What runs, for the operator: the server's own variable names, never their values.
+            tracing::info!(
+                server = %spec.name,
+                program = %prepared.command,
+                args = ?prepared.args,
+                env = ?stdio.env.keys().collect::<Vec<_>>(),
+                "starting MCP server"
+            );
+            StdioConnection::start(spec, &prepared).await
+        }
     }
 }

@@ -18,6 +18,7 @@ mod mcp_endpoint;
 mod mcp_health;
 mod mcp_hostile_children;
 mod mcp_lifecycle;
+mod mcp_policy;
 mod mcp_real_servers;
 mod mcp_spawn;
 mod metrics;

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::{McpServerConfig, McpTransport, RestartPolicy, StdioTransport};
+use crate::config::{
+    McpServerConfig, McpTransport, RestartPolicy, StdioTransport, default_mcp_timeout,
+};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
@@ -29,12 +31,17 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AddServer {
     pub name: String,
+    /// A program name (looked up in lit-mux's `PATH` when `mcp.allowed_commands` is set) or a
+    /// path; at most 4096 bytes.
     pub command: String,
+    /// At most 256, each at most 16 KiB.
     #[serde(default)]
     pub args: Vec<String>,
+    /// The server's own variables, beside the few it gets of lit-mux's environment; at most
+    /// 256, names at most 256 bytes, values at most 32 KiB. Only names `mcp.allowed_env` allows.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Seconds; default 30.
+    /// Seconds, 1 to 3600; default 30.
     pub timeout: Option<u64>,
     /// `never` (default) or `on-failure`.
     #[serde(default)]
@@ -72,8 +79,8 @@ pub struct ServerLogs {
 #[utoipa::path(post, path = "/mcp/servers", tag = "mcp", request_body = AddServer,
     responses((status = 200, description = "Success", body = ServerChanged), (status = 400, description = "A value that cannot work", body = crate::http::error::ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = crate::http::error::ErrorBody),
-        (status = 422, description = "Malformed JSON or a wrong field type", body = crate::http::error::ErrorBody),
-        (status = 403, description = "Command not in mcp.allowed_commands", body = crate::http::error::ErrorBody),
+        (status = 422, description = "Malformed JSON, a wrong field type, or a value out of its range", body = crate::http::error::ErrorBody),
+        (status = 403, description = "Refused by mcp.allowed_commands or mcp.allowed_env", body = crate::http::error::ErrorBody),
         (status = 409, description = "The name exists", body = crate::http::error::ErrorBody),
         (status = 502, description = "Start or handshake failed", body = crate::http::error::ErrorBody)))]
 async fn add_server(
@@ -87,7 +94,7 @@ async fn add_server(
             args: body.args,
             env: body.env,
         }),
-        timeout: body.timeout.unwrap_or(30),
+        timeout: body.timeout.unwrap_or_else(default_mcp_timeout),
         restart: body.restart,
     };
     let server = state.mcp.add(config).await?;

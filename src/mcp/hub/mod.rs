@@ -34,12 +34,17 @@ use self::slot::Slot;
 pub use self::stats::{Statistics, StatisticsView};
 pub use self::views::{ExitView, ServerInfoView, ServerView};
 use super::McpError;
+use super::launch::{ChildEnvironment, LaunchPolicy};
 use crate::config::{McpConfig, McpServerConfig, is_valid_server_name};
 
 type Slots = BTreeMap<String, Arc<Mutex<Slot>>>;
 
 struct HubInner {
     settings: McpConfig,
+    /// What the API may start (`allowed_commands`, `allowed_env`).
+    policy: LaunchPolicy,
+    /// What every child gets of lit-mux's environment, read once at start.
+    child_environment: ChildEnvironment,
     slots: Mutex<Slots>,
     name_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     stats: Statistics,
@@ -66,6 +71,8 @@ impl McpHub {
     pub fn new(settings: McpConfig) -> Self {
         Self {
             inner: Arc::new(HubInner {
+                policy: LaunchPolicy::new(&settings),
+                child_environment: ChildEnvironment::from_process(&settings.inherit_env),
                 settings,
                 slots: Mutex::new(BTreeMap::new()),
                 name_locks: Mutex::new(HashMap::new()),
@@ -115,34 +122,37 @@ impl McpHub {
         }
     }
 
-    /// Adds and starts a server; answers once it is ready or has failed (and is gone).
+    /// Adds and starts a server asked for through the API; answers once it is ready or has
+    /// failed (and is gone). A server the policy refuses is neither started nor listed.
     pub async fn add(&self, config: McpServerConfig) -> Result<ServerView, McpError> {
         if !self.inner.settings.enabled {
             return Err(McpError::Disabled);
         }
-        self.check_new_server(&config)?;
+        let config = self.admit(config)?;
         self.add_inner(config, false).await
     }
 
-    fn check_new_server(&self, config: &McpServerConfig) -> Result<(), McpError> {
+    /// Checks a server asked for through the API; returns it as it will run (under
+    /// `allowed_commands`, its program by absolute path).
+    fn admit(&self, mut config: McpServerConfig) -> Result<McpServerConfig, McpError> {
         if !is_valid_server_name(&config.name) {
             return Err(McpError::InvalidRequest(format!(
                 "Invalid server name {:?}: use 1 to 64 of A-Z a-z 0-9 _ -",
                 config.name
             )));
         }
-        if let Some(problem) = config.transport.problem() {
-            return Err(McpError::InvalidRequest(problem));
+        if let Some((field, problem)) = config.transport.problem() {
+            return Err(McpError::InvalidRequest(format!("{field} {problem}")));
         }
-        if config.timeout == 0 {
-            return Err(McpError::InvalidRequest(
-                "timeout must be at least 1 second".to_owned(),
-            ));
+        if let Some((field, message)) = config.out_of_range() {
+            return Err(McpError::OutOfRange { field, message });
         }
-        if let Some(refusal) = self.inner.settings.refusal(&config.transport) {
-            return Err(McpError::NotAllowed(refusal));
-        }
-        Ok(())
+        config.transport = self
+            .inner
+            .policy
+            .admit(&config.transport)
+            .map_err(McpError::NotAllowed)?;
+        Ok(config)
     }
 
     /// `keep_failed`: a server from the config stays listed as `failed`; one added through the

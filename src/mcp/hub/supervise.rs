@@ -62,6 +62,7 @@ impl McpHub {
             transport: &config.transport,
             timeout: Duration::from_secs(config.timeout),
             max_message_bytes: self.inner.settings.max_message_bytes,
+            child_environment: &self.inner.child_environment,
         };
         match transports::connect(spec).await {
             Ok(Connected {

@@ -67,7 +67,8 @@ impl StdioConnection {
         spec: ConnectSpec<'_>,
         transport: &StdioTransport,
     ) -> Result<Connected, StartFailure> {
-        let deadline = Instant::now() + spec.timeout;
+        // `None`: a timeout too large for the clock, which the config and API bounds rule out.
+        let deadline = Instant::now().checked_add(spec.timeout);
         let (process, pipes) = ChildProcess::launch(spec.name, transport, spec.max_message_bytes)
             .await
             .map_err(|err| StartFailure {
@@ -223,11 +224,14 @@ impl McpConnection for StdioConnection {
 /// exiting) stops the process and describes what happened.
 async fn within<T>(
     process: &ChildProcess,
-    deadline: Instant,
+    deadline: Option<Instant>,
     stage: StartStage,
     step: impl Future<Output = Result<T, String>>,
 ) -> Result<T, StartFailure> {
-    let remaining = deadline.saturating_duration_since(Instant::now());
+    // tokio's timer saturates an endless duration to its far future.
+    let remaining = deadline.map_or(Duration::MAX, |deadline| {
+        deadline.saturating_duration_since(Instant::now())
+    });
     let reason = tokio::select! {
         result = tokio::time::timeout(remaining, step) => match result {
             Ok(Ok(value)) => return Ok(value),

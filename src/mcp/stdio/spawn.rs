@@ -11,9 +11,9 @@
 //!   descendant that stayed in the group; the keeper is in another group, out of reach;
 //! - the keeper as its parent and `PR_SET_CHILD_SUBREAPER` ancestor, so that no descendant
 //!   outlives it, and `PR_SET_PDEATHSIG(SIGKILL)` towards the keeper;
-//! - lit-mux's environment plus the server's `env` (the keeper has it too and passes it on), the
-//!   program looked up in that environment's `PATH`, no blocked signals, and SIGPIPE back at its
-//!   default (the standard library's doing).
+//! - exactly the environment and program path `mcp::launch` decided (the transport it is given
+//!   holds the whole environment; the keeper has it too and passes it on), no blocked signals,
+//!   and SIGPIPE back at its default (the standard library's doing).
 //!
 //! The keeper's death signal (lit-mux's lifeline) is tied to the spawning *thread*: spawn from
 //! the runtime's worker threads, which live as long as lit-mux, never from `spawn_blocking`
@@ -72,6 +72,7 @@ pub(super) async fn spawn(transport: &StdioTransport) -> std::io::Result<Spawned
         .arg("--")
         .arg(&transport.command)
         .args(&transport.args)
+        .env_clear()
         .envs(&transport.env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

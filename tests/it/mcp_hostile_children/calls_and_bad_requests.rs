@@ -145,7 +145,7 @@ async fn tool_errors_and_bad_requests_have_the_right_status() {
         ),
         (
             json!({"name": "x", "command": fixture(), "timeout": 0}),
-            400,
+            422,
             "timeout",
         ),
         (json!({"name": "x"}), 422, "command"),
