@@ -1,10 +1,11 @@
 //! The HTTP plumbing every networked backend shares: timeouts, error statuses turned into
 //! [`BackendError`], bounded body reads, and bounded NDJSON / Server-Sent-Events decoding.
 //!
-//! Bounds: a JSON body is read up to [`MAX_BODY_BYTES`], an error body up to
-//! [`MAX_ERROR_BODY_BYTES`], a stream line up to [`MAX_LINE_BYTES`]; a peer that sends more gets
-//! an error, never our memory. SSE is decoded here over a bounded line reader rather than with an
-//! SSE crate, because none of them bounds the length of an event.
+//! Bounds: a JSON body is read up to [`MAX_BODY_BYTES`] (32 MiB), an error body up to
+//! [`MAX_ERROR_BODY_BYTES`], a stream line up to [`MAX_LINE_BYTES`] (8 MiB); a peer that sends
+//! more gets an error, never our memory. A streamed answer as a whole is held to
+//! [`MAX_BODY_BYTES`] too (in `Metered`). SSE is decoded here over a bounded line reader rather
+//! than with an SSE crate, because none of them bounds the length of an event.
 
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
@@ -19,7 +20,9 @@ use crate::config::backends::Timeouts;
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// Largest error body read for its message.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
-/// Largest single line of a stream (one NDJSON object or one SSE field).
+/// Largest single line of a stream (one NDJSON object or one SSE field). A line carries one
+/// chunk of an answer: a few tokens, or (Ollama) one whole tool call. 8 MiB is far above any
+/// real chunk and keeps what one hostile line costs to a quarter of a whole answer's bound.
 const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
 /// How much of a non-JSON error body is quoted in the error.
 const QUOTED_ERROR_CHARS: usize = 300;
@@ -218,9 +221,10 @@ impl Upstream {
 
     fn stream_error(&self, err: LinesCodecError) -> BackendError {
         match err {
-            LinesCodecError::MaxLineLengthExceeded => {
-                self.invalid(format!("a stream line is over {MAX_LINE_BYTES} bytes"))
-            }
+            LinesCodecError::MaxLineLengthExceeded => self.invalid(format!(
+                "a stream line is over {} MiB ({MAX_LINE_BYTES} bytes)",
+                MAX_LINE_BYTES / (1024 * 1024)
+            )),
             LinesCodecError::Io(io) => {
                 let timed_out = io
                     .get_ref()

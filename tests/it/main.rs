@@ -11,6 +11,7 @@ mod backend_failures;
 mod backend_streams;
 mod config_and_cli;
 mod fake_backends_selfcheck;
+mod hostile_backends;
 mod http_api;
 mod mcp_endpoint;
 mod mcp_hostile_children;
