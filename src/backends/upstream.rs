@@ -54,8 +54,7 @@ impl Upstream {
         timeouts: Timeouts,
         error_message: ErrorMessageFn,
     ) -> Result<Self, BackendError> {
-        crate::tls::install_provider();
-        let client = reqwest::Client::builder()
+        let client = crate::outgoing::client_builder()
             .connect_timeout(timeouts.connect)
             .timeout(timeouts.total)
             .tcp_nodelay(true)
@@ -200,6 +199,13 @@ impl Upstream {
     }
 
     fn transport_error(&self, err: &reqwest::Error) -> BackendError {
+        if let Some(refused) = crate::outgoing::RedirectRefused::in_error(err) {
+            return BackendError::Upstream {
+                backend: self.backend.clone(),
+                status: refused.status,
+                message: refused.to_string(),
+            };
+        }
         if err.is_timeout() {
             // reqwest's own timeout is the total one; the connect one surfaces as a connect error.
             let (stage, secs) = if err.is_connect() {

@@ -7,13 +7,27 @@
 
 use crate::support::{Server, TestHome};
 use serde_json::{Value, json};
-use testkit::fake_backends::{Behaviour, FakeBackend, Wire};
+use testkit::fake_backends::{Behaviour, FakeBackend, Redirect, Wire};
 use testkit::sse::Events;
 
 const WIRES: [Wire; 3] = [Wire::Ollama, Wire::OpenAi, Wire::Anthropic];
 
 /// lit-mux's bound on one line of a backend's stream (one NDJSON object, one SSE field): 8 MiB.
 const MAX_STREAM_LINE_BYTES: usize = 8 * 1024 * 1024;
+
+/// An entry for `fake` whose URL has `prefix` before the fake's own paths, with the wire's key.
+fn entry_with_prefix(name: &str, fake: &FakeBackend, wire: Wire, prefix: &str) -> String {
+    let origin = format!("http://127.0.0.1:{}", fake.port());
+    match wire {
+        Wire::Ollama => format!("  {name}: {{type: ollama, host: '{origin}{prefix}'}}\n"),
+        Wire::OpenAi => format!(
+            "  {name}: {{type: openai, base_url: '{origin}{prefix}/v1', api_key: sk-secret-openai}}\n"
+        ),
+        Wire::Anthropic => format!(
+            "  {name}: {{type: anthropic, base_url: '{origin}{prefix}', api_key: sk-secret-anthropic}}\n"
+        ),
+    }
+}
 
 fn start_with(home: &TestHome, entries: &[String]) -> Server {
     home.write_config(&format!("backends:\n{}", entries.concat()));
@@ -103,4 +117,166 @@ async fn a_stream_line_just_over_the_bound_fails_cleanly_and_one_just_under_pass
         );
         assert_eq!(question["metadata"]["error"], detail, "{wire:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_to_another_origin_is_not_followed_and_nothing_is_sent_there() {
+    for wire in WIRES {
+        for status in [307, 308] {
+            let redirecting = FakeBackend::start(wire).await;
+            let elsewhere = FakeBackend::start(wire).await;
+            let elsewhere_origin = format!("http://127.0.0.1:{}", elsewhere.port());
+            let home = TestHome::new();
+            let server = start_with(&home, &[entry_with_prefix("llm", &redirecting, wire, "")]);
+            let id = create_session(&server, &["llm"]).await;
+            redirecting.set_redirect(Some(Redirect {
+                status,
+                from: String::new(),
+                to: elsewhere_origin.clone(),
+            }));
+            let chat_path = match wire {
+                Wire::Ollama => "/api/chat",
+                Wire::OpenAi => "/v1/chat/completions",
+                Wire::Anthropic => "/v1/messages",
+            };
+            let location = format!("{elsewhere_origin}{chat_path}");
+
+            let (code, body) = server
+                .post_json(
+                    &format!("/sessions/{id}/message"),
+                    &json!({"content": "a secret question"}),
+                )
+                .await;
+            assert_eq!(code, 502, "{wire:?} {status}: {body}");
+            let detail = body["detail"].as_str().unwrap();
+            assert!(
+                detail.contains("backend llm")
+                    && detail.contains(&format!("{status}"))
+                    && detail.contains("another origin")
+                    && detail.contains(&location),
+                "{wire:?} {status}: {detail}"
+            );
+
+            // Streamed, the failure comes before the first byte: the same plain error.
+            let response = server
+                .post(&format!("/sessions/{id}/message"))
+                .json(&json!({"content": "another secret", "stream": true}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 502, "{wire:?} {status}");
+            let body: Value = response.json().await.unwrap();
+            assert!(
+                body["detail"].as_str().unwrap().contains(&location),
+                "{wire:?} {status}: {body}"
+            );
+
+            let models = server.get_json("/models").await;
+            let listing_error = models["errors"]["llm"].as_str().unwrap_or_default();
+            assert!(
+                listing_error.contains("another origin")
+                    && listing_error.contains(&elsewhere_origin),
+                "{wire:?} {status}: {models}"
+            );
+
+            assert!(
+                !redirecting.requests().is_empty(),
+                "{wire:?} {status}: the backend was not asked at all"
+            );
+            let leaked: Vec<String> = elsewhere
+                .requests()
+                .iter()
+                .map(|r| format!("{} {} {:?}", r.method, r.path, r.headers))
+                .collect();
+            assert!(
+                leaked.is_empty(),
+                "{wire:?} {status}: the other origin received {leaked:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_within_the_origin_is_followed_at_most_five_times() {
+    for wire in WIRES {
+        let fake = FakeBackend::start(wire).await;
+        // The backend moved from /old to the root of the same server: a relative Location.
+        fake.set_redirect(Some(Redirect {
+            status: 308,
+            from: "/old".to_owned(),
+            to: String::new(),
+        }));
+        let home = TestHome::new();
+        let server = start_with(&home, &[entry_with_prefix("llm", &fake, wire, "/old")]);
+        let id = create_session(&server, &["llm"]).await;
+
+        let (code, body) = server
+            .post_json(
+                &format!("/sessions/{id}/message"),
+                &json!({"content": "hi"}),
+            )
+            .await;
+        assert_eq!(code, 200, "{wire:?}: {body}");
+        assert_eq!(body["content"], format!("{} says: hi", wire.name()));
+        // The key went along within the origin: the fake (Anthropic) refuses a request without.
+        let chat = fake.last_chat();
+        assert!(!chat.path.starts_with("/old"), "{wire:?}: {chat:?}");
+
+        // A redirect to itself, again and again: six requests (the first and five follows), then
+        // an error naming where it was sent last.
+        fake.set_redirect(Some(Redirect {
+            status: 307,
+            from: String::new(),
+            to: String::new(),
+        }));
+        fake.clear_requests();
+        let (code, body) = server
+            .post_json(
+                &format!("/sessions/{id}/message"),
+                &json!({"content": "loop"}),
+            )
+            .await;
+        assert_eq!(code, 502, "{wire:?}: {body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("more than 5 redirects") && detail.contains("/old"),
+            "{wire:?}: {detail}"
+        );
+        assert_eq!(fake.requests().len(), 6, "{wire:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_does_not_follow_a_redirect_to_another_origin_with_its_key() {
+    let redirecting = FakeBackend::start(Wire::Ollama).await;
+    let elsewhere = FakeBackend::start(Wire::Ollama).await;
+    let elsewhere_origin = format!("http://127.0.0.1:{}", elsewhere.port());
+    redirecting.set_redirect(Some(Redirect {
+        status: 307,
+        from: String::new(),
+        to: elsewhere_origin.clone(),
+    }));
+    let home = TestHome::new().env("LIT_MUX_API_KEY", "the-lit-mux-key");
+    let url = format!("http://127.0.0.1:{}", redirecting.port());
+    let output = tokio::task::spawn_blocking(move || home.run(&["status", "--url", &url]))
+        .await
+        .unwrap();
+
+    assert_ne!(output.code(), Some(0), "{output:?}");
+    assert!(
+        output.stderr.contains("another origin")
+            && output
+                .stderr
+                .contains(&format!("{elsewhere_origin}/health")),
+        "{}",
+        output.stderr
+    );
+    let asked = redirecting.requests();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].headers["x-api-key"], "the-lit-mux-key");
+    assert!(
+        elsewhere.requests().is_empty(),
+        "{:?}",
+        elsewhere.requests()
+    );
 }

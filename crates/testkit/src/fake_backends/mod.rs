@@ -129,6 +129,17 @@ pub enum Behaviour {
     Endless { chunk: String },
 }
 
+/// Requests whose path starts with `from` are answered with `status` (a 3xx) and a `Location` of
+/// `to` followed by the rest of the path and the query: `to` an origin (`http://127.0.0.1:PORT`)
+/// sends them to another server, an empty `to` to a path of this fake's own (a relative
+/// `Location`). The redirected request is recorded like any other.
+#[derive(Clone, Debug)]
+pub struct Redirect {
+    pub status: u16,
+    pub from: String,
+    pub to: String,
+}
+
 /// A tool call a fake answers with.
 #[derive(Clone, Debug)]
 pub struct FakeToolCall {
@@ -258,6 +269,11 @@ impl FakeBackend {
     /// How chat requests are answered from now on.
     pub fn set_behaviour(&self, behaviour: Behaviour) {
         self.shared.state().behaviour = behaviour;
+    }
+
+    /// Which requests are redirected, and where to (default: none).
+    pub fn set_redirect(&self, redirect: Option<Redirect>) {
+        self.shared.state().redirect = redirect;
     }
 
     /// The models the model-list endpoint reports (default: `fake-model`).

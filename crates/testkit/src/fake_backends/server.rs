@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use super::answer::Reply;
 use super::reply::{error, json_response, not_found_message, rate_limited, tool_call_answer};
 use super::text::{all_message_text, count_words, last_user_text};
-use super::{Behaviour, Recorded, Wire, anthropic, ollama, openai};
+use super::{Behaviour, Recorded, Redirect, Wire, anthropic, ollama, openai};
 
 pub(super) struct Shared {
     pub(super) wire: Wire,
@@ -41,6 +41,7 @@ pub(super) struct FakeState {
     pub(super) listing_delay: Duration,
     /// The model chat answers say they used; `None`: the one requested.
     pub(super) reported_model: Option<String>,
+    pub(super) redirect: Option<Redirect>,
     pub(super) requests: Vec<Recorded>,
 }
 
@@ -72,6 +73,7 @@ pub(super) fn server(
             models_page_size: anthropic::MAX_LIMIT,
             listing_delay: Duration::ZERO,
             reported_model: None,
+            redirect: None,
             requests: Vec::new(),
         }),
         aborted: AtomicUsize::new(0),
@@ -144,6 +146,16 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let (behaviour, models, models_failing, models_page_size, listing_delay, reported_model) = {
         let mut state = shared.state();
         state.requests.push(recorded.clone());
+        if let Some(redirect) = &state.redirect
+            && let Some(rest) = recorded.path.strip_prefix(redirect.from.as_str())
+        {
+            let query = parts
+                .uri
+                .query()
+                .map(|query| format!("?{query}"))
+                .unwrap_or_default();
+            return redirected(redirect.status, &format!("{}{rest}{query}", redirect.to));
+        }
         let queued = if is_chat {
             state.queued.pop_front()
         } else {
@@ -198,6 +210,17 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             }
         },
     )
+}
+
+/// A redirect with an empty body.
+fn redirected(status: u16, location: &str) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() =
+        axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::FOUND);
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 /// Answers a chat request; `model` is the model the answer says it used.
