@@ -6,15 +6,26 @@
 //! more gets an error, never our memory. A streamed answer as a whole is held to
 //! [`MAX_BODY_BYTES`] too (in `Metered`). SSE is decoded here over a bounded line reader rather
 //! than with an SSE crate, because none of them bounds the length of an event.
+//!
+//! Connections: at most `max_connections` requests of one backend are in flight at once (reqwest
+//! has no cap of its own). [`Upstream::send`] takes a slot before sending, waiting for one no
+//! longer than the first-byte timeout, and the [`UpstreamResponse`] holds it until its body is
+//! read or its stream ends or is dropped; a long streamed answer holds its slot exactly as long as
+//! its connection. At most as many idle connections are kept for reuse.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures_util::stream::BoxStream;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::io::StreamReader;
 
 use super::{BackendError, TimeoutStage};
-use crate::config::backends::Timeouts;
+use crate::config::backends::{BackendConfig, Timeouts};
 
 /// Largest non-streamed answer accepted; a streamed one is held to it too (see `Metered`).
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -37,6 +48,14 @@ pub struct Upstream {
     client: reqwest::Client,
     timeouts: Timeouts,
     error_message: ErrorMessageFn,
+    /// One permit per request in flight, `max_connections` in all.
+    slots: Arc<Semaphore>,
+}
+
+/// A backend's response and the connection slot it holds until its body is read.
+pub struct UpstreamResponse {
+    response: reqwest::Response,
+    slot: OwnedSemaphorePermit,
 }
 
 /// One Server-Sent Event.
@@ -51,12 +70,14 @@ pub struct SseEvent {
 impl Upstream {
     pub fn new(
         backend: &str,
-        timeouts: Timeouts,
+        config: &BackendConfig,
         error_message: ErrorMessageFn,
     ) -> Result<Self, BackendError> {
+        let timeouts = config.timeouts;
         let client = crate::outgoing::client_builder()
             .connect_timeout(timeouts.connect)
             .timeout(timeouts.total)
+            .pool_max_idle_per_host(config.max_connections)
             .tcp_nodelay(true)
             .user_agent(concat!("lit-mux/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -69,6 +90,7 @@ impl Upstream {
             client,
             timeouts,
             error_message,
+            slots: Arc::new(Semaphore::new(config.max_connections)),
         })
     }
 
@@ -80,13 +102,33 @@ impl Upstream {
         &self.backend
     }
 
-    /// Sends `request` and waits for the response's headers (bounded by the first-byte timeout);
-    /// an error status becomes the matching [`BackendError`].
+    /// Takes a connection slot, sends `request` and waits for the response's headers (the wait
+    /// for a slot and for the headers together bounded by the first-byte timeout); an error
+    /// status becomes the matching [`BackendError`].
     pub async fn send(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, BackendError> {
-        let response = match tokio::time::timeout(self.timeouts.first_byte, request.send()).await {
+    ) -> Result<UpstreamResponse, BackendError> {
+        let deadline = tokio::time::Instant::now() + self.timeouts.first_byte;
+        let slot = match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await
+        {
+            Ok(Ok(slot)) => slot,
+            // The semaphore is never closed; were it, no request could be sent.
+            Ok(Err(_)) => {
+                return Err(BackendError::Unreachable {
+                    backend: self.backend.clone(),
+                    message: "its connection slots are closed".to_owned(),
+                });
+            }
+            Err(_) => {
+                return Err(BackendError::Timeout {
+                    backend: self.backend.clone(),
+                    stage: TimeoutStage::ConnectionSlot,
+                    secs: self.timeouts.first_byte.as_secs(),
+                });
+            }
+        };
+        let response = match tokio::time::timeout_at(deadline, request.send()).await {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => return Err(self.transport_error(&err)),
             Err(_) => {
@@ -99,7 +141,7 @@ impl Upstream {
         };
         let status = response.status();
         if status.is_success() {
-            return Ok(response);
+            return Ok(UpstreamResponse { response, slot });
         }
         let retry_after = response
             .headers()
@@ -131,32 +173,41 @@ impl Upstream {
     /// Reads a whole JSON body, refusing one over [`MAX_BODY_BYTES`].
     pub async fn json<T: DeserializeOwned>(
         &self,
-        response: reqwest::Response,
+        response: UpstreamResponse,
     ) -> Result<T, BackendError> {
-        let body = self.read_bounded(response, MAX_BODY_BYTES).await?;
+        let UpstreamResponse { response, slot } = response;
+        let body = self.read_bounded(response, MAX_BODY_BYTES).await;
+        drop(slot);
+        let body = body?;
         serde_json::from_slice(&body).map_err(|err| self.invalid(format!("{err}")))
     }
 
-    /// The body as lines, each at most [`MAX_LINE_BYTES`]; empty lines are kept.
+    /// The body as lines, each at most [`MAX_LINE_BYTES`]; empty lines are kept. The slot is
+    /// given back at the stream's end or first error, or when it is dropped.
     pub fn lines(
         &self,
-        response: reqwest::Response,
+        response: UpstreamResponse,
     ) -> BoxStream<'static, Result<String, BackendError>> {
+        let UpstreamResponse { response, slot } = response;
         let upstream = self.clone();
         let bytes = response.bytes_stream().map_err(std::io::Error::other);
         let framed = FramedRead::new(
             StreamReader::new(bytes),
             LinesCodec::new_with_max_length(MAX_LINE_BYTES),
         );
-        framed
-            .map_err(move |err| upstream.stream_error(err))
-            .boxed()
+        SlotHeld {
+            inner: framed
+                .map_err(move |err| upstream.stream_error(err))
+                .boxed(),
+            slot: Some(slot),
+        }
+        .boxed()
     }
 
     /// The body as NDJSON values, blank lines skipped.
     pub fn ndjson(
         &self,
-        response: reqwest::Response,
+        response: UpstreamResponse,
     ) -> BoxStream<'static, Result<serde_json::Value, BackendError>> {
         let upstream = self.clone();
         self.lines(response)
@@ -173,7 +224,7 @@ impl Upstream {
     /// The body as Server-Sent Events.
     pub fn sse(
         &self,
-        response: reqwest::Response,
+        response: UpstreamResponse,
     ) -> BoxStream<'static, Result<SseEvent, BackendError>> {
         let mut parser = SseParser::default();
         self.lines(response)
@@ -293,6 +344,25 @@ impl Upstream {
         let text = String::from_utf8_lossy(&body);
         let text = text.trim();
         (!text.is_empty()).then(|| text.chars().take(QUOTED_ERROR_CHARS).collect())
+    }
+}
+
+/// A stream of a response's lines holding its connection slot until the last line or the first
+/// error (after which the connection is done with), or until dropped.
+struct SlotHeld {
+    inner: BoxStream<'static, Result<String, BackendError>>,
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Stream for SlotHeld {
+    type Item = Result<String, BackendError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = self.inner.poll_next_unpin(cx);
+        if let Poll::Ready(None | Some(Err(_))) = &item {
+            self.slot = None;
+        }
+        item
     }
 }
 

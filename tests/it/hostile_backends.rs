@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::time::{Duration, Instant};
+
 use crate::support::{Server, TestHome};
 use serde_json::{Value, json};
 use testkit::fake_backends::{Behaviour, FakeBackend, Redirect, Wire};
@@ -56,8 +58,8 @@ async fn stream(server: &Server, session: &str, content: &str) -> Vec<(String, V
 fn reply(text: &str) -> Behaviour {
     Behaviour::Reply {
         text: Some(text.to_owned()),
-        delay: std::time::Duration::ZERO,
-        chunk_delay: std::time::Duration::ZERO,
+        delay: Duration::ZERO,
+        chunk_delay: Duration::ZERO,
     }
 }
 
@@ -279,4 +281,174 @@ async fn the_cli_does_not_follow_a_redirect_to_another_origin_with_its_key() {
         "{:?}",
         elsewhere.requests()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crowd_listing_models_costs_each_backend_a_handful_of_listings_within_its_cap() {
+    let mut fakes = Vec::new();
+    let mut entries = Vec::new();
+    for wire in WIRES {
+        let fake = FakeBackend::start(wire).await;
+        // Slow enough that the whole crowd arrives while the first listing is in flight.
+        fake.set_listing_delay(Duration::from_millis(300));
+        entries.push(fake.config_entry(wire.name(), ", max_connections: 4"));
+        fakes.push((wire, fake));
+    }
+    let home = TestHome::new();
+    let server = start_with(&home, &entries);
+
+    let calls = (0..700).map(|i| {
+        let path = match i % 7 {
+            0 => "/models",
+            1 => "/backends",
+            _ => "/v1/models",
+        };
+        let request = server.get(path);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 200, "{path}");
+            (path, response.json::<Value>().await.unwrap())
+        }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+
+    for (path, answer) in &answers {
+        let listed = match *path {
+            "/v1/models" => answer["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|model| model["id"].as_str().unwrap().ends_with("/fake-model"))
+                .count(),
+            "/models" => answer["models"].as_object().map_or(0, |m| m.len() - 1),
+            _ => answer
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|backend| backend["healthy"] == true && backend["name"] != "echo")
+                .count(),
+        };
+        assert_eq!(listed, 3, "{path}: {answer}");
+    }
+    for (wire, fake) in &fakes {
+        let listings = fake.listing_requests().len();
+        // One listing shared by the crowd's model lists, one health check, and one more of each
+        // should the crowd outlast a cache.
+        assert!(
+            (1..=4).contains(&listings),
+            "{wire:?}: {listings} listing requests for 700 callers"
+        );
+        assert!(
+            fake.peak_connections() <= 4,
+            "{wire:?}: {} connections at once",
+            fake.peak_connections()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_never_has_more_requests_in_flight_than_its_max_connections() {
+    let fake = FakeBackend::start(Wire::OpenAi).await;
+    fake.set_behaviour(Behaviour::Reply {
+        text: None,
+        delay: Duration::from_millis(50),
+        chunk_delay: Duration::ZERO,
+    });
+    let home = TestHome::new();
+    let server = start_with(&home, &[fake.config_entry("llm", ", max_connections: 3")]);
+
+    let chats = (0..40).map(|i| {
+        let request = server.post("/v1/chat/completions").json(&json!({
+            "model": "llm/fake-model",
+            "stream": i % 2 == 0,
+            "messages": [{"role": "user", "content": format!("question {i}")}],
+        }));
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(chats).await;
+
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(fake.chat_requests().len(), 40);
+    assert_eq!(
+        fake.peak_chats_in_flight(),
+        3,
+        "the backend answered more (or fewer) requests at once than its max_connections"
+    );
+    // A connection given back is reused, or closed when more than max_connections are idle;
+    // one opened while another was on its way back may overlap it for a moment.
+    assert!(
+        fake.peak_connections() <= 2 * 3,
+        "{} connections at once ({} in all)",
+        fake.peak_connections(),
+        fake.accepted_connections()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_answer_holds_its_connection_only_while_it_streams() {
+    let fake = FakeBackend::start(Wire::Ollama).await;
+    let home = TestHome::new();
+    let server = start_with(
+        &home,
+        &[fake.config_entry("llm", ", max_connections: 1, first_byte_timeout_secs: 1")],
+    );
+    let streaming = create_session(&server, &["llm"]).await;
+    let waiting = create_session(&server, &["llm"]).await;
+
+    // The answer starts, then stalls: its connection is the backend's only one.
+    fake.queue(vec![Behaviour::Stall]);
+    let response = server
+        .post(&format!("/sessions/{streaming}/message"))
+        .json(&json!({"content": "long", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let mut events = Events::new(response);
+    let (name, _) = events.next().await.unwrap();
+    assert_eq!(name, "delta");
+
+    // Another request waits for a connection no longer than the first-byte timeout.
+    let started = Instant::now();
+    let (code, body) = server
+        .post_json(
+            &format!("/sessions/{waiting}/message"),
+            &json!({"content": "me too"}),
+        )
+        .await;
+    assert_eq!(code, 504, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("backend llm")
+            && detail.contains("no free connection")
+            && detail.contains("max_connections"),
+        "{detail}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        fake.chat_requests().len(),
+        1,
+        "the waiting request was sent"
+    );
+
+    // The streaming client leaves: its backend connection is given up, and with it the slot.
+    drop(events);
+    assert!(
+        testkit::processes::eventually(Duration::from_secs(5), || async {
+            fake.aborted_requests() == 1
+        })
+        .await,
+        "the stalled answer's connection was kept"
+    );
+    let (code, body) = server
+        .post_json(
+            &format!("/sessions/{waiting}/message"),
+            &json!({"content": "now"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["content"], "ollama says: now");
 }

@@ -348,6 +348,27 @@ impl FakeBackend {
         })
     }
 
+    /// The most chat requests the fake was answering at once (from their arrival to the end of
+    /// their answer's body, or the client going away).
+    pub fn peak_chats_in_flight(&self) -> usize {
+        self.shared.peak_chats_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections open to the fake now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.connections.open.load(Ordering::SeqCst)
+    }
+
+    /// The most TCP connections that were open to the fake at once.
+    pub fn peak_connections(&self) -> usize {
+        self.shared.connections.peak.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections the fake accepted in all.
+    pub fn accepted_connections(&self) -> usize {
+        self.shared.connections.accepted.load(Ordering::SeqCst)
+    }
+
     /// Chat requests whose client went away before the fake finished answering.
     pub fn aborted_requests(&self) -> usize {
         self.shared.aborted.load(Ordering::SeqCst)
