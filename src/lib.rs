@@ -3,7 +3,8 @@
 //! Layers, imports only going down (ARCHITECTURE.md): [`cli`] parses the command line and calls
 //! [`app`], which builds the services and serves [`http`]; `http` calls the domain services
 //! [`chat`], [`mcp`] and [`backends`]; they persist through [`store`]; everything reads the
-//! typed [`config`]. [`logging`], [`telemetry`] and [`tls`] sit under all of them.
+//! typed [`config`]. [`logging`], [`telemetry`], [`tls`] and [`outgoing`] (how every
+//! outgoing HTTP client is built) sit under all of them.
 
 pub mod app;
 pub mod backends;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod http;
 pub mod logging;
 pub mod mcp;
+pub mod outgoing;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

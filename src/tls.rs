@@ -7,8 +7,8 @@
 
 use std::sync::Once;
 
-/// Makes ring the process's TLS provider; later calls do nothing. Every place that builds an
-/// HTTP client calls it first, so none can be built without a provider.
+/// Makes ring the process's TLS provider; later calls do nothing. `outgoing::client_builder`,
+/// where every HTTP client starts, calls it first, so none can be built without a provider.
 pub fn install_provider() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {

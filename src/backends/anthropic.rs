@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::upstream::Upstream;
+use super::upstream::{Upstream, UpstreamResponse};
 use super::{
     Backend, BackendConfig, BackendError, ChatEvent, ChatReply, ChatRequest, ChatStream, ModelInfo,
     Role, ToolCall, Usage,
@@ -27,7 +27,7 @@ impl AnthropicBackend {
         settings: &AnthropicSettings,
     ) -> Result<Self, BackendError> {
         Ok(Self {
-            upstream: Upstream::new(name, config.timeouts, error_message)?,
+            upstream: Upstream::new(name, config, error_message)?,
             settings: settings.clone(),
             default_model: config.default_model.clone(),
         })
@@ -43,7 +43,7 @@ impl AnthropicBackend {
         &self,
         request: &ChatRequest,
         stream: bool,
-    ) -> Result<reqwest::Response, BackendError> {
+    ) -> Result<UpstreamResponse, BackendError> {
         let (system, messages) = wire_messages(request);
         let mut body = json!({
             "model": request.model,

@@ -226,6 +226,8 @@ pub enum TimeoutStage {
     Total,
     /// Listing the models, bounded by lit-mux itself.
     ListingModels,
+    /// Waiting for one of the backend's `max_connections`, bounded by the first-byte timeout.
+    ConnectionSlot,
 }
 
 impl TimeoutStage {
@@ -236,6 +238,7 @@ impl TimeoutStage {
             Self::FirstByte => "no answer",
             Self::Total => "the answer was not complete",
             Self::ListingModels => "no list of models",
+            Self::ConnectionSlot => "no free connection (all max_connections in use)",
         }
     }
 
@@ -246,6 +249,7 @@ impl TimeoutStage {
             Self::FirstByte => " (first_byte_timeout_secs)",
             Self::Total => " (timeout_secs)",
             Self::ListingModels => "",
+            Self::ConnectionSlot => " (first_byte_timeout_secs)",
         }
     }
 }

@@ -5,7 +5,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::upstream::Upstream;
+use super::upstream::{Upstream, UpstreamResponse};
 use super::{
     Backend, BackendConfig, BackendError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
     ChatStream, ModelInfo, ToolCall, Usage,
@@ -25,7 +25,7 @@ impl OllamaBackend {
         settings: &OllamaSettings,
     ) -> Result<Self, BackendError> {
         Ok(Self {
-            upstream: Upstream::new(name, config.timeouts, error_message)?,
+            upstream: Upstream::new(name, config, error_message)?,
             host: settings.host.clone(),
             default_model: config.default_model.clone(),
         })
@@ -54,7 +54,7 @@ impl OllamaBackend {
         &self,
         request: &ChatRequest,
         stream: bool,
-    ) -> Result<reqwest::Response, BackendError> {
+    ) -> Result<UpstreamResponse, BackendError> {
         let url = format!("{}/api/chat", self.host);
         self.upstream
             .send(

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::upstream::Upstream;
+use super::upstream::{Upstream, UpstreamResponse};
 use super::{
     Backend, BackendConfig, BackendError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
     ChatStream, ModelInfo, ToolCall, Usage,
@@ -27,7 +27,7 @@ impl OpenAiBackend {
         settings: &OpenAiSettings,
     ) -> Result<Self, BackendError> {
         Ok(Self {
-            upstream: Upstream::new(name, config.timeouts, error_message)?,
+            upstream: Upstream::new(name, config, error_message)?,
             base_url: settings.base_url.clone(),
             api_key: settings.api_key.clone(),
             default_model: config.default_model.clone(),
@@ -45,7 +45,7 @@ impl OpenAiBackend {
         &self,
         request: &ChatRequest,
         stream: bool,
-    ) -> Result<reqwest::Response, BackendError> {
+    ) -> Result<UpstreamResponse, BackendError> {
         let system = request.system.as_deref().map(|system| WireMessage {
             role: "system",
             content: Some(system),

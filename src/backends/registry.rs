@@ -1,8 +1,15 @@
 //! The configured backends by name, with cached health and bounded model listings.
+//!
+//! A crowd of callers costs a backend little: one health check per [`HEALTH_CACHE`], and one
+//! model listing in flight at a time, shared by every caller that asks meanwhile, its success
+//! reused for [`MODELS_CACHE`].
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, WeakShared};
 
 use super::metered::{BackendMetrics, Metered};
 use super::{
@@ -17,6 +24,27 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest listing a backend's models may take, so that one stalled backend never holds up
 /// `GET /models` for its full request timeout.
 const MODELS_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a successful model listing is reused. A failure is not: the next caller asks again
+/// (callers that asked while it was in flight share it).
+const MODELS_CACHE: Duration = Duration::from_secs(5);
+
+type ListingFuture = BoxFuture<'static, Result<Arc<Vec<ModelInfo>>, BackendError>>;
+
+/// A backend's model listing: the one in flight, and the last success.
+#[derive(Default)]
+struct ModelListing {
+    /// Weak, so that a listing every caller gave up on is dropped (its request cancelled)
+    /// rather than kept half done for the next caller.
+    in_flight: Option<WeakShared<ListingFuture>>,
+    fresh: Option<(Instant, Arc<Vec<ModelInfo>>)>,
+}
+
+fn lock(listing: &Mutex<ModelListing>) -> std::sync::MutexGuard<'_, ModelListing> {
+    // The state is two options, consistent whatever panicked while holding it.
+    listing
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// One configured backend: its settings and, when enabled, its client.
 pub struct BackendEntry {
@@ -25,6 +53,7 @@ pub struct BackendEntry {
     /// `None` when the backend is disabled.
     pub client: Option<Arc<dyn Backend>>,
     health: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    listing: Arc<Mutex<ModelListing>>,
 }
 
 impl BackendEntry {
@@ -50,20 +79,53 @@ impl BackendEntry {
 }
 
 impl BackendEntry {
-    /// The backend's models, bounded by [`MODELS_TIMEOUT`]; `None` when it is disabled.
-    pub async fn models(&self) -> Option<Result<Vec<ModelInfo>, BackendError>> {
+    /// The backend's models, bounded by [`MODELS_TIMEOUT`]; `None` when it is disabled. Callers
+    /// at the same time share one listing; a success is reused for [`MODELS_CACHE`].
+    pub async fn models(&self) -> Option<Result<Arc<Vec<ModelInfo>>, BackendError>> {
         let client = self.client.as_ref()?;
-        Some(
-            match tokio::time::timeout(MODELS_TIMEOUT, client.models()).await {
-                Ok(result) => result,
-                Err(_) => Err(BackendError::Timeout {
-                    backend: self.name.clone(),
-                    stage: TimeoutStage::ListingModels,
-                    secs: MODELS_TIMEOUT.as_secs(),
-                }),
-            },
-        )
+        let listing = {
+            let mut state = lock(&self.listing);
+            if let Some((at, models)) = &state.fresh
+                && at.elapsed() < MODELS_CACHE
+            {
+                return Some(Ok(models.clone()));
+            }
+            match state.in_flight.as_ref().and_then(WeakShared::upgrade) {
+                Some(listing) => listing,
+                None => {
+                    let listing =
+                        list_models(self.name.clone(), client.clone(), self.listing.clone())
+                            .boxed()
+                            .shared();
+                    state.in_flight = listing.downgrade();
+                    listing
+                }
+            }
+        };
+        Some(listing.await)
     }
+}
+
+/// One listing, bounded by [`MODELS_TIMEOUT`], recorded in `listing` when it ends.
+async fn list_models(
+    name: String,
+    client: Arc<dyn Backend>,
+    listing: Arc<Mutex<ModelListing>>,
+) -> Result<Arc<Vec<ModelInfo>>, BackendError> {
+    let result = match tokio::time::timeout(MODELS_TIMEOUT, client.models()).await {
+        Ok(result) => result.map(Arc::new),
+        Err(_) => Err(BackendError::Timeout {
+            backend: name,
+            stage: TimeoutStage::ListingModels,
+            secs: MODELS_TIMEOUT.as_secs(),
+        }),
+    };
+    let mut state = lock(&listing);
+    state.in_flight = None;
+    if let Ok(models) = &result {
+        state.fresh = Some((Instant::now(), models.clone()));
+    }
+    result
 }
 
 /// Why a backend cannot be used for a request.
@@ -114,6 +176,7 @@ impl BackendRegistry {
                     config: config.clone(),
                     client,
                     health: tokio::sync::Mutex::new(None),
+                    listing: Arc::default(),
                 },
             );
         }

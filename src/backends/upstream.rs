@@ -1,25 +1,39 @@
 //! The HTTP plumbing every networked backend shares: timeouts, error statuses turned into
 //! [`BackendError`], bounded body reads, and bounded NDJSON / Server-Sent-Events decoding.
 //!
-//! Bounds: a JSON body is read up to [`MAX_BODY_BYTES`], an error body up to
-//! [`MAX_ERROR_BODY_BYTES`], a stream line up to [`MAX_LINE_BYTES`]; a peer that sends more gets
-//! an error, never our memory. SSE is decoded here over a bounded line reader rather than with an
-//! SSE crate, because none of them bounds the length of an event.
+//! Bounds: a JSON body is read up to [`MAX_BODY_BYTES`] (32 MiB), an error body up to
+//! [`MAX_ERROR_BODY_BYTES`], a stream line up to [`MAX_LINE_BYTES`] (8 MiB); a peer that sends
+//! more gets an error, never our memory. A streamed answer as a whole is held to
+//! [`MAX_BODY_BYTES`] too (in `Metered`). SSE is decoded here over a bounded line reader rather
+//! than with an SSE crate, because none of them bounds the length of an event.
+//!
+//! Connections: at most `max_connections` requests of one backend are in flight at once (reqwest
+//! has no cap of its own). [`Upstream::send`] takes a slot before sending, waiting for one no
+//! longer than the first-byte timeout, and the [`UpstreamResponse`] holds it until its body is
+//! read or its stream ends or is dropped; a long streamed answer holds its slot exactly as long as
+//! its connection. At most as many idle connections are kept for reuse.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures_util::stream::BoxStream;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::io::StreamReader;
 
 use super::{BackendError, TimeoutStage};
-use crate::config::backends::Timeouts;
+use crate::config::backends::{BackendConfig, Timeouts};
 
 /// Largest non-streamed answer accepted; a streamed one is held to it too (see `Metered`).
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// Largest error body read for its message.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
-/// Largest single line of a stream (one NDJSON object or one SSE field).
+/// Largest single line of a stream (one NDJSON object or one SSE field). A line carries one
+/// chunk of an answer: a few tokens, or (Ollama) one whole tool call. 8 MiB is far above any
+/// real chunk and keeps what one hostile line costs to a quarter of a whole answer's bound.
 const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
 /// How much of a non-JSON error body is quoted in the error.
 const QUOTED_ERROR_CHARS: usize = 300;
@@ -34,6 +48,14 @@ pub struct Upstream {
     client: reqwest::Client,
     timeouts: Timeouts,
     error_message: ErrorMessageFn,
+    /// One permit per request in flight, `max_connections` in all.
+    slots: Arc<Semaphore>,
+}
+
+/// A backend's response and the connection slot it holds until its body is read.
+pub struct UpstreamResponse {
+    response: reqwest::Response,
+    slot: OwnedSemaphorePermit,
 }
 
 /// One Server-Sent Event.
@@ -48,13 +70,14 @@ pub struct SseEvent {
 impl Upstream {
     pub fn new(
         backend: &str,
-        timeouts: Timeouts,
+        config: &BackendConfig,
         error_message: ErrorMessageFn,
     ) -> Result<Self, BackendError> {
-        crate::tls::install_provider();
-        let client = reqwest::Client::builder()
+        let timeouts = config.timeouts;
+        let client = crate::outgoing::client_builder()
             .connect_timeout(timeouts.connect)
             .timeout(timeouts.total)
+            .pool_max_idle_per_host(config.max_connections)
             .tcp_nodelay(true)
             .user_agent(concat!("lit-mux/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -67,6 +90,7 @@ impl Upstream {
             client,
             timeouts,
             error_message,
+            slots: Arc::new(Semaphore::new(config.max_connections)),
         })
     }
 
@@ -78,13 +102,33 @@ impl Upstream {
         &self.backend
     }
 
-    /// Sends `request` and waits for the response's headers (bounded by the first-byte timeout);
-    /// an error status becomes the matching [`BackendError`].
+    /// Takes a connection slot, sends `request` and waits for the response's headers (the wait
+    /// for a slot and for the headers together bounded by the first-byte timeout); an error
+    /// status becomes the matching [`BackendError`].
     pub async fn send(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, BackendError> {
-        let response = match tokio::time::timeout(self.timeouts.first_byte, request.send()).await {
+    ) -> Result<UpstreamResponse, BackendError> {
+        let deadline = tokio::time::Instant::now() + self.timeouts.first_byte;
+        let slot = match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await
+        {
+            Ok(Ok(slot)) => slot,
+            // The semaphore is never closed; were it, no request could be sent.
+            Ok(Err(_)) => {
+                return Err(BackendError::Unreachable {
+                    backend: self.backend.clone(),
+                    message: "its connection slots are closed".to_owned(),
+                });
+            }
+            Err(_) => {
+                return Err(BackendError::Timeout {
+                    backend: self.backend.clone(),
+                    stage: TimeoutStage::ConnectionSlot,
+                    secs: self.timeouts.first_byte.as_secs(),
+                });
+            }
+        };
+        let response = match tokio::time::timeout_at(deadline, request.send()).await {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => return Err(self.transport_error(&err)),
             Err(_) => {
@@ -97,7 +141,7 @@ impl Upstream {
         };
         let status = response.status();
         if status.is_success() {
-            return Ok(response);
+            return Ok(UpstreamResponse { response, slot });
         }
         let retry_after = response
             .headers()
@@ -129,32 +173,41 @@ impl Upstream {
     /// Reads a whole JSON body, refusing one over [`MAX_BODY_BYTES`].
     pub async fn json<T: DeserializeOwned>(
         &self,
-        response: reqwest::Response,
+        response: UpstreamResponse,
     ) -> Result<T, BackendError> {
-        let body = self.read_bounded(response, MAX_BODY_BYTES).await?;
+        let UpstreamResponse { response, slot } = response;
+        let body = self.read_bounded(response, MAX_BODY_BYTES).await;
+        drop(slot);
+        let body = body?;
         serde_json::from_slice(&body).map_err(|err| self.invalid(format!("{err}")))
     }
 
-    /// The body as lines, each at most [`MAX_LINE_BYTES`]; empty lines are kept.
+    /// The body as lines, each at most [`MAX_LINE_BYTES`]; empty lines are kept. The slot is
+    /// given back at the stream's end or first error, or when it is dropped.
     pub fn lines(
         &self,
-        response: reqwest::Response,
+        response: UpstreamResponse,
     ) -> BoxStream<'static, Result<String, BackendError>> {
+        let UpstreamResponse { response, slot } = response;
         let upstream = self.clone();
         let bytes = response.bytes_stream().map_err(std::io::Error::other);
         let framed = FramedRead::new(
             StreamReader::new(bytes),
             LinesCodec::new_with_max_length(MAX_LINE_BYTES),
         );
-        framed
-            .map_err(move |err| upstream.stream_error(err))
-            .boxed()
+        SlotHeld {
+            inner: framed
+                .map_err(move |err| upstream.stream_error(err))
+                .boxed(),
+            slot: Some(slot),
+        }
+        .boxed()
     }
 
     /// The body as NDJSON values, blank lines skipped.
     pub fn ndjson(
         &self,
-        response: reqwest::Response,
+        response: UpstreamResponse,
     ) -> BoxStream<'static, Result<serde_json::Value, BackendError>> {
         let upstream = self.clone();
         self.lines(response)
@@ -171,7 +224,7 @@ impl Upstream {
     /// The body as Server-Sent Events.
     pub fn sse(
         &self,
-        response: reqwest::Response,
+        response: UpstreamResponse,
     ) -> BoxStream<'static, Result<SseEvent, BackendError>> {
         let mut parser = SseParser::default();
         self.lines(response)
@@ -197,6 +250,13 @@ impl Upstream {
     }
 
     fn transport_error(&self, err: &reqwest::Error) -> BackendError {
+        if let Some(refused) = crate::outgoing::RedirectRefused::in_error(err) {
+            return BackendError::Upstream {
+                backend: self.backend.clone(),
+                status: refused.status,
+                message: refused.to_string(),
+            };
+        }
         if err.is_timeout() {
             // reqwest's own timeout is the total one; the connect one surfaces as a connect error.
             let (stage, secs) = if err.is_connect() {
@@ -218,9 +278,10 @@ impl Upstream {
 
     fn stream_error(&self, err: LinesCodecError) -> BackendError {
         match err {
-            LinesCodecError::MaxLineLengthExceeded => {
-                self.invalid(format!("a stream line is over {MAX_LINE_BYTES} bytes"))
-            }
+            LinesCodecError::MaxLineLengthExceeded => self.invalid(format!(
+                "a stream line is over {} MiB ({MAX_LINE_BYTES} bytes)",
+                MAX_LINE_BYTES / (1024 * 1024)
+            )),
             LinesCodecError::Io(io) => {
                 let timed_out = io
                     .get_ref()
@@ -283,6 +344,25 @@ impl Upstream {
         let text = String::from_utf8_lossy(&body);
         let text = text.trim();
         (!text.is_empty()).then(|| text.chars().take(QUOTED_ERROR_CHARS).collect())
+    }
+}
+
+/// A stream of a response's lines holding its connection slot until the last line or the first
+/// error (after which the connection is done with), or until dropped.
+struct SlotHeld {
+    inner: BoxStream<'static, Result<String, BackendError>>,
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Stream for SlotHeld {
+    type Item = Result<String, BackendError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = self.inner.poll_next_unpin(cx);
+        if let Poll::Ready(None | Some(Err(_))) = &item {
+            self.slot = None;
+        }
+        item
     }
 }
 

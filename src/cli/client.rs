@@ -95,8 +95,7 @@ impl ApiClient {
         timeout: Duration,
     ) -> Result<Self, ClientError> {
         let base_url = base_url.trim_end_matches('/').to_owned();
-        crate::tls::install_provider();
-        let http = reqwest::Client::builder()
+        let http = crate::outgoing::client_builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(5).min(timeout))
             .build()
@@ -104,7 +103,7 @@ impl ApiClient {
                 url: base_url.clone(),
                 reason: chain(&err),
             })?;
-        let streaming = reqwest::Client::builder()
+        let streaming = crate::outgoing::client_builder()
             .read_timeout(timeout)
             .connect_timeout(Duration::from_secs(5).min(timeout))
             .build()

@@ -19,9 +19,18 @@ pub struct BackendConfig {
     /// Sent as the system prompt when the session sets none.
     pub system_prompt: Option<String>,
     pub timeouts: Timeouts,
+    /// Most requests in flight to the backend at once (each holds one connection); more wait
+    /// for a free one, up to the first-byte timeout.
+    pub max_connections: usize,
     /// How the backend's models call MCP tools.
     pub tool_mode: ToolMode,
 }
+
+/// `max_connections` when the entry sets none: enough for a team's concurrent chats, far below
+/// what a crowd of clients would otherwise open.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// The largest `max_connections` accepted.
+pub const MAX_MAX_CONNECTIONS: usize = 4096;
 
 /// How a backend's models call tools: the provider's native tool calling, or the JSON-in-text
 /// protocol any model can follow.
@@ -47,6 +56,7 @@ impl BackendConfig {
             default_model: "echo".to_owned(),
             system_prompt: None,
             timeouts: Timeouts::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             tool_mode: ToolMode::Auto,
         }
     }
@@ -134,6 +144,7 @@ struct RawEntry {
     connect_timeout_secs: Option<u64>,
     first_byte_timeout_secs: Option<u64>,
     timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
     host: Option<String>,
     base_url: Option<String>,
     api_key: Option<String>,
@@ -230,6 +241,7 @@ fn parse_entry(
             ("api_key", raw.api_key.is_some()),
             ("anthropic_version", raw.anthropic_version.is_some()),
             ("max_tokens", raw.max_tokens.is_some()),
+            ("max_connections", raw.max_connections.is_some()),
         ];
         match present
             .iter()
@@ -246,7 +258,7 @@ fn parse_entry(
     let mut disabled = false;
     let (kind, fallback_model) = match type_name.as_str() {
         "ollama" => {
-            unused(&["host", "base_url"])?;
+            unused(&["host", "base_url", "max_connections"])?;
             if raw.host.is_some() && raw.base_url.is_some() {
                 return fail(
                     "base_url",
@@ -265,7 +277,7 @@ fn parse_entry(
             )
         }
         "openai" => {
-            unused(&["base_url", "api_key"])?;
+            unused(&["base_url", "api_key", "max_connections"])?;
             let base_url = raw
                 .base_url
                 .unwrap_or_else(|| "https://api.openai.com/v1".to_owned());
@@ -278,7 +290,13 @@ fn parse_entry(
             )
         }
         "anthropic" => {
-            unused(&["base_url", "api_key", "anthropic_version", "max_tokens"])?;
+            unused(&[
+                "base_url",
+                "api_key",
+                "anthropic_version",
+                "max_tokens",
+                "max_connections",
+            ])?;
             let base_url = raw
                 .base_url
                 .unwrap_or_else(|| "https://api.anthropic.com".to_owned());
@@ -326,6 +344,16 @@ fn parse_entry(
             );
         }
     };
+    let max_connections = match raw.max_connections {
+        None => DEFAULT_MAX_CONNECTIONS,
+        Some(n @ 1..=MAX_MAX_CONNECTIONS) => n,
+        Some(n) => {
+            return fail(
+                "max_connections",
+                format!("is {n}: it must be between 1 and {MAX_MAX_CONNECTIONS}"),
+            );
+        }
+    };
     let tool_mode = match raw.tool_mode.as_deref() {
         None | Some("auto") => ToolMode::Auto,
         Some("prompt") => ToolMode::Prompt,
@@ -351,6 +379,7 @@ fn parse_entry(
         default_model: default_model.unwrap_or_else(|| fallback_model.to_owned()),
         system_prompt: raw.system_prompt.filter(|p| !p.trim().is_empty()),
         timeouts,
+        max_connections,
     })
 }
 
@@ -514,6 +543,22 @@ mod tests {
                 .unwrap_err()
                 .1
                 .contains("not a tool mode")
+        );
+    }
+
+    #[test]
+    fn max_connections_is_bounded_and_only_for_networked_kinds() {
+        let backends = parse("o: {type: ollama}\np: {type: openai, max_connections: 3}").unwrap();
+        assert_eq!(backends["o"].max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(backends["p"].max_connections, 3);
+        for bad in ["0", "4097"] {
+            let err = parse(&format!("o: {{type: ollama, max_connections: {bad}}}")).unwrap_err();
+            assert_eq!(err.0, "backends.o.max_connections");
+            assert!(err.1.contains("between 1 and 4096"), "{err:?}");
+        }
+        assert_eq!(
+            parse("echo: {max_connections: 2}").unwrap_err().0,
+            "backends.echo.max_connections"
         );
     }
 

@@ -12,6 +12,7 @@ mod backend_streams;
 mod bounds;
 mod config_and_cli;
 mod fake_backends_selfcheck;
+mod hostile_backends;
 mod hostile_bodies;
 mod http_api;
 mod mcp_endpoint;

@@ -93,7 +93,7 @@ async fn list_models(State(state): State<AppState>) -> Json<Value> {
     let lists = state.backends.entries().map(|entry| async move {
         let listed = entry.models().await?;
         let mut ids: Vec<String> = listed
-            .map(|models| models.into_iter().map(|m| m.name).collect())
+            .map(|models| models.iter().map(|m| m.name.clone()).collect())
             .unwrap_or_default();
         if !ids.contains(&entry.config.default_model) {
             ids.insert(0, entry.config.default_model.clone());

@@ -71,7 +71,7 @@ async fn list_models(State(state): State<AppState>) -> Json<ModelsView> {
             None => {}
             Some(Ok(models)) => {
                 view.total += models.len();
-                view.models.insert(name, models);
+                view.models.insert(name, models.as_ref().clone());
             }
             Some(Err(err)) => {
                 view.errors.insert(name, err.to_string());

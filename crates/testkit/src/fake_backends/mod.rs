@@ -129,6 +129,17 @@ pub enum Behaviour {
     Endless { chunk: String },
 }
 
+/// Requests whose path starts with `from` are answered with `status` (a 3xx) and a `Location` of
+/// `to` followed by the rest of the path and the query: `to` an origin (`http://127.0.0.1:PORT`)
+/// sends them to another server, an empty `to` to a path of this fake's own (a relative
+/// `Location`). The redirected request is recorded like any other.
+#[derive(Clone, Debug)]
+pub struct Redirect {
+    pub status: u16,
+    pub from: String,
+    pub to: String,
+}
+
 /// A tool call a fake answers with.
 #[derive(Clone, Debug)]
 pub struct FakeToolCall {
@@ -260,6 +271,11 @@ impl FakeBackend {
         self.shared.state().behaviour = behaviour;
     }
 
+    /// Which requests are redirected, and where to (default: none).
+    pub fn set_redirect(&self, redirect: Option<Redirect>) {
+        self.shared.state().redirect = redirect;
+    }
+
     /// The models the model-list endpoint reports (default: `fake-model`).
     pub fn set_models(&self, models: Vec<String>) {
         self.shared.state().models = models;
@@ -330,6 +346,27 @@ impl FakeBackend {
                     .collect::<Vec<_>>()
             )
         })
+    }
+
+    /// The most chat requests the fake was answering at once (from their arrival to the end of
+    /// their answer's body, or the client going away).
+    pub fn peak_chats_in_flight(&self) -> usize {
+        self.shared.peak_chats_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections open to the fake now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.connections.open.load(Ordering::SeqCst)
+    }
+
+    /// The most TCP connections that were open to the fake at once.
+    pub fn peak_connections(&self) -> usize {
+        self.shared.connections.peak.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections the fake accepted in all.
+    pub fn accepted_connections(&self) -> usize {
+        self.shared.connections.accepted.load(Ordering::SeqCst)
     }
 
     /// Chat requests whose client went away before the fake finished answering.

@@ -20,13 +20,101 @@ use tokio::sync::oneshot;
 use super::answer::Reply;
 use super::reply::{error, json_response, not_found_message, rate_limited, tool_call_answer};
 use super::text::{all_message_text, count_words, last_user_text};
-use super::{Behaviour, Recorded, Wire, anthropic, ollama, openai};
+use super::{Behaviour, Recorded, Redirect, Wire, anthropic, ollama, openai};
 
 pub(super) struct Shared {
     pub(super) wire: Wire,
     state: Mutex<FakeState>,
     pub(super) aborted: AtomicUsize,
     pub(super) answered: AtomicUsize,
+    pub(super) connections: ConnectionCount,
+    /// Chat answers in progress now, and the most at once.
+    pub(super) chats_in_flight: AtomicUsize,
+    pub(super) peak_chats_in_flight: AtomicUsize,
+}
+
+/// TCP connections to the fake: open now, the most open at once, and accepted in all.
+#[derive(Default)]
+pub(super) struct ConnectionCount {
+    pub(super) open: AtomicUsize,
+    pub(super) peak: AtomicUsize,
+    pub(super) accepted: AtomicUsize,
+}
+
+/// The listener of the fake, counting its connections in [`ConnectionCount`].
+struct CountingListener {
+    inner: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl axum::serve::Listener for CountingListener {
+    type Io = CountedStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (stream, address) = axum::serve::Listener::accept(&mut self.inner).await;
+        let count = &self.shared.connections;
+        count.accepted.fetch_add(1, Ordering::SeqCst);
+        let open = count.open.fetch_add(1, Ordering::SeqCst) + 1;
+        count.peak.fetch_max(open, Ordering::SeqCst);
+        (
+            CountedStream {
+                stream,
+                shared: self.shared.clone(),
+            },
+            address,
+        )
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection that counts itself closed when dropped.
+struct CountedStream {
+    stream: tokio::net::TcpStream,
+    shared: Arc<Shared>,
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.shared.connections.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl tokio::io::AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 pub(super) struct FakeState {
@@ -41,6 +129,7 @@ pub(super) struct FakeState {
     pub(super) listing_delay: Duration,
     /// The model chat answers say they used; `None`: the one requested.
     pub(super) reported_model: Option<String>,
+    pub(super) redirect: Option<Redirect>,
     pub(super) requests: Vec<Recorded>,
 }
 
@@ -72,12 +161,20 @@ pub(super) fn server(
             models_page_size: anthropic::MAX_LIMIT,
             listing_delay: Duration::ZERO,
             reported_model: None,
+            redirect: None,
             requests: Vec::new(),
         }),
         aborted: AtomicUsize::new(0),
         answered: AtomicUsize::new(0),
+        connections: ConnectionCount::default(),
+        chats_in_flight: AtomicUsize::new(0),
+        peak_chats_in_flight: AtomicUsize::new(0),
     });
     let app = Router::new().fallback(handle).with_state(shared.clone());
+    let listener = CountingListener {
+        inner: listener,
+        shared: shared.clone(),
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let serve = async move {
         tokio::select! {
@@ -90,13 +187,24 @@ pub(super) fn server(
 
 /// Counts a chat request as aborted when dropped before [`finish`](Self::finish): the handler
 /// future or the response body stream was dropped because the client went away; as answered
-/// when finished.
+/// when finished. While it lives, the chat counts as in flight.
 struct AbortGuard {
     shared: Arc<Shared>,
     finished: bool,
 }
 
 impl AbortGuard {
+    fn new(shared: Arc<Shared>) -> Self {
+        let in_flight = shared.chats_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared
+            .peak_chats_in_flight
+            .fetch_max(in_flight, Ordering::SeqCst);
+        Self {
+            shared,
+            finished: false,
+        }
+    }
+
     fn finish(&mut self) {
         if !self.finished {
             self.shared.answered.fetch_add(1, Ordering::SeqCst);
@@ -107,6 +215,7 @@ impl AbortGuard {
 
 impl Drop for AbortGuard {
     fn drop(&mut self) {
+        self.shared.chats_in_flight.fetch_sub(1, Ordering::SeqCst);
         if !self.finished {
             self.shared.aborted.fetch_add(1, Ordering::SeqCst);
         }
@@ -144,6 +253,16 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let (behaviour, models, models_failing, models_page_size, listing_delay, reported_model) = {
         let mut state = shared.state();
         state.requests.push(recorded.clone());
+        if let Some(redirect) = &state.redirect
+            && let Some(rest) = recorded.path.strip_prefix(redirect.from.as_str())
+        {
+            let query = parts
+                .uri
+                .query()
+                .map(|query| format!("?{query}"))
+                .unwrap_or_default();
+            return redirected(redirect.status, &format!("{}{rest}{query}", redirect.to));
+        }
         let queued = if is_chat {
             state.queued.pop_front()
         } else {
@@ -168,10 +287,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         if let Err(problem) = validate_chat(wire, &recorded.body) {
             return error(wire, 400, &problem);
         }
-        let guard = AbortGuard {
-            shared: shared.clone(),
-            finished: false,
-        };
+        let guard = AbortGuard::new(shared.clone());
         let model = reported_model
             .or_else(|| recorded.body["model"].as_str().map(str::to_owned))
             .unwrap_or_else(|| "fake-model".to_owned());
@@ -198,6 +314,17 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             }
         },
     )
+}
+
+/// A redirect with an empty body.
+fn redirected(status: u16, location: &str) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() =
+        axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::FOUND);
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 /// Answers a chat request; `model` is the model the answer says it used.
