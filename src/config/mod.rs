@@ -39,6 +39,8 @@ pub struct Config {
     #[serde(default, deserialize_with = "null_as_default")]
     pub mcp: McpConfig,
     #[serde(default, deserialize_with = "null_as_default")]
+    pub mcp_endpoint: McpEndpointConfig,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub storage: StorageConfig,
     #[serde(default, deserialize_with = "null_as_default")]
     pub context: ContextConfig,
@@ -62,8 +64,15 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// How long shutdown waits for open requests to finish before closing them.
     pub shutdown_grace_secs: u64,
-    /// How long a client may take to send a request's headers before its connection is closed.
+    /// How long a connection may take to send a complete request head, counted from accept and
+    /// from the end of its previous request (HTTP/1 keep-alive, HTTP/2 with no open stream);
+    /// then it is closed. So it is also how long an idle connection is kept.
     pub header_read_timeout_secs: u64,
+    /// How long a request's body may take to arrive, counted from its head; then 408.
+    pub body_read_timeout_secs: u64,
+    /// Most connections open at once; at the cap a new one replaces the connection idle the
+    /// longest. Unset: derived from the descriptor limit (see `http::connections`).
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +86,8 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             shutdown_grace_secs: 10,
             header_read_timeout_secs: 30,
+            body_read_timeout_secs: 60,
+            max_connections: None,
         }
     }
 }
@@ -126,6 +137,20 @@ impl LogLevel {
     }
 }
 
+/// `mcp_endpoint:` — lit-mux's own MCP server at `/mcp`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpEndpointConfig {
+    /// Most `/mcp` sessions kept at once; a new one replaces the least recently used idle one.
+    pub max_sessions: usize,
+}
+
+impl Default for McpEndpointConfig {
+    fn default() -> Self {
+        Self { max_sessions: 1000 }
+    }
+}
+
 /// `storage:` — where sessions and messages are kept.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -157,6 +182,14 @@ impl Default for ContextConfig {
         Self { max_messages: 50 }
     }
 }
+
+/// Longest client timeout accepted (an hour): a longer one would only let clients hold
+/// connections, and far larger ones overflow the clock.
+const MAX_CLIENT_TIMEOUT_SECS: u64 = 3600;
+/// Largest `server.max_connections`: Linux's own ceiling on a process's descriptors.
+const MAX_CONNECTIONS_SETTING: u64 = 1 << 20;
+/// Largest `mcp_endpoint.max_sessions`; each session costs tens of kilobytes.
+const MAX_SESSIONS_SETTING: u64 = 100_000;
 
 /// Lets a section be written as an empty key (`mcp:`) and mean its defaults.
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -458,9 +491,42 @@ impl Config {
         if self.server.host.trim().is_empty() {
             return invalid("server.host", "must not be empty");
         }
-        if self.server.header_read_timeout_secs == 0 {
-            return invalid("server.header_read_timeout_secs", "must be at least 1");
+        let in_range = |key: &str, value: u64, range: std::ops::RangeInclusive<u64>| {
+            if range.contains(&value) {
+                Ok(())
+            } else {
+                Err((
+                    key.to_owned(),
+                    format!(
+                        "must be between {} and {}, not {value}",
+                        range.start(),
+                        range.end()
+                    ),
+                ))
+            }
+        };
+        in_range(
+            "server.header_read_timeout_secs",
+            self.server.header_read_timeout_secs,
+            1..=MAX_CLIENT_TIMEOUT_SECS,
+        )?;
+        in_range(
+            "server.body_read_timeout_secs",
+            self.server.body_read_timeout_secs,
+            1..=MAX_CLIENT_TIMEOUT_SECS,
+        )?;
+        if let Some(max) = self.server.max_connections {
+            in_range(
+                "server.max_connections",
+                max as u64,
+                1..=MAX_CONNECTIONS_SETTING,
+            )?;
         }
+        in_range(
+            "mcp_endpoint.max_sessions",
+            self.mcp_endpoint.max_sessions as u64,
+            1..=MAX_SESSIONS_SETTING,
+        )?;
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes", "must be greater than 0");
         }

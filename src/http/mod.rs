@@ -3,6 +3,8 @@
 //! ([`error::ApiError`]); no domain module imports anything from here.
 
 pub mod auth;
+pub mod connection_service;
+pub mod connections;
 pub mod error;
 pub mod extract;
 pub mod mcp_endpoint;
@@ -16,5 +18,5 @@ pub mod serve;
 pub mod state;
 
 pub use router::{router, with_layers};
-pub use serve::{ServeTimeouts, ShutdownSignals, serve};
+pub use serve::{ServeLimits, ShutdownSignals, serve};
 pub use state::AppState;

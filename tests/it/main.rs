@@ -10,6 +10,7 @@ mod support;
 mod backend_failures;
 mod backend_streams;
 mod config_and_cli;
+mod connections;
 mod fake_backends_selfcheck;
 mod http_api;
 mod mcp_endpoint;
