@@ -7,6 +7,7 @@ pub mod connection_service;
 pub mod connections;
 pub mod error;
 pub mod extract;
+pub mod host_header;
 pub mod mcp_endpoint;
 pub mod metrics;
 pub mod openai;

@@ -97,7 +97,7 @@ fn api_description() -> utoipa::openapi::OpenApi {
 }
 
 /// Wraps `routes` in everything every endpoint shares: JSON errors for unknown routes and
-/// methods, the body limit, access checks, panic recovery, request logging and CORS.
+/// methods, the body limit, access checks, the `Host` rule, panic recovery, request logging and CORS.
 pub fn with_layers(routes: Router, server: &ServerConfig) -> Router {
     let limit = server.max_body_bytes;
     let policy = AccessPolicy::new(server);
@@ -113,6 +113,10 @@ pub fn with_layers(routes: Router, server: &ServerConfig) -> Router {
             reject_declared_oversize,
         ))
         .layer(middleware::from_fn_with_state(policy, auth::enforce))
+        // Before the access checks, which read `Host`.
+        .layer(middleware::from_fn(
+            crate::http::host_header::require_valid_host,
+        ))
         .layer(CatchPanicLayer::custom(|_panic| {
             ApiError::Internal("a request handler panicked".to_owned()).into_response()
         }))

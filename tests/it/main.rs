@@ -12,6 +12,7 @@ mod backend_streams;
 mod config_and_cli;
 mod connections;
 mod fake_backends_selfcheck;
+mod host_header;
 mod http_api;
 mod mcp_endpoint;
 mod mcp_hostile_children;
