@@ -28,8 +28,12 @@ use crate::http::routes;
 pub fn router(state: AppState) -> Router {
     let server = state.config.server.clone();
     let metrics = state.metrics.clone();
-    let mcp_endpoint =
-        crate::http::mcp_endpoint::service(state.mcp.clone(), &server, state.shutdown.clone());
+    let mcp_endpoint = crate::http::mcp_endpoint::service(
+        state.mcp.clone(),
+        &server,
+        &state.config.mcp_endpoint,
+        state.shutdown.clone(),
+    );
     let (routes, api) = utoipa_axum::router::OpenApiRouter::with_openapi(api_description())
         .merge(routes::health::router())
         .merge(routes::mcp::router())

@@ -15,6 +15,7 @@ mod fake_backends_selfcheck;
 mod host_header;
 mod http_api;
 mod mcp_endpoint;
+mod mcp_endpoint_sessions;
 mod mcp_hostile_children;
 mod mcp_lifecycle;
 mod mcp_real_servers;
