@@ -1,6 +1,8 @@
 //! RFC 9112 §3.2: an HTTP/1.1 request without `Host`, with several, or with an invalid one is
 //! answered 400 before the access checks; HTTP/1.0 may omit it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use crate::support::{TestHome, raw_request};
 
 const KEY: &str = "host-header-key-1";
