@@ -81,7 +81,8 @@ pub async fn serve(loaded: LoadedConfig) -> Result<(), StartError> {
     println!("lit-mux {} listening on http://{address}", crate::VERSION);
     let _ = std::io::stdout().flush();
 
-    let timeouts = http::ServeTimeouts::from_config(server);
+    let limits = http::ServeLimits::from_config(server, raise_descriptor_limit());
+    tracing::debug!(max_connections = limits.max_connections, "connection cap");
     orphan_guard::install();
     let mcp = McpHub::new(config.mcp.clone());
     mcp.start_configured(&config.mcp.servers);
@@ -106,9 +107,33 @@ pub async fn serve(loaded: LoadedConfig) -> Result<(), StartError> {
         shutdown.cancel();
         mcp.shutdown().await;
     };
-    http::serve(listener, app, signals, timeouts, on_shutdown).await;
+    http::serve(listener, app, signals, limits, on_shutdown).await;
     chat.finish(REPLIES_AT_SHUTDOWN).await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one (each connection, MCP child pipe and
+/// database file is a descriptor; distributions start processes at a soft 1024) and returns the
+/// soft limit now in effect, from which `server.max_connections` gets its default.
+fn raise_descriptor_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        // Unreadable only on exotic systems: the conventional soft default.
+        return 1024;
+    };
+    if soft >= hard {
+        return soft;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => {
+            tracing::debug!(from = soft, to = hard, "raised the open-file limit");
+            hard
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, soft, hard, "cannot raise the open-file limit");
+            soft
+        }
+    }
 }

@@ -40,6 +40,8 @@ pub struct Config {
     #[serde(default, deserialize_with = "null_as_default")]
     pub mcp: McpConfig,
     #[serde(default, deserialize_with = "null_as_default")]
+    pub mcp_endpoint: McpEndpointConfig,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub storage: StorageConfig,
     #[serde(default, deserialize_with = "null_as_default")]
     pub context: ContextConfig,
@@ -63,8 +65,15 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// How long shutdown waits for open requests to finish before closing them.
     pub shutdown_grace_secs: u64,
-    /// How long a client may take to send a request's headers before its connection is closed.
+    /// How long a connection may take to send a complete request head, counted from accept and
+    /// from the end of its previous request (HTTP/1 keep-alive, HTTP/2 with no open stream);
+    /// then it is closed. So it is also how long an idle connection is kept.
     pub header_read_timeout_secs: u64,
+    /// How long a request's body may take to arrive, counted from its head; then 408.
+    pub body_read_timeout_secs: u64,
+    /// Most connections open at once; at the cap a new one replaces the connection idle the
+    /// longest. Unset: derived from the descriptor limit (see `http::connections`).
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +87,8 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             shutdown_grace_secs: 10,
             header_read_timeout_secs: 30,
+            body_read_timeout_secs: 60,
+            max_connections: None,
         }
     }
 }
@@ -127,6 +138,20 @@ impl LogLevel {
     }
 }
 
+/// `mcp_endpoint:` — lit-mux's own MCP server at `/mcp`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpEndpointConfig {
+    /// Most `/mcp` sessions kept at once; a new one replaces the least recently used idle one.
+    pub max_sessions: usize,
+}
+
+impl Default for McpEndpointConfig {
+    fn default() -> Self {
+        Self { max_sessions: 1000 }
+    }
+}
+
 /// `storage:` — where sessions and messages are kept.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -159,6 +184,14 @@ impl Default for ContextConfig {
         Self { max_messages: 50 }
     }
 }
+
+/// Longest client timeout accepted (an hour): a longer one would only let clients hold
+/// connections, and far larger ones overflow the clock.
+const MAX_CLIENT_TIMEOUT_SECS: u64 = 3600;
+/// Largest `server.max_connections`: Linux's own ceiling on a process's descriptors.
+const MAX_CONNECTIONS_SETTING: u64 = 1 << 20;
+/// Largest `mcp_endpoint.max_sessions`; each session costs tens of kilobytes.
+const MAX_SESSIONS_SETTING: u64 = 100_000;
 
 /// Lets a section be written as an empty key (`mcp:`) and mean its defaults.
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -460,9 +493,6 @@ impl Config {
         if self.server.host.trim().is_empty() {
             return invalid("server.host", "must not be empty");
         }
-        if self.server.header_read_timeout_secs == 0 {
-            return invalid("server.header_read_timeout_secs", "must be at least 1");
-        }
         for (index, origin) in self.server.cors_origins.iter().enumerate() {
             let key = format!("server.cors_origins[{index}]");
             if origin != "*" && !is_origin(origin) {
@@ -480,7 +510,22 @@ impl Config {
     /// can overflow a deadline (`Instant + Duration`), size an allocation or disable a limit.
     fn check_ranges(&self) -> Result<(), (String, String)> {
         let u64_of = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-        let settings: [(&str, u64, RangeInclusive<u64>); 4] = [
+        let settings: [(&str, u64, RangeInclusive<u64>); 7] = [
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+                1..=MAX_CLIENT_TIMEOUT_SECS,
+            ),
+            (
+                "server.body_read_timeout_secs",
+                self.server.body_read_timeout_secs,
+                1..=MAX_CLIENT_TIMEOUT_SECS,
+            ),
+            (
+                "mcp_endpoint.max_sessions",
+                u64_of(self.mcp_endpoint.max_sessions),
+                1..=MAX_SESSIONS_SETTING,
+            ),
             (
                 "server.max_body_bytes",
                 u64_of(self.server.max_body_bytes),
@@ -502,6 +547,13 @@ impl Config {
                 1..=MAX_CONTEXT_MESSAGES,
             ),
         ];
+        if let Some(max) = self.server.max_connections {
+            check_range(
+                "server.max_connections",
+                u64_of(max),
+                &(1..=MAX_CONNECTIONS_SETTING),
+            )?;
+        }
         for (key, value, range) in settings {
             check_range(key, value, &range)?;
         }

@@ -3,8 +3,11 @@
 //! ([`error::ApiError`]); no domain module imports anything from here.
 
 pub mod auth;
+pub mod connection_service;
+pub mod connections;
 pub mod error;
 pub mod extract;
+pub mod host_header;
 pub mod mcp_endpoint;
 pub mod metrics;
 pub mod openai;
@@ -16,5 +19,5 @@ pub mod serve;
 pub mod state;
 
 pub use router::{router, with_layers};
-pub use serve::{ServeTimeouts, ShutdownSignals, serve};
+pub use serve::{ServeLimits, ShutdownSignals, serve};
 pub use state::AppState;

@@ -28,8 +28,12 @@ use crate::http::routes;
 pub fn router(state: AppState) -> Router {
     let server = state.config.server.clone();
     let metrics = state.metrics.clone();
-    let mcp_endpoint =
-        crate::http::mcp_endpoint::service(state.mcp.clone(), &server, state.shutdown.clone());
+    let mcp_endpoint = crate::http::mcp_endpoint::service(
+        state.mcp.clone(),
+        &server,
+        &state.config.mcp_endpoint,
+        state.shutdown.clone(),
+    );
     let (routes, api) = utoipa_axum::router::OpenApiRouter::with_openapi(api_description())
         .merge(routes::health::router())
         .merge(routes::mcp::router())
@@ -104,7 +108,7 @@ fn api_description() -> utoipa::openapi::OpenApi {
 }
 
 /// Wraps `routes` in everything every endpoint shares: JSON errors for unknown routes and
-/// methods, the body limit, access checks, panic recovery, request logging and CORS.
+/// methods, the body limit, access checks, the `Host` rule, panic recovery, request logging and CORS.
 pub fn with_layers(routes: Router, server: &ServerConfig) -> Router {
     let limit = server.max_body_bytes;
     let policy = AccessPolicy::new(server);
@@ -120,6 +124,10 @@ pub fn with_layers(routes: Router, server: &ServerConfig) -> Router {
             reject_declared_oversize,
         ))
         .layer(middleware::from_fn_with_state(policy, auth::enforce))
+        // Before the access checks, which read `Host`.
+        .layer(middleware::from_fn(
+            crate::http::host_header::require_valid_host,
+        ))
         .layer(CatchPanicLayer::custom(|_panic| {
             ApiError::Internal("a request handler panicked".to_owned()).into_response()
         }))

@@ -1,28 +1,46 @@
 //! Serving the router on a listener, and graceful shutdown: SIGINT and SIGTERM stop accepting,
 //! open requests get a grace period, then every connection is closed and `serve` returns.
+//!
+//! Invariants: every accepted connection is registered with [`Connections`] (or refused at
+//! once), so the cap on connections and the idle timeout hold for all of them from accept on,
+//! whatever their protocol; a failed accept (out of descriptors) backs off instead of spinning.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::config::ServerConfig;
+use crate::http::connection_service::ConnectionService;
+use crate::http::connections::{CloseReason, Connections, default_max_connections};
 use crate::http::self_wake::PollAgainOnSelfWake;
 
-/// How long to serve and how long to wait for clients.
+/// How long clients may take, how many may connect, and how long shutdown waits for them.
 #[derive(Debug, Clone, Copy)]
-pub struct ServeTimeouts {
-    /// Longest time a client may take to send a request's headers; then its connection is
-    /// closed, so idle or malicious clients cannot hold connections (and descriptors) forever.
+pub struct ServeLimits {
+    /// Longest time a connection may go without a request under way (from accept, between
+    /// requests): a request head must be complete within it. Then the connection is closed, so
+    /// idle or malicious clients cannot hold connections (and descriptors) forever.
     pub header_read: Duration,
+    /// Longest time a request's body may take to arrive after its head; then 408.
+    pub body_read: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
     /// How long shutdown waits for open requests before closing them.
     pub shutdown_grace: Duration,
 }
 
-impl ServeTimeouts {
-    pub fn from_config(server: &ServerConfig) -> Self {
+impl ServeLimits {
+    /// The limits the config sets; `descriptor_limit` (the soft RLIMIT_NOFILE) gives the default
+    /// cap on connections.
+    pub fn from_config(server: &ServerConfig, descriptor_limit: u64) -> Self {
         Self {
             header_read: Duration::from_secs(server.header_read_timeout_secs),
+            body_read: Duration::from_secs(server.body_read_timeout_secs),
+            max_connections: server
+                .max_connections
+                .unwrap_or_else(|| default_max_connections(descriptor_limit)),
             shutdown_grace: Duration::from_secs(server.shutdown_grace_secs),
         }
     }
@@ -34,7 +52,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     mut signals: ShutdownSignals,
-    timeouts: ServeTimeouts,
+    limits: ServeLimits,
     on_shutdown: impl Future<Output = ()>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -43,11 +61,14 @@ pub async fn serve(
     use hyper_util::service::TowerToHyperService;
 
     let mut builder = Builder::new(TokioExecutor::new());
+    // hyper's own header timeout covers an HTTP/1 head once hyper reads one; the connection's
+    // idle watch below covers the rest (before the protocol is known, HTTP/2).
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read);
+        .header_read_timeout(limits.header_read);
     builder.http2().timer(TokioTimer::new());
+    let open = Connections::new(limits.max_connections);
     let connections = GracefulShutdown::new();
     // Connections still open when the grace period ends are dropped (their sockets close), so
     // that replies streaming to them see their client gone and store what they have.
@@ -70,9 +91,21 @@ pub async fn serve(
                 }
             },
         };
+        let Some(registered) = open.admit() else {
+            // Every connection has a request under way: refused at once (closed), so the client
+            // can retry rather than wait on a socket nobody reads.
+            tracing::debug!(%peer, max_connections = limits.max_connections,
+                "connection refused: at server.max_connections and none is idle");
+            continue;
+        };
+        let registered = Arc::new(registered);
         // Small request/response exchanges must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(ConnectionService::new(
+            app.clone(),
+            Arc::clone(&registered),
+            limits.body_read,
+        ));
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
@@ -84,6 +117,12 @@ pub async fn serve(
                     tracing::debug!(%peer, error = %err, "connection ended with an error");
                 },
                 () = close.cancelled() => {}
+                reason = registered.closing(limits.header_read) => match reason {
+                    CloseReason::IdleTimeout => tracing::debug!(%peer, "idle connection closed"),
+                    CloseReason::Evicted => tracing::debug!(
+                        %peer, "idle connection closed to make room for a new one"
+                    ),
+                },
             }
         });
     };
@@ -93,8 +132,8 @@ pub async fn serve(
     let drain = async {
         tokio::select! {
             () = connections.shutdown() => {}
-            () = tokio::time::sleep(timeouts.shutdown_grace) => tracing::warn!(
-                grace_secs = timeouts.shutdown_grace.as_secs(),
+            () = tokio::time::sleep(limits.shutdown_grace) => tracing::warn!(
+                grace_secs = limits.shutdown_grace.as_secs(),
                 "requests still open after the shutdown grace period were closed"
             ),
         }

@@ -143,6 +143,15 @@ impl TestHome {
         self.launch(wrapper, extra, stderr_file.into(), stderr_path)
     }
 
+    /// Starts `WRAPPER... lit-mux start --port 0 EXTRA...` (e.g. under `prlimit`) and waits until
+    /// it listens; the wrapper must exec lit-mux, so that the process is lit-mux itself.
+    pub fn start_wrapped(&self, wrapper: &[&str], extra: &[&str]) -> Server {
+        let stderr_path = self.path().join("lit-mux-stderr-wrapped.log");
+        let stderr_file = std::fs::File::create(&stderr_path).expect("create stderr log");
+        self.launch_wrapped(wrapper, extra, stderr_file.into(), stderr_path)
+            .unwrap_or_else(|failure| panic!("lit-mux did not start: {failure}"))
+    }
+
     /// Starts lit-mux with its stderr going to `stderr` (then [`Server::stderr`] is empty).
     pub fn start_with_stderr(&self, extra: &[&str], stderr: Stdio) -> Server {
         self.launch(&[], extra, stderr, PathBuf::new())
@@ -150,6 +159,16 @@ impl TestHome {
     }
 
     fn launch(
+        &self,
+        wrapper: &[&str],
+        extra: &[&str],
+        stderr: Stdio,
+        stderr_path: PathBuf,
+    ) -> Result<Server, String> {
+        self.launch_wrapped(&[], extra, stderr, stderr_path)
+    }
+
+    fn launch_wrapped(
         &self,
         wrapper: &[&str],
         extra: &[&str],
