@@ -3,7 +3,9 @@
 //! Invariants: every backend is called concurrently, and one failing never fails the others;
 //! the user's message is stored once, shared by every backend's turn; the backends that did not
 //! answer (failed, or cut off by the client's leaving) are recorded on it, and it is marked
-//! failed when none answered.
+//! failed when none answered. A backend whose answer cannot be stored fails with the storage's
+//! error, never as a backend failure; when the storage failed every backend, the broadcast
+//! fails as a whole with it, as a message to one backend would.
 
 use futures_util::future::join_all;
 use serde_json::{Map, json};
@@ -25,10 +27,11 @@ pub enum BroadcastOutcome {
         backend: String,
         message: Message,
     },
-    /// The backend's reply failed; what it left is marked as a message alone would be.
+    /// The backend's reply failed, or could not be stored; what it left is marked as a
+    /// message alone would be.
     Failed {
         backend: String,
-        error: BackendError,
+        error: ChatError,
     },
 }
 
@@ -37,6 +40,23 @@ pub enum BroadcastOutcome {
 pub struct BroadcastResponse {
     pub user_message: Message,
     pub responses: Vec<BroadcastOutcome>,
+}
+
+impl BroadcastResponse {
+    /// The storage's failure (the first backend's) when it is what failed every backend: no
+    /// answer could be kept, so the broadcast as a whole failed.
+    fn storage_failure_of_all(&self) -> Option<ChatError> {
+        let mut first = None;
+        for outcome in &self.responses {
+            match outcome {
+                BroadcastOutcome::Failed { error, .. } if error.is_storage_failure() => {
+                    first.get_or_insert_with(|| error.clone());
+                }
+                _ => return None,
+            }
+        }
+        first
+    }
 }
 
 impl ChatService {
@@ -59,12 +79,16 @@ impl ChatService {
         let service = self.clone();
         let task =
             self.spawn(async move { service.broadcast_until(user_message, turns, &left).await });
-        task.await.map_err(|err| {
+        let response = task.await.map_err(|err| {
             ChatError::Backend(BackendError::Failed {
                 backend: targets.join(", "),
                 message: format!("the broadcast stopped: {err}"),
             })
-        })
+        })?;
+        match response.storage_failure_of_all() {
+            Some(err) => Err(err),
+            None => Ok(response),
+        }
     }
 
     /// Every turn of a broadcast, concurrently, until `left` is cancelled; then which backends

@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use super::events::{EVENT_BUFFER, ReplyEvent};
 use super::turn::{UnansweredGuard, reply_metadata};
-use super::{ChatService, Turn, context};
+use super::{ChatError, ChatService, Turn, context};
 use crate::backends::{
     Backend, BackendError, BackendLookupError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
     Role, ToolCall, ToolSpec, Usage,
@@ -49,6 +49,22 @@ impl From<StoreError> for CompletionError {
                 code: "session_not_found",
             },
             other => Self::Store(other),
+        }
+    }
+}
+
+impl From<ChatError> for CompletionError {
+    /// A tool loop's failure: the backend's, or the storage's (never reported as the backend's).
+    fn from(err: ChatError) -> Self {
+        match err {
+            ChatError::SessionNotFound(id) => StoreError::SessionNotFound(id).into(),
+            ChatError::InvalidRequest(message) | ChatError::InvalidValue(message) => {
+                Self::Invalid(message)
+            }
+            ChatError::Backend(err) => Self::Backend(err),
+            ChatError::Store(err)
+            | ChatError::AnswerNotStored(err)
+            | ChatError::StepNotStored(err) => err.into(),
         }
     }
 }

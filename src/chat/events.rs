@@ -87,7 +87,7 @@ impl Sink {
 
     /// Why what a failed reply left is incomplete: the client's leaving, when the client of a
     /// whole answer left before the failure; else the failure.
-    pub(crate) fn reason(&self, err: &BackendError) -> String {
+    pub(crate) fn reason(&self, err: &dyn std::fmt::Display) -> String {
         match self {
             Self::Collect(left) if left.is_cancelled() => super::CLIENT_LEFT.to_owned(),
             _ => err.to_string(),

@@ -50,10 +50,10 @@ pub(crate) fn client_left(backend: &str) -> BackendError {
 
 /// Runs a reply's `work`, a panic in it becoming a failure of `backend`'s reply, so that what
 /// the reply leaves is marked as after any other failure (not left as if still running).
-pub(crate) async fn unless_panicked<T>(
+pub(crate) async fn unless_panicked<T, E: From<BackendError>>(
     backend: &str,
-    work: impl Future<Output = Result<T, BackendError>>,
-) -> Result<T, BackendError> {
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     use futures_util::FutureExt;
     // After a panic, the callers only read what cannot be left half-changed: the turn's ids and
     // user message, and the stored answer last recorded (replaced whole).
@@ -69,13 +69,14 @@ pub(crate) async fn unless_panicked<T>(
             Err(BackendError::Failed {
                 backend: backend.to_owned(),
                 message: format!("the reply stopped: {what}"),
-            })
+            }
+            .into())
         }
     }
 }
 
 /// Why a chat operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ChatError {
     #[error("Session {0} not found")]
     SessionNotFound(String),
@@ -92,6 +93,20 @@ pub enum ChatError {
     /// An answer arrived complete but could not be stored: a local failure, not the backend's.
     #[error("{0} (the answer could not be stored)")]
     AnswerNotStored(StoreError),
+    /// A tool loop's step (the answer holding calls, or a call's result) could not be stored:
+    /// a local failure, not the backend's.
+    #[error("{0} (a tool step could not be stored)")]
+    StepNotStored(StoreError),
+}
+
+impl ChatError {
+    /// Whether the storage, not the request or a backend, failed.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::Store(_) | Self::AnswerNotStored(_) | Self::StepNotStored(_)
+        )
+    }
 }
 
 impl From<StoreError> for ChatError {

@@ -17,8 +17,8 @@ use super::context::{
 };
 use super::tools::{Protocol, ToolOutcome, ToolSetup, ToolStep, target_names};
 use super::{CLIENT_LEFT, ChatService, Turn};
-use crate::backends::{BackendError, ChatMessage, Role, ToolAnswer, ToolCall};
-use crate::store::{Message, NewMessage};
+use crate::backends::{ChatMessage, Role, ToolAnswer, ToolCall};
+use crate::store::{Message, NewMessage, StoreError};
 
 /// The result stored for a call the client's leaving cut off (or that never ran because of it).
 pub const CANCELLED_RESULT: &str = "cancelled: client disconnected";
@@ -56,7 +56,7 @@ pub(crate) fn notice_for<'a>(
 
 impl ChatService {
     /// Stores an answer that holds tool calls and adds it to the conversation; returns it as
-    /// stored.
+    /// stored, or the store's failure.
     pub(crate) async fn store_call_answer(
         &self,
         turn: &mut Turn,
@@ -65,7 +65,7 @@ impl ChatService {
         mut metadata: Map<String, Value>,
         calls: &[ToolCall],
         setup: &ToolSetup,
-    ) -> Result<Message, BackendError> {
+    ) -> Result<Message, StoreError> {
         metadata.insert(
             "tool_calls".to_owned(),
             json!(
@@ -79,10 +79,7 @@ impl ChatService {
         if native {
             metadata.insert(TOOL_MODE_KEY.to_owned(), json!(TOOL_MODE_NATIVE));
         }
-        let stored = self
-            .store_answer(turn, content, model, metadata)
-            .await
-            .map_err(|err| stored_error(turn, &err.to_string()))?;
+        let stored = self.store_answer(turn, content, model, metadata).await?;
         let mut answer = ChatMessage::text(Role::Assistant, content);
         if native {
             answer.tool_calls = calls.to_vec();
@@ -92,7 +89,8 @@ impl ChatService {
     }
 
     /// Stores a call's result and adds it to the conversation as the protocol feeds it back,
-    /// followed by `notice` (stored with the result, so that the replay repeats it).
+    /// followed by `notice` (stored with the result, so that the replay repeats it); or returns
+    /// the store's failure.
     pub(crate) async fn record_step(
         &self,
         turn: &mut Turn,
@@ -100,7 +98,7 @@ impl ChatService {
         setup: &ToolSetup,
         step: ToolStep,
         notice: Option<&str>,
-    ) -> Result<ToolStep, BackendError> {
+    ) -> Result<ToolStep, StoreError> {
         let ToolStep {
             server,
             tool,
@@ -112,9 +110,7 @@ impl ChatService {
         if let Some(notice) = notice {
             metadata.insert(NOTICE_KEY.to_owned(), json!(notice));
         }
-        self.store_tool_result(turn, outcome, metadata)
-            .await
-            .map_err(|err| stored_error(turn, &err.to_string()))?;
+        self.store_tool_result(turn, outcome, metadata).await?;
         turn.request.messages.push(if native {
             ChatMessage {
                 answers: Some(ToolAnswer {
@@ -184,7 +180,7 @@ impl ChatService {
         turn: &Turn,
         outcome: &ToolOutcome,
         metadata: Map<String, Value>,
-    ) -> Result<Message, crate::store::StoreError> {
+    ) -> Result<Message, StoreError> {
         self.record(
             turn,
             NewMessage {
@@ -220,14 +216,6 @@ fn result_metadata(
         metadata.insert("tool_name".to_owned(), json!(call.name));
     }
     metadata
-}
-
-/// A step that could not be stored (the store's message), as a failure of the turn's backend.
-pub(crate) fn stored_error(turn: &Turn, err: &str) -> BackendError {
-    BackendError::Failed {
-        backend: turn.backend_name.clone(),
-        message: format!("a step could not be stored: {err}"),
-    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::context::{STATUS_INCOMPLETE, STATUS_KEY};
 use super::events::{ReplyEvent, Sink};
 use super::scanner::{ScanEvent, ToolCallScanner};
-use super::steps::{limit_calls, notice_for, skipped_notice, stored_error};
+use super::steps::{limit_calls, notice_for, skipped_notice};
 use super::tools::{self, ToolSetup};
 use super::turn::reply_metadata;
 use super::{CLIENT_LEFT, ChatError, ChatService, Turn, client_left, unless_panicked};
@@ -65,16 +65,30 @@ enum StepEnd {
     /// the call it cut off) is stored for this call.
     ClientLeft { stored: bool },
     /// The result could not be stored.
-    Failed(BackendError),
+    NotStored(StoreError),
 }
 
 /// Why a loop stopped without a final answer.
 enum Stop {
     ClientLeft,
-    /// The backend failed, or a step could not be stored.
+    /// The backend failed.
     Failed(BackendError),
-    /// The final answer could not be stored.
+    /// A step could not be stored: the storage failed, not the backend.
+    StepNotStored(StoreError),
+    /// The final answer could not be stored: the storage failed, not the backend.
     AnswerNotStored(StoreError),
+}
+
+impl Stop {
+    /// The failure `backend`'s client is told of.
+    fn into_error(self, backend: &str) -> ChatError {
+        match self {
+            Self::ClientLeft => client_left(backend).into(),
+            Self::Failed(err) => err.into(),
+            Self::StepNotStored(err) => ChatError::StepNotStored(err),
+            Self::AnswerNotStored(err) => ChatError::AnswerNotStored(err),
+        }
+    }
 }
 
 /// What a loop that stops leaves to be marked.
@@ -123,10 +137,9 @@ impl ChatService {
         let event = match outcome {
             Ok(message) => ReplyEvent::Done(message),
             Err(Stop::ClientLeft) => return false,
-            Err(Stop::Failed(err)) => ReplyEvent::failure(&turn.backend_name, err),
-            Err(Stop::AnswerNotStored(detail)) => ReplyEvent::Error {
+            Err(stop) => ReplyEvent::Error {
                 backend: turn.backend_name.clone(),
-                error: ChatError::AnswerNotStored(detail),
+                error: stop.into_error(&turn.backend_name),
             },
         };
         let answered = matches!(event, ReplyEvent::Done(_));
@@ -142,7 +155,7 @@ impl ChatService {
         &self,
         turn: Turn,
         setup: ToolSetup,
-    ) -> Result<Message, BackendError> {
+    ) -> Result<Message, ChatError> {
         let left = CancellationToken::new();
         let _cancel_when_dropped = left.clone().drop_guard();
         let backend = turn.backend_name.clone();
@@ -154,7 +167,8 @@ impl ChatService {
             Err(err) => Err(BackendError::Failed {
                 backend,
                 message: format!("the tool loop stopped: {err}"),
-            }),
+            }
+            .into()),
         }
     }
 
@@ -165,15 +179,11 @@ impl ChatService {
         mut turn: Turn,
         mut setup: ToolSetup,
         left: &CancellationToken,
-    ) -> Result<Message, BackendError> {
+    ) -> Result<Message, ChatError> {
         let sink = Sink::Collect(left.clone());
         self.run_loop(&mut turn, &mut setup, None, &sink)
             .await
-            .map_err(|stop| match stop {
-                Stop::ClientLeft => client_left(&turn.backend_name),
-                Stop::Failed(err) => err,
-                Stop::AnswerNotStored(err) => stored_error(&turn, &err.to_string()),
-            })
+            .map_err(|stop| stop.into_error(&turn.backend_name))
     }
 
     /// The rounds, then what a loop that stopped leaves is marked.
@@ -195,16 +205,18 @@ impl ChatService {
             return outcome;
         };
         let (err, reason) = match stop {
-            Stop::ClientLeft => (client_left(&turn.backend_name), CLIENT_LEFT.to_owned()),
-            Stop::Failed(err) => (err.clone(), sink.reason(err)),
+            Stop::ClientLeft => (
+                client_left(&turn.backend_name).into(),
+                CLIENT_LEFT.to_owned(),
+            ),
+            Stop::Failed(err) => (ChatError::from(err.clone()), sink.reason(err)),
+            Stop::StepNotStored(store) => {
+                let err = ChatError::StepNotStored(store.clone());
+                let reason = sink.reason(&err);
+                (err, reason)
+            }
             Stop::AnswerNotStored(store) => {
-                let err = match sink {
-                    Sink::Stream(_) => BackendError::Failed {
-                        backend: turn.backend_name.clone(),
-                        message: ChatError::AnswerNotStored(store.clone()).to_string(),
-                    },
-                    Sink::Collect(_) => stored_error(turn, &store.to_string()),
-                };
+                let err = ChatError::AnswerNotStored(store.clone());
                 let reason = sink.reason(&err);
                 (err, reason)
             }
@@ -265,7 +277,7 @@ impl ChatService {
             let answer = self
                 .store_call_answer(turn, &text, &model, metadata, &calls, setup)
                 .await
-                .map_err(Stop::Failed)?;
+                .map_err(Stop::StepNotStored)?;
             *progress = Progress::CallAnswer(answer);
             for (at, call) in calls.iter().enumerate() {
                 let notice = notice_for(&notice, at, &calls);
@@ -276,7 +288,7 @@ impl ChatService {
                         self.store_cancelled_calls(turn, unanswered, setup).await;
                         return Err(Stop::ClientLeft);
                     }
-                    StepEnd::Failed(err) => return Err(Stop::Failed(err)),
+                    StepEnd::NotStored(err) => return Err(Stop::StepNotStored(err)),
                 }
             }
         }
@@ -464,7 +476,7 @@ impl ChatService {
         };
         let step = match self.record_step(turn, call, setup, step, notice).await {
             Ok(step) => step,
-            Err(err) => return StepEnd::Failed(err),
+            Err(err) => return StepEnd::NotStored(err),
         };
         let sent = sink
             .send(|| ReplyEvent::ToolResult {

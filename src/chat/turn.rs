@@ -30,7 +30,7 @@ impl ChatService {
         if !setup.is_empty() {
             self.store_user_message(&turn).await?;
             // The loop keeps and marks what it produced itself, the client gone or not.
-            return Ok(self.answer_with_tools(turn, setup).await?);
+            return self.answer_with_tools(turn, setup).await;
         }
         // If the client goes away, axum drops this future mid-call: the guard still marks the
         // message (its update queued after the append), so the history never shows a question
@@ -44,7 +44,7 @@ impl ChatService {
             }
         };
         let outcome = match reply {
-            Ok((reply, started)) => match self.store_reply_as_is(&turn, reply, started).await {
+            Ok((reply, started)) => match self.store_reply(&turn, reply, started).await {
                 Ok(message) => Ok(message),
                 // Deleted while its answer was on the way: the session's 404, not the
                 // backend's fault, and nothing left to mark.
@@ -284,36 +284,26 @@ impl ChatService {
     }
 
     /// One call to the backend, its answer stored; cancelling `left` drops the call, which
-    /// cancels it (dropping this future does the same).
+    /// cancels it (dropping this future does the same). An answer that cannot be stored is the
+    /// storage's failure, not the backend's.
     pub(super) async fn answer(
         &self,
         turn: &Turn,
         left: &CancellationToken,
-    ) -> Result<Message, BackendError> {
+    ) -> Result<Message, ChatError> {
         let started = Instant::now();
         let reply = tokio::select! {
             biased;
             () = left.cancelled() => Err(client_left(&turn.backend_name)),
             reply = turn.backend.chat(turn.request.clone()) => reply,
         }?;
-        self.store_reply(turn, reply, started).await
-    }
-
-    /// Stores the backend's `reply` to `turn`, asked at `started`; a failure is the backend's
-    /// (as a broadcast reports it).
-    async fn store_reply(
-        &self,
-        turn: &Turn,
-        reply: ChatReply,
-        started: Instant,
-    ) -> Result<Message, BackendError> {
-        self.store_reply_as_is(turn, reply, started)
+        self.store_reply(turn, reply, started)
             .await
-            .map_err(|err| answer_not_stored(turn, &err))
+            .map_err(ChatError::AnswerNotStored)
     }
 
-    /// [`store_reply`](Self::store_reply) with the store's own error.
-    async fn store_reply_as_is(
+    /// Stores the backend's `reply` to `turn`, asked at `started`.
+    async fn store_reply(
         &self,
         turn: &Turn,
         reply: ChatReply,
@@ -351,14 +341,6 @@ impl ChatService {
         let per_turn = session.backends.len().max(1) + 1;
         let wanted = self.max_context.saturating_mul(per_turn);
         Ok(self.store.context_messages(&session.id, wanted).await?)
-    }
-}
-
-/// A backend's answer that could not be stored, as its failure.
-pub(crate) fn answer_not_stored(turn: &Turn, err: &StoreError) -> BackendError {
-    BackendError::Failed {
-        backend: turn.backend_name.clone(),
-        message: format!("the answer could not be stored: {err}"),
     }
 }
 

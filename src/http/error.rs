@@ -164,12 +164,16 @@ impl From<crate::chat::ChatError> for ApiError {
             E::InvalidValue(message) => Self::Unprocessable(message),
             E::Backend(err) => err.into(),
             E::Store(err) => err.into(),
-            // The store's status, with the whole message.
-            E::AnswerNotStored(ref store) => match ApiError::from(store.clone()) {
-                Self::ServiceUnavailable(_) => Self::ServiceUnavailable(err.to_string()),
-                Self::InsufficientStorage(_) => Self::InsufficientStorage(err.to_string()),
-                _ => Self::Internal(err.to_string()),
-            },
+            // The store's status (never the backend's), with the whole message.
+            E::AnswerNotStored(ref store) | E::StepNotStored(ref store) => {
+                match ApiError::from(store.clone()) {
+                    Self::ServiceUnavailable(_) => Self::ServiceUnavailable(err.to_string()),
+                    Self::InsufficientStorage(_) => Self::InsufficientStorage(err.to_string()),
+                    // The session was deleted while its answer was on the way.
+                    Self::NotFound(_) => Self::NotFound(err.to_string()),
+                    _ => Self::Internal(err.to_string()),
+                }
+            }
         }
     }
 }
