@@ -81,7 +81,7 @@ pub async fn serve(loaded: LoadedConfig) -> Result<(), StartError> {
     println!("lit-mux {} listening on http://{address}", crate::VERSION);
     let _ = std::io::stdout().flush();
 
-    let limits = http::ServeLimits::from_config(server, raise_descriptor_limit());
+    let limits = http::ServeLimits::from_config(server, crate::descriptor_limit::raise());
     tracing::debug!(max_connections = limits.max_connections, "connection cap");
     orphan_guard::install();
     let mcp = McpHub::new(config.mcp.clone());
@@ -112,28 +112,4 @@ pub async fn serve(loaded: LoadedConfig) -> Result<(), StartError> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Raises the soft limit on open files to the hard one (each connection, MCP child pipe and
-/// database file is a descriptor; distributions start processes at a soft 1024) and returns the
-/// soft limit now in effect, from which `server.max_connections` gets its default.
-fn raise_descriptor_limit() -> u64 {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        // Unreadable only on exotic systems: the conventional soft default.
-        return 1024;
-    };
-    if soft >= hard {
-        return soft;
-    }
-    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-        Ok(()) => {
-            tracing::debug!(from = soft, to = hard, "raised the open-file limit");
-            hard
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, soft, hard, "cannot raise the open-file limit");
-            soft
-        }
-    }
 }

@@ -11,6 +11,7 @@ pub mod backends;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod descriptor_limit;
 pub mod http;
 pub mod logging;
 pub mod mcp;

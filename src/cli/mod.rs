@@ -92,6 +92,9 @@ pub enum Command {
     /// the server from outliving it.
     #[command(name = "__mcp-keeper", hide = true)]
     McpKeeper {
+        /// The soft open-file limit the server gets (lit-mux's own, before it raised it).
+        #[arg(long = "nofile-soft")]
+        nofile_soft: Option<u64>,
         /// The server's program and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<std::ffi::OsString>,
@@ -243,7 +246,10 @@ impl From<ClientError> for Failure {
 pub fn run(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::OrphanGuard => return orphan_guard::run(),
-        Command::McpKeeper { command } => return crate::mcp::stdio::keeper::run(command),
+        Command::McpKeeper {
+            nofile_soft,
+            command,
+        } => return crate::mcp::stdio::keeper::run(*nofile_soft, command),
         _ => {}
     }
     let outcome = config::load_dotenv()

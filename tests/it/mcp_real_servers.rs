@@ -81,7 +81,7 @@ async fn server_everything_is_added_listed_called_and_removed() {
     let health = server.get_json("/mcp/health").await;
     assert_eq!(
         health["servers"]["everything"],
-        json!({"running": true, "process_alive": true, "tools": 13, "pid": pid, "state": "ready"})
+        json!({"running": true, "process_alive": true, "tools": 13, "pid": pid, "state": "ready", "last_error": null})
     );
     assert_eq!(health["total_tools"], 13);
     assert_eq!(

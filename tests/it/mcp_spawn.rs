@@ -240,3 +240,42 @@ async fn a_nul_byte_in_an_argument_is_a_clear_error() {
     );
     h.assert_clean(&[]);
 }
+
+/// The soft and hard open-file limits of a process (`Max open files` in `/proc/PID/limits`).
+fn open_file_limits(pid: i32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no open-file limit in /proc/{pid}/limits"));
+    let mut numbers = line["Max open files".len()..].split_whitespace();
+    (
+        numbers.next().unwrap().to_owned(),
+        numbers.next().unwrap().to_owned(),
+    )
+}
+
+/// lit-mux raises its own soft limit on open files to the hard one (it holds a descriptor per
+/// connection and per child pipe); the programs it starts get the soft limit lit-mux was started
+/// with, since some still use `select()` or walk every possible descriptor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_gets_the_open_file_limit_lit_mux_was_started_with() {
+    let home = crate::support::TestHome::new();
+    let server = home.start_wrapped(&["prlimit", "--nofile=1000:4000"], &[]);
+    assert_eq!(
+        open_file_limits(server.pid()),
+        ("4000".to_owned(), "4000".to_owned()),
+        "lit-mux raises its own soft limit"
+    );
+    let (status, body) = server
+        .post_json(
+            "/mcp/servers",
+            &json!({"name": "limits", "command": fixture(), "args": ["healthy"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        open_file_limits(pid_of(&body)),
+        ("1000".to_owned(), "4000".to_owned())
+    );
+}

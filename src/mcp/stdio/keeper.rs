@@ -49,6 +49,8 @@ use super::os_calls;
 
 /// The hidden subcommand that runs a keeper.
 pub const SUBCOMMAND: &str = "__mcp-keeper";
+/// The keeper's option giving the server's soft open-file limit.
+pub const NOFILE_SOFT_FLAG: &str = "--nofile-soft";
 
 /// What the keeper gets when lit-mux dies (its death signal) or when anyone asks it to end:
 /// it kills the server's whole tree, then exits.
@@ -72,8 +74,9 @@ fn waited_signals() -> SigSet {
     set
 }
 
-/// The keeper's main: run as `lit-mux __mcp-keeper -- PROGRAM ARGS…` by lit-mux only.
-pub fn run(command: &[OsString]) -> ExitCode {
+/// The keeper's main: run as `lit-mux __mcp-keeper [--nofile-soft N] -- PROGRAM ARGS…` by
+/// lit-mux only; the server gets `N` as its soft open-file limit.
+pub fn run(nofile_soft: Option<u64>, command: &[OsString]) -> ExitCode {
     let Some(report) = os_calls::take_report_fd() else {
         eprintln!("lit-mux: {SUBCOMMAND} is started by lit-mux, with a pipe on descriptor 3");
         return ExitCode::from(2);
@@ -86,7 +89,8 @@ pub fn run(command: &[OsString]) -> ExitCode {
     let waited = waited_signals();
     let prepared = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&waited), None)
         .and_then(|()| os_calls::restore_default_action(Signal::SIGCHLD))
-        .and_then(|()| prctl::set_child_subreaper(true));
+        .and_then(|()| prctl::set_child_subreaper(true))
+        .and_then(|()| nofile_soft.map_or(Ok(()), crate::descriptor_limit::lower_soft_to));
     if let Err(errno) = prepared {
         let _ = writeln!(report, "error {} {errno}", errno as i32);
         return ExitCode::from(CANNOT_RUN);

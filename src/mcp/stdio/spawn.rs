@@ -66,9 +66,11 @@ pub(super) async fn spawn(transport: &StdioTransport) -> std::io::Result<Spawned
     let (report_read, report_write) = std::io::pipe()?;
     // The running executable itself, even when its file was replaced or deleted since.
     let mut command = tokio::process::Command::new("/proc/self/exe");
+    command.arg0("lit-mux").arg(keeper::SUBCOMMAND);
+    if let Some(soft) = crate::descriptor_limit::for_children() {
+        command.arg(keeper::NOFILE_SOFT_FLAG).arg(soft.to_string());
+    }
     command
-        .arg0("lit-mux")
-        .arg(keeper::SUBCOMMAND)
         .arg("--")
         .arg(&transport.command)
         .args(&transport.args)

@@ -146,9 +146,7 @@ impl TestHome {
     /// Starts `WRAPPER... lit-mux start --port 0 EXTRA...` (e.g. under `prlimit`) and waits until
     /// it listens; the wrapper must exec lit-mux, so that the process is lit-mux itself.
     pub fn start_wrapped(&self, wrapper: &[&str], extra: &[&str]) -> Server {
-        let stderr_path = self.path().join("lit-mux-stderr-wrapped.log");
-        let stderr_file = std::fs::File::create(&stderr_path).expect("create stderr log");
-        self.launch_wrapped(wrapper, extra, stderr_file.into(), stderr_path)
+        self.try_start_wrapped(wrapper, extra)
             .unwrap_or_else(|failure| panic!("lit-mux did not start: {failure}"))
     }
 
@@ -159,16 +157,6 @@ impl TestHome {
     }
 
     fn launch(
-        &self,
-        wrapper: &[&str],
-        extra: &[&str],
-        stderr: Stdio,
-        stderr_path: PathBuf,
-    ) -> Result<Server, String> {
-        self.launch_wrapped(&[], extra, stderr, stderr_path)
-    }
-
-    fn launch_wrapped(
         &self,
         wrapper: &[&str],
         extra: &[&str],
