@@ -67,7 +67,9 @@ pub struct Deleted {
 #[utoipa::path(post, path = "/sessions", tag = "sessions", request_body = CreateSession,
     responses((status = 200, description = "Success", body = Session), (status = 400, description = "A value that cannot work", body = crate::http::error::ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = crate::http::error::ErrorBody),
-        (status = 422, description = "Malformed JSON or a wrong field type", body = crate::http::error::ErrorBody)))]
+        (status = 422, description = "Malformed JSON or a wrong field type", body = crate::http::error::ErrorBody),
+        (status = 503, description = "Storage unavailable (nothing was stored)", body = crate::http::error::ErrorBody),
+        (status = 507, description = "Storage full (nothing was stored)", body = crate::http::error::ErrorBody)))]
 async fn create_session(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateSession>,
@@ -136,7 +138,9 @@ async fn list_messages(
         (status = 404, description = "Unknown session", body = crate::http::error::ErrorBody),
         (status = 429, description = "The backend is rate limited (Retry-After passed on)", body = crate::http::error::ErrorBody),
         (status = 502, description = "The backend failed", body = crate::http::error::ErrorBody),
-        (status = 504, description = "The backend timed out", body = crate::http::error::ErrorBody)))]
+        (status = 504, description = "The backend timed out", body = crate::http::error::ErrorBody),
+        (status = 503, description = "Storage unavailable (nothing was stored)", body = crate::http::error::ErrorBody),
+        (status = 507, description = "Storage full (nothing was stored)", body = crate::http::error::ErrorBody)))]
 async fn send_message(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -189,7 +193,9 @@ fn event_stream(events: tokio::sync::mpsc::Receiver<ReplyEvent>) -> Response {
     responses((status = 200, description = "Every backend's answer or error; with stream, their events interleaved", content((Object = "application/json"), (String = "text/event-stream"))),
         (status = 400, description = "A value that cannot work", body = crate::http::error::ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = crate::http::error::ErrorBody),
-        (status = 422, description = "Malformed JSON or a wrong field type", body = crate::http::error::ErrorBody), (status = 404, description = "Not found", body = crate::http::error::ErrorBody)))]
+        (status = 422, description = "Malformed JSON or a wrong field type", body = crate::http::error::ErrorBody), (status = 404, description = "Not found", body = crate::http::error::ErrorBody),
+        (status = 503, description = "Storage unavailable (nothing was stored)", body = crate::http::error::ErrorBody),
+        (status = 507, description = "Storage full (nothing was stored)", body = crate::http::error::ErrorBody)))]
 async fn broadcast(
     State(state): State<AppState>,
     Path(id): Path<String>,
