@@ -13,14 +13,14 @@ use serde_json::{Value, json};
 use testkit::fake_backends::{Behaviour, FakeBackend, Wire};
 use testkit::sse::Events;
 
-const WIRES: [Wire; 3] = [Wire::Ollama, Wire::OpenAi, Wire::Anthropic];
+pub(crate) const WIRES: [Wire; 3] = [Wire::Ollama, Wire::OpenAi, Wire::Anthropic];
 
-fn start_with(home: &TestHome, entries: &[String]) -> Server {
+pub(crate) fn start_with(home: &TestHome, entries: &[String]) -> Server {
     home.write_config(&format!("backends:\n{}", entries.concat()));
     home.start(&[])
 }
 
-async fn create_session(server: &Server, backends: &[&str]) -> String {
+pub(crate) async fn create_session(server: &Server, backends: &[&str]) -> String {
     let (status, session) = server
         .post_json("/sessions", &json!({ "backends": backends }))
         .await;
@@ -43,21 +43,21 @@ async fn stream(server: &Server, session: &str, content: &str) -> reqwest::Respo
         .unwrap()
 }
 
-async fn messages(server: &Server, session: &str) -> Vec<Value> {
+pub(crate) async fn messages(server: &Server, session: &str) -> Vec<Value> {
     let messages = server
         .get_json(&format!("/sessions/{session}/messages"))
         .await;
     messages.as_array().unwrap().clone()
 }
 
-fn detail(body: &Value) -> &str {
+pub(crate) fn detail(body: &Value) -> &str {
     body["detail"]
         .as_str()
         .unwrap_or_else(|| panic!("no detail in {body}"))
 }
 
 /// Asserts that `message` is the user's `content`, marked failed with `error` in its metadata.
-fn assert_failed_user_message(message: &Value, content: &str, error: &str) {
+pub(crate) fn assert_failed_user_message(message: &Value, content: &str, error: &str) {
     assert_eq!(message["role"], "user", "{message}");
     assert_eq!(message["content"], content, "{message}");
     assert_eq!(message["metadata"]["status"], "failed", "{message}");

@@ -7,12 +7,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::backend_failures::{WIRES, create_session, messages, start_with};
 use crate::support::{Server, TestHome};
 use serde_json::{Value, json};
 use testkit::fake_backends::{Behaviour, FakeBackend, Redirect, Wire};
 use testkit::sse::Events;
-
-const WIRES: [Wire; 3] = [Wire::Ollama, Wire::OpenAi, Wire::Anthropic];
 
 /// lit-mux's bound on one line of a backend's stream (one NDJSON object, one SSE field): 8 MiB.
 const MAX_STREAM_LINE_BYTES: usize = 8 * 1024 * 1024;
@@ -29,19 +28,6 @@ fn entry_with_prefix(name: &str, fake: &FakeBackend, wire: Wire, prefix: &str) -
             "  {name}: {{type: anthropic, base_url: '{origin}{prefix}', api_key: sk-secret-anthropic}}\n"
         ),
     }
-}
-
-fn start_with(home: &TestHome, entries: &[String]) -> Server {
-    home.write_config(&format!("backends:\n{}", entries.concat()));
-    home.start(&[])
-}
-
-async fn create_session(server: &Server, backends: &[&str]) -> String {
-    let (status, session) = server
-        .post_json("/sessions", &json!({ "backends": backends }))
-        .await;
-    assert_eq!(status, 200, "{session}");
-    session["id"].as_str().unwrap().to_owned()
 }
 
 async fn stream(server: &Server, session: &str, content: &str) -> Vec<(String, Value)> {
@@ -61,13 +47,6 @@ fn reply(text: &str) -> Behaviour {
         delay: Duration::ZERO,
         chunk_delay: Duration::ZERO,
     }
-}
-
-async fn messages(server: &Server, session: &str) -> Vec<Value> {
-    let messages = server
-        .get_json(&format!("/sessions/{session}/messages"))
-        .await;
-    messages.as_array().unwrap().clone()
 }
 
 #[tokio::test(flavor = "multi_thread")]

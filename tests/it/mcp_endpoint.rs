@@ -184,6 +184,22 @@ async fn the_official_client_on_2026_07_28_lists_calls_and_hears_list_changed_by
     assert_the_client_saw_the_catalog_and_its_change(&server, "auto", "2026-07-28").await;
 }
 
+/// The answer to an `initialize`: the new session's id and the result, which must be
+/// lit-mux's.
+pub(crate) async fn initialize_answer(response: reqwest::Response) -> (String, Value) {
+    assert_eq!(response.status(), 200, "initialize");
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (_, answer) = Events::new(response).next().await.unwrap();
+    assert_eq!(
+        answer["result"]["serverInfo"]["name"], "lit-mux",
+        "{answer}"
+    );
+    (session, answer)
+}
+
 /// A message to `/mcp` as a client sends it.
 fn mcp_post(server: &Server, session: Option<&str>, message: &Value) -> reqwest::RequestBuilder {
     let mut request = server
@@ -210,15 +226,7 @@ async fn open_session(server: &Server) -> String {
     .send()
     .await
     .unwrap();
-    let session = response.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let (_, answer) = Events::new(response).next().await.unwrap();
-    assert_eq!(
-        answer["result"]["serverInfo"]["name"], "lit-mux",
-        "{answer}"
-    );
+    let (session, answer) = initialize_answer(response).await;
     assert_eq!(
         answer["result"]["capabilities"]["tools"]["listChanged"],
         true

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use testkit::sse::Events;
 
+use crate::mcp_endpoint::initialize_answer;
 use crate::support::{Server, TestHome};
 
 const PROTOCOL: &str = "2025-11-25";
@@ -38,17 +39,7 @@ async fn new_session(server: &Server, id: u64) -> String {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200, "initialize {id}");
-    let session = response.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let (_, answer) = Events::new(response).next().await.unwrap();
-    assert_eq!(
-        answer["result"]["serverInfo"]["name"], "lit-mux",
-        "{answer}"
-    );
-    session
+    initialize_answer(response).await.0
 }
 
 /// `notifications/initialized`, then `tools/list` on `session`: its HTTP status.
