@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use super::upstream::{Upstream, UpstreamResponse};
 use super::{
-    Backend, BackendConfig, BackendError, ChatEvent, ChatReply, ChatRequest, ChatStream, ModelInfo,
-    Role, ToolCall, Usage,
+    Backend, BackendConfig, BackendError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
+    ChatStream, ImageSource, MessagePart, ModelInfo, Role, ToolCall, Usage,
 };
 use crate::config::backends::AnthropicSettings;
 
@@ -110,10 +110,11 @@ fn wire_messages(request: &ChatRequest) -> (Option<String>, Vec<Value>) {
                 }));
                 ("assistant", blocks)
             }
-            (Role::User | Role::Tool, None) => (
+            (Role::User | Role::Tool, None) if message.images.is_empty() => (
                 "user",
                 vec![json!({"type": "text", "text": message.content})],
             ),
+            (Role::User | Role::Tool, None) => ("user", content_blocks(message)),
         };
         match turns.last_mut() {
             Some((last_role, last_blocks)) if *last_role == role => last_blocks.extend(blocks),
@@ -130,6 +131,26 @@ fn wire_messages(request: &ChatRequest) -> (Option<String>, Vec<Value>) {
         .collect();
     let system = (!system.is_empty()).then(|| system.join("\n\n"));
     (system, messages)
+}
+
+/// A message's text and images as blocks, in order: `base64` sources from data URLs, `url`
+/// sources from URLs (Anthropic fetches those itself). Anthropic has no `detail`.
+fn content_blocks(message: &ChatMessage) -> Vec<Value> {
+    message
+        .parts()
+        .map(|part| match part {
+            MessagePart::Text(text) => json!({"type": "text", "text": text}),
+            MessagePart::Image(image) => {
+                let source = match &image.source {
+                    ImageSource::Base64 { media_type, data } => {
+                        json!({"type": "base64", "media_type": media_type, "data": data})
+                    }
+                    ImageSource::Url(url) => json!({"type": "url", "url": url}),
+                };
+                json!({"type": "image", "source": source})
+            }
+        })
+        .collect()
 }
 
 /// Most bytes of `input_json_delta` one streamed tool call may assemble.

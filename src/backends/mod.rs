@@ -11,6 +11,7 @@ mod metered;
 pub mod ollama;
 pub mod openai;
 mod registry;
+pub mod text_call;
 mod upstream;
 
 use futures_util::stream::BoxStream;
@@ -50,6 +51,9 @@ pub struct ChatMessage {
     pub tool_calls: Vec<ToolCall>,
     /// A `tool` message: which call it answers.
     pub answers: Option<ToolAnswer>,
+    /// A user message's images, in the order they were given; each sits at its place in
+    /// `content` ([`Image::at`]), so wires with content arrays keep text and images in order.
+    pub images: Vec<Image>,
 }
 
 impl ChatMessage {
@@ -60,7 +64,72 @@ impl ChatMessage {
             content: content.into(),
             tool_calls: Vec::new(),
             answers: None,
+            images: Vec::new(),
         }
+    }
+
+    /// The content as text and image parts in order: the text between images, each image at
+    /// its place. Empty text is left out.
+    pub fn parts(&self) -> impl Iterator<Item = MessagePart<'_>> {
+        let mut from = 0;
+        let mut parts = Vec::with_capacity(self.images.len() * 2 + 1);
+        for image in &self.images {
+            // `at` is checked when the image is placed; clamped anyway, never a panic.
+            let at = image.at.clamp(from, self.content.len());
+            if let Some(text) = self.content.get(from..at).filter(|t| !t.is_empty()) {
+                parts.push(MessagePart::Text(text));
+            }
+            parts.push(MessagePart::Image(image));
+            from = at;
+        }
+        if let Some(text) = self.content.get(from..).filter(|t| !t.is_empty()) {
+            parts.push(MessagePart::Text(text));
+        }
+        parts.into_iter()
+    }
+}
+
+/// A piece of a message's content, in order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MessagePart<'a> {
+    Text(&'a str),
+    Image(&'a Image),
+}
+
+/// An image given with a message. lit-mux never fetches a URL itself: a backend takes it as it
+/// is or refuses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    pub source: ImageSource,
+    /// OpenAI's `detail` (`auto`, `low`, `high`), passed on where the wire has it.
+    pub detail: Option<String>,
+    /// Where the image sits in the message's `content`: a byte offset on a character boundary.
+    pub at: usize,
+}
+
+/// Where an image's bytes are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageSource {
+    /// The bytes, from a data URL: `image/png`, `image/jpeg`, `image/gif` or `image/webp`, and
+    /// the base64 text as given (checked, not decoded).
+    Base64 { media_type: String, data: String },
+    /// An `http` or `https` URL, for the backend to fetch.
+    Url(String),
+}
+
+impl ImageSource {
+    /// The image as a data URL, or its URL.
+    pub fn as_url(&self) -> String {
+        match self {
+            Self::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+            Self::Url(url) => url.clone(),
+        }
+    }
+
+    /// The decoded size of base64 data: three bytes per four characters, less the padding.
+    pub fn decoded_bytes(data: &str) -> usize {
+        let padding = data.bytes().rev().take_while(|b| *b == b'=').count();
+        (data.len() / 4 * 3).saturating_sub(padding)
     }
 }
 
@@ -212,6 +281,10 @@ pub enum BackendError {
     /// The backend answered something that is not its API's format.
     #[error("backend {backend} sent an invalid response: {message}")]
     InvalidResponse { backend: String, message: String },
+    /// The request asks for something the backend's wire cannot carry (the client's to
+    /// change); `what` completes "backend NAME ...".
+    #[error("backend {backend} {what}")]
+    CannotTake { backend: String, what: String },
 }
 
 /// Which of a backend's time limits ran out; shown as what did not happen in time and the
@@ -326,6 +399,7 @@ impl BackendError {
             Self::RateLimited { .. } => "rate_limited",
             Self::Failed { .. } => "failed",
             Self::InvalidResponse { .. } => "invalid_response",
+            Self::CannotTake { .. } => "cannot_take",
         }
     }
 }

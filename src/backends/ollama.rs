@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::upstream::{Upstream, UpstreamResponse};
 use super::{
     Backend, BackendConfig, BackendError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
-    ChatStream, ModelInfo, ToolCall, Usage,
+    ChatStream, ImageSource, ModelInfo, ToolCall, Usage,
 };
 use crate::config::backends::OllamaSettings;
 
@@ -38,6 +38,7 @@ impl OllamaBackend {
             tool_calls: Vec::new(),
             tool_name: None,
             tool_call_id: None,
+            images: Vec::new(),
         });
         WireChat {
             model: &request.model,
@@ -55,6 +56,7 @@ impl OllamaBackend {
         request: &ChatRequest,
         stream: bool,
     ) -> Result<UpstreamResponse, BackendError> {
+        self.refuse_image_urls(request)?;
         let url = format!("{}/api/chat", self.host);
         self.upstream
             .send(
@@ -64,6 +66,27 @@ impl OllamaBackend {
                     .json(&Self::chat_body(request, stream)),
             )
             .await
+    }
+}
+
+impl OllamaBackend {
+    /// Ollama takes images as base64 only, and lit-mux does not fetch URLs for the client.
+    fn refuse_image_urls(&self, request: &ChatRequest) -> Result<(), BackendError> {
+        let has_url = request
+            .messages
+            .iter()
+            .flat_map(|message| &message.images)
+            .any(|image| matches!(image.source, ImageSource::Url(_)));
+        if has_url {
+            return Err(BackendError::CannotTake {
+                backend: self.upstream.backend().to_owned(),
+                what: "(Ollama) takes images as data only: send the image as a data URL \
+                       (data:image/png;base64,...) instead of its URL; lit-mux does not fetch \
+                       URLs"
+                    .to_owned(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -90,6 +113,10 @@ struct WireMessage<'a> {
     tool_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_call_id: Option<&'a str>,
+    /// A user message's images, base64 without a data URL's header; text and images are not
+    /// interleaved on this wire: the images go with the message's whole text.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    images: Vec<&'a str>,
 }
 
 fn wire_message(message: &ChatMessage) -> WireMessage<'_> {
@@ -113,6 +140,15 @@ fn wire_message(message: &ChatMessage) -> WireMessage<'_> {
             .answers
             .as_ref()
             .map(|answer| answer.call_id.as_str()),
+        images: message
+            .images
+            .iter()
+            .filter_map(|image| match &image.source {
+                ImageSource::Base64 { data, .. } => Some(data.as_str()),
+                // Refused before the request is built (`refuse_image_urls`).
+                ImageSource::Url(_) => None,
+            })
+            .collect(),
     }
 }
 

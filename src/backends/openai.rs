@@ -4,12 +4,12 @@
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::upstream::{Upstream, UpstreamResponse};
 use super::{
     Backend, BackendConfig, BackendError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
-    ChatStream, ModelInfo, ToolCall, Usage,
+    ChatStream, MessagePart, ModelInfo, ToolCall, Usage,
 };
 use crate::config::backends::OpenAiSettings;
 
@@ -48,7 +48,7 @@ impl OpenAiBackend {
     ) -> Result<UpstreamResponse, BackendError> {
         let system = request.system.as_deref().map(|system| WireMessage {
             role: "system",
-            content: Some(system),
+            content: Some(WireContent::Text(system)),
             tool_call_id: None,
             tool_calls: Vec::new(),
         });
@@ -95,11 +95,42 @@ struct StreamOptions {
 struct WireMessage<'a> {
     role: &'a str,
     /// `null` only for an answer that is tool calls alone.
-    content: Option<&'a str>,
+    content: Option<WireContent<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_call_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<WireCallOut<'a>>,
+}
+
+/// Text, or OpenAI's content parts for a message with images (rare, so built as values).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireContent<'a> {
+    Text(&'a str),
+    Parts(Vec<Value>),
+}
+
+/// A user message's text and images as OpenAI's content parts, in order; images as they came
+/// (data URL or URL, and `detail`).
+fn content_parts(message: &ChatMessage) -> WireContent<'_> {
+    if message.images.is_empty() {
+        return WireContent::Text(&message.content);
+    }
+    WireContent::Parts(
+        message
+            .parts()
+            .map(|part| match part {
+                MessagePart::Text(text) => json!({"type": "text", "text": text}),
+                MessagePart::Image(image) => {
+                    let mut url = json!({"url": image.source.as_url()});
+                    if let Some(detail) = &image.detail {
+                        url["detail"] = json!(detail);
+                    }
+                    json!({"type": "image_url", "image_url": url})
+                }
+            })
+            .collect(),
+    )
 }
 
 #[derive(Serialize)]
@@ -120,7 +151,7 @@ fn wire_message(message: &ChatMessage) -> WireMessage<'_> {
     if let Some(answer) = &message.answers {
         return WireMessage {
             role: "tool",
-            content: Some(&message.content),
+            content: Some(WireContent::Text(&message.content)),
             tool_call_id: Some(&answer.call_id),
             tool_calls: Vec::new(),
         };
@@ -128,14 +159,14 @@ fn wire_message(message: &ChatMessage) -> WireMessage<'_> {
     if message.tool_calls.is_empty() {
         return WireMessage {
             role: message.role.as_str(),
-            content: Some(&message.content),
+            content: Some(content_parts(message)),
             tool_call_id: None,
             tool_calls: Vec::new(),
         };
     }
     WireMessage {
         role: "assistant",
-        content: (!message.content.is_empty()).then_some(message.content.as_str()),
+        content: (!message.content.is_empty()).then_some(WireContent::Text(&message.content)),
         tool_call_id: None,
         tool_calls: message
             .tool_calls

@@ -22,7 +22,7 @@ use super::turn::{UnansweredGuard, reply_metadata};
 use super::{ChatError, ChatService, Turn, context};
 use crate::backends::{
     Backend, BackendError, BackendLookupError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
-    Role, ToolCall, ToolSpec, Usage,
+    ImageSource, Role, ToolCall, ToolSpec, Usage,
 };
 use crate::store::{Message, NewMessage, StoreError};
 
@@ -215,10 +215,7 @@ impl ChatService {
                                     content: &last.content,
                                     backend: Some(&backend_name),
                                     model: Some(&model),
-                                    metadata: Map::from_iter([(
-                                        "via".to_owned(),
-                                        json!("/v1/chat/completions"),
-                                    )]),
+                                    metadata: user_metadata(last),
                                 },
                             )
                             .await?,
@@ -510,6 +507,28 @@ impl StreamState {
         }
         Some(events)
     }
+}
+
+/// A stored user message's metadata: where it came from, and its images described without
+/// their data (media type and size, or the URL), so that a session's history stays small. The
+/// history replayed to a model later carries the text only.
+fn user_metadata(message: &ChatMessage) -> Map<String, Value> {
+    let mut metadata = Map::from_iter([("via".to_owned(), json!("/v1/chat/completions"))]);
+    if !message.images.is_empty() {
+        let images = message
+            .images
+            .iter()
+            .map(|image| match &image.source {
+                ImageSource::Base64 { media_type, data } => json!({
+                    "media_type": media_type,
+                    "bytes": ImageSource::decoded_bytes(data),
+                }),
+                ImageSource::Url(url) => json!({"url": url}),
+            })
+            .collect();
+        metadata.insert("images".to_owned(), Value::Array(images));
+    }
+    metadata
 }
 
 fn disarm(guard: Option<UnansweredGuard>) {

@@ -5,7 +5,8 @@
 //! candidate that is held back while its JSON structure is tracked (nesting, strings, escapes,
 //! so braces inside strings never count); when it closes it is parsed, and becomes a call if it
 //! is an object with a string `tool` (or `name`) and an object `arguments` (or `parameters`,
-//! `args`, or a string holding an object; absent means no arguments). Anything else is text.
+//! `args`, or a string holding an object; absent means no arguments; the shape is
+//! `backends::text_call`'s, shared with the echo backend). Anything else is text.
 //! Inside `<think>…</think>` nothing is a call. Tags and candidates may be split across chunks
 //! anywhere.
 //!
@@ -168,27 +169,7 @@ fn flush_text(text: &mut String, events: &mut Vec<ScanEvent>) {
 
 /// The call a complete candidate is, if it is one.
 fn parse_call(text: &str) -> Option<FoundCall> {
-    let Value::Object(mut object) = serde_json::from_str::<Value>(text).ok()? else {
-        return None;
-    };
-    let tool = match object.remove("tool").or_else(|| object.remove("name"))? {
-        Value::String(tool) if !tool.trim().is_empty() => tool,
-        _ => return None,
-    };
-    let arguments = ["arguments", "parameters", "args"]
-        .iter()
-        .find_map(|key| object.remove(*key));
-    let arguments = match arguments {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(map)) => map,
-        // Some models send the arguments as a JSON string, as OpenAI's wire format does.
-        Some(Value::String(text)) => match serde_json::from_str(&text).ok()? {
-            Value::Object(map) => map,
-            _ => return None,
-        },
-        Some(_) => return None,
-    };
-    Some(FoundCall { tool, arguments })
+    crate::backends::text_call::parse(text).map(|(tool, arguments)| FoundCall { tool, arguments })
 }
 
 /// Scans a whole text at once.

@@ -44,9 +44,10 @@ pub enum ToolMode {
 }
 
 impl BackendConfig {
-    /// Whether the backend's wire format has native tool calling.
+    /// Whether the backend's wire format has native tool calling (echo's has: it answers a
+    /// user message that is a call of an offered tool with that call).
     pub fn supports_native_tools(&self) -> bool {
-        !matches!(self.kind, BackendKind::Echo)
+        true
     }
     /// The built-in echo backend, present when the config has no `echo` entry.
     pub fn builtin_echo() -> Self {
@@ -57,7 +58,7 @@ impl BackendConfig {
             system_prompt: None,
             timeouts: Timeouts::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            tool_mode: ToolMode::Auto,
+            tool_mode: ToolMode::Prompt,
         }
     }
 }
@@ -355,15 +356,11 @@ fn parse_entry(
         }
     };
     let tool_mode = match raw.tool_mode.as_deref() {
+        // Echo follows the prompt protocol unless told otherwise: what a user types is then
+        // what the tool loop scans, as before echo had native calls.
+        None if matches!(kind, BackendKind::Echo) => ToolMode::Prompt,
         None | Some("auto") => ToolMode::Auto,
         Some("prompt") => ToolMode::Prompt,
-        Some("native") if matches!(kind, BackendKind::Echo) => {
-            return fail(
-                "tool_mode",
-                "native is not possible for type echo: it only follows the prompt protocol"
-                    .to_owned(),
-            );
-        }
         Some("native") => ToolMode::Native,
         Some(other) => {
             return fail(
@@ -530,14 +527,16 @@ mod tests {
     }
 
     #[test]
-    fn tool_mode_defaults_to_auto_and_echo_cannot_be_native() {
-        let backends = parse("o: {type: ollama}\np: {type: openai, tool_mode: prompt}").unwrap();
+    fn tool_mode_defaults_to_auto_and_to_prompt_for_echo() {
+        let backends = parse(
+            "o: {type: ollama}\np: {type: openai, tool_mode: prompt}\necho: {}\n\
+             e2: {type: echo, tool_mode: native}",
+        )
+        .unwrap();
         assert_eq!(backends["o"].tool_mode, ToolMode::Auto);
         assert_eq!(backends["p"].tool_mode, ToolMode::Prompt);
-        assert_eq!(
-            parse("echo: {tool_mode: native}").unwrap_err().0,
-            "backends.echo.tool_mode"
-        );
+        assert_eq!(backends["echo"].tool_mode, ToolMode::Prompt);
+        assert_eq!(backends["e2"].tool_mode, ToolMode::Native);
         assert!(
             parse("o: {type: ollama, tool_mode: json}")
                 .unwrap_err()

@@ -2,6 +2,7 @@
 //! handlers translate OpenAI's shapes ([`wire`]) to the chat service's completions and back;
 //! errors use OpenAI's shape ([`errors`]).
 
+mod content;
 pub mod errors;
 pub mod wire;
 

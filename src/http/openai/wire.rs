@@ -10,6 +10,7 @@ use futures_util::stream::BoxStream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::content;
 use crate::backends::{ChatMessage, Role, ToolAnswer, ToolCall, ToolSpec, Usage};
 use crate::chat::completion::{
     CompletionAnswer, CompletionError, CompletionEvent, CompletionRequest, CompletionStream,
@@ -108,7 +109,7 @@ pub struct InMessage {
     pub name: Option<String>,
 }
 
-/// Text, or content parts of which the text ones are used.
+/// Text, or content parts: text and images ([`content`]).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Content {
@@ -171,10 +172,10 @@ impl ChatCompletionRequest {
             .unwrap_or_default()
             .into_iter()
             .map(|tool| {
-                if tool.kind.as_deref().is_some_and(|kind| kind != "function") {
+                if let Some(kind) = tool.kind.as_deref().filter(|kind| *kind != "function") {
                     return Err(CompletionError::Invalid(format!(
-                        "tool {} has type {:?}; only function tools are supported",
-                        tool.function.name, tool.kind
+                        "tool {} has type \"{kind}\"; only function tools are supported",
+                        tool.function.name
                     )));
                 }
                 Ok(ToolSpec {
@@ -205,27 +206,19 @@ pub(crate) fn conversation(
     let mut system = Vec::new();
     let mut turns: Vec<ChatMessage> = Vec::with_capacity(messages.len());
     for (index, message) in messages.into_iter().enumerate() {
-        let text = match message.content {
-            None => String::new(),
-            Some(Content::Text(text)) => text,
-            Some(Content::Parts(parts)) => {
-                let mut text = String::new();
-                for part in parts {
-                    match part.get("type").and_then(Value::as_str) {
-                        Some("text") => {
-                            text.push_str(part.get("text").and_then(Value::as_str).unwrap_or(""))
-                        }
-                        other => {
-                            return Err(CompletionError::Invalid(format!(
-                                "messages[{index}]: content parts of type {other:?} are not \
-                                 supported; send text"
-                            )));
-                        }
-                    }
-                }
-                text
-            }
+        let content::Parts { text, images } = match message.content {
+            None => content::Parts::default(),
+            Some(Content::Text(text)) => content::Parts {
+                text,
+                images: Vec::new(),
+            },
+            Some(Content::Parts(parts)) => content::parts(index, parts)?,
         };
+        if !images.is_empty() && message.role != "user" {
+            return Err(CompletionError::Invalid(format!(
+                "messages[{index}]: images are accepted in user messages only"
+            )));
+        }
         let role = match message.role.as_str() {
             "system" | "developer" if turns.is_empty() => {
                 system.push(text);
@@ -237,12 +230,13 @@ pub(crate) fn conversation(
             "tool" => Role::Tool,
             other => {
                 return Err(CompletionError::Invalid(format!(
-                    "messages[{index}].role: {other:?} is not one of system, developer, user, \
+                    "messages[{index}].role: \"{other}\" is not one of system, developer, user, \
                      assistant, tool"
                 )));
             }
         };
         let mut turn = ChatMessage::text(role, text);
+        turn.images = images;
         if role == Role::Assistant {
             turn.tool_calls = message
                 .tool_calls
