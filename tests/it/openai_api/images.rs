@@ -113,7 +113,10 @@ async fn ollama_gets_base64_images_and_a_url_is_refused_naming_the_backend() {
     assert_eq!(status, 400, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.starts_with("backend llm "), "{message}");
-    assert!(message.contains("send the image as a data URL"), "{message}");
+    assert!(
+        message.contains("send the image as a data URL"),
+        "{message}"
+    );
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_eq!(fake.chat_requests().len(), chats_before, "nothing was sent");
 
@@ -156,7 +159,10 @@ async fn echo_describes_each_image_in_place() {
                 .map(str::to_owned)
         })
         .collect();
-    assert_eq!(text, format!("what is this?[image: image/png, {PNG_BYTES} bytes]"));
+    assert_eq!(
+        text,
+        format!("what is this?[image: image/png, {PNG_BYTES} bytes]")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -245,7 +251,10 @@ async fn a_session_keeps_the_text_and_describes_the_images_without_their_data() 
 
     // The history replayed through the session carries the text only.
     let (status, reply) = server
-        .post_json(&format!("/sessions/{id}/message"), &json!({"content": "and now?"}))
+        .post_json(
+            &format!("/sessions/{id}/message"),
+            &json!({"content": "and now?"}),
+        )
         .await;
     assert_eq!(status, 200, "{reply}");
     let replayed = fake.last_chat().body["messages"].clone();

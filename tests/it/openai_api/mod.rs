@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod echo_tools;
 mod errors;
 mod images;
 mod official_client;
