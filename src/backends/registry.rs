@@ -131,9 +131,9 @@ async fn list_models(
 /// Why a backend cannot be used for a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendLookupError {
-    #[error("unknown backend {0:?}")]
+    #[error("unknown backend \"{0}\"")]
     Unknown(String),
-    #[error("backend {0:?} is disabled")]
+    #[error("backend \"{0}\" is disabled")]
     Disabled(String),
 }
 

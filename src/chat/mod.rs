@@ -277,14 +277,14 @@ impl ChatService {
         let unknown: Vec<String> = problems
             .iter()
             .filter_map(|p| match p {
-                BackendLookupError::Unknown(name) => Some(format!("{name:?}")),
+                BackendLookupError::Unknown(name) => Some(format!("\"{name}\"")),
                 BackendLookupError::Disabled(_) => None,
             })
             .collect();
         let disabled: Vec<String> = problems
             .iter()
             .filter_map(|p| match p {
-                BackendLookupError::Disabled(name) => Some(format!("{name:?}")),
+                BackendLookupError::Disabled(name) => Some(format!("\"{name}\"")),
                 BackendLookupError::Unknown(_) => None,
             })
             .collect();
@@ -306,7 +306,7 @@ impl ChatService {
         let outside: Vec<String> = names
             .iter()
             .filter(|name| !session.backends.contains(name))
-            .map(|name| format!("{name:?}"))
+            .map(|name| format!("\"{name}\""))
             .collect();
         if outside.is_empty() {
             return Ok(());
@@ -362,8 +362,8 @@ fn dedup(names: Vec<String>) -> Vec<String> {
 
 fn lookup_message(err: &BackendLookupError) -> String {
     match err {
-        BackendLookupError::Unknown(name) => format!("backend {name:?} is not configured"),
-        BackendLookupError::Disabled(name) => format!("backend {name:?} is disabled"),
+        BackendLookupError::Unknown(name) => format!("backend \"{name}\" is not configured"),
+        BackendLookupError::Disabled(name) => format!("backend \"{name}\" is disabled"),
     }
 }
 

@@ -165,14 +165,14 @@ pub fn resolve(call: &ToolCall, setup: &ToolSetup) -> Result<ResolvedCall, Strin
             [one] => *one,
             [] => {
                 return Err(format!(
-                    "unknown tool {:?}; available: {}",
+                    "unknown tool \"{}\"; available: {}",
                     call.name,
                     listing(setup, tools.iter())
                 ));
             }
             several => {
                 return Err(format!(
-                    "tool {:?} exists on several servers; name one of: {}",
+                    "tool \"{}\" exists on several servers; name one of: {}",
                     call.name,
                     listing(setup, several.iter().copied())
                 ));

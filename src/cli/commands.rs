@@ -17,7 +17,7 @@ fn connect(args: &ClientArgs) -> Result<ApiClient, Failure> {
         && !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
     {
         return Err(Failure::usage(format!(
-            "--url {url:?} is not an http(s) URL like http://127.0.0.1:8000"
+            "--url \"{url}\" is not an http(s) URL like http://127.0.0.1:8000"
         )));
     }
     let (url, api_key) = match (&args.url, &args.api_key) {
@@ -329,7 +329,7 @@ pub async fn call(
 ) -> Result<(), Failure> {
     let Some((server, tool)) = tool.split_once('.') else {
         return Err(Failure::usage(format!(
-            "expected SERVER.TOOL, got {tool:?}"
+            "expected SERVER.TOOL, got \"{tool}\""
         )));
     };
     let arguments: Value = match arguments.as_deref() {

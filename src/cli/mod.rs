@@ -203,7 +203,7 @@ pub struct ClientArgs {
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+        _ => Err(format!("expected KEY=VALUE, got \"{text}\"")),
     }
 }
 

@@ -341,7 +341,7 @@ fn parse_entry(
         other => {
             return fail(
                 "type",
-                format!("{other:?} is not a backend type: use ollama, openai, anthropic or echo"),
+                format!("\"{other}\" is not a backend type: use ollama, openai, anthropic or echo"),
             );
         }
     };
@@ -365,7 +365,7 @@ fn parse_entry(
         Some(other) => {
             return fail(
                 "tool_mode",
-                format!("{other:?} is not a tool mode: use native, prompt or auto"),
+                format!("\"{other}\" is not a tool mode: use native, prompt or auto"),
             );
         }
     };
@@ -423,7 +423,7 @@ fn checked_url(text: &str, key: &str) -> Result<String, (String, String)> {
         }
         _ => Err((
             key.to_owned(),
-            format!("{text:?} is not an http(s) URL like http://localhost:11434"),
+            format!("\"{text}\" is not an http(s) URL like http://localhost:11434"),
         )),
     }
 }

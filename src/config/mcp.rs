@@ -152,7 +152,7 @@ impl McpConfig {
                 return Err((
                     format!("{key}.command"),
                     format!(
-                        "{command:?} is a relative path: use a name looked up in PATH or an absolute path"
+                        "\"{command}\" is a relative path: use a name looked up in PATH or an absolute path"
                     ),
                 ));
             }
@@ -177,7 +177,7 @@ impl McpConfig {
                     return Err((
                         format!("{list}[{index}]"),
                         format!(
-                            "{pattern:?} is not a variable name or pattern (A-Z a-z 0-9 _, and * for any run)"
+                            "\"{pattern}\" is not a variable name or pattern (A-Z a-z 0-9 _, and * for any run)"
                         ),
                     ));
                 }
@@ -190,7 +190,7 @@ impl McpConfig {
                 return Err((
                     format!("{key}.name"),
                     format!(
-                        "{:?} is not a valid server name (1 to 64 of A-Z a-z 0-9 _ -)",
+                        "\"{}\" is not a valid server name (1 to 64 of A-Z a-z 0-9 _ -)",
                         server.name
                     ),
                 ));
@@ -198,7 +198,7 @@ impl McpConfig {
             if !names.insert(server.name.as_str()) {
                 return Err((
                     format!("{key}.name"),
-                    format!("server name {:?} is used twice", server.name),
+                    format!("server name \"{}\" is used twice", server.name),
                 ));
             }
             if let Some((field, problem)) = server.transport.problem() {
@@ -289,7 +289,7 @@ impl McpTransport {
                     .map(|name| {
                         (
                             "env",
-                            format!("holds {name:?}, which is not a variable name: it must be non-empty and hold no '='"),
+                            format!("holds \"{name}\", which is not a variable name: it must be non-empty and hold no '='"),
                         )
                     })
             }

@@ -220,7 +220,7 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
-    #[error("invalid {MCP_SERVERS_ENV} entry {entry:?}: {message}")]
+    #[error("invalid {MCP_SERVERS_ENV} entry \"{entry}\": {message}")]
     McpServersEnv { entry: String, message: String },
     #[error("cannot read .env file {path}: {message}")]
     DotEnv { path: PathBuf, message: String },
@@ -439,7 +439,10 @@ fn expand_env_in_tree(
                 }
                 match key.as_str() {
                     Some(name) => key_path.push_str(name),
-                    None => key_path.push_str(&format!("{key:?}")),
+                    // A number or other scalar as a key: as the YAML wrote it.
+                    None => {
+                        key_path.push_str(yaml_serde::to_string(key).unwrap_or_default().trim_end())
+                    }
                 }
                 expand_env_in_tree(item, key_path, warnings);
                 key_path.truncate(parent_len);
@@ -498,7 +501,7 @@ impl Config {
             if origin != "*" && !is_origin(origin) {
                 return Err((
                     key,
-                    format!("{origin:?} is not an origin like https://app.example.com"),
+                    format!("\"{origin}\" is not an origin like https://app.example.com"),
                 ));
             }
         }

@@ -106,7 +106,7 @@ fn check_loopback_host(headers: &HeaderMap) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::Forbidden(format!(
-            "Host {host:?} is not a loopback name; without server.api_key only local clients are served"
+            "Host \"{host}\" is not a loopback name; without server.api_key only local clients are served"
         )))
     }
 }

@@ -56,7 +56,7 @@ where
             let content_type = content_type.to_str().unwrap_or_default();
             if !is_json_content_type(content_type) {
                 return Err(ApiError::UnsupportedMediaType(format!(
-                    "Content-Type must be application/json, not {content_type:?}"
+                    "Content-Type must be application/json, not \"{content_type}\""
                 )));
             }
         }

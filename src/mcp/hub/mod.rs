@@ -137,7 +137,7 @@ impl McpHub {
     fn admit(&self, mut config: McpServerConfig) -> Result<McpServerConfig, McpError> {
         if !is_valid_server_name(&config.name) {
             return Err(McpError::InvalidRequest(format!(
-                "Invalid server name {:?}: use 1 to 64 of A-Z a-z 0-9 _ -",
+                "Invalid server name \"{}\": use 1 to 64 of A-Z a-z 0-9 _ -",
                 config.name
             )));
         }

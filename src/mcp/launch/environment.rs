@@ -72,7 +72,7 @@ pub fn find_program(command: &str, path: Option<&str>) -> std::io::Result<PathBu
         .ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,
-                format!("no executable {command:?} in PATH"),
+                format!("no executable \"{command}\" in PATH"),
             )
         })
 }

@@ -168,7 +168,7 @@ impl LaunchPolicy {
             }
             _ => "no entry of mcp.allowed_env matches it",
         };
-        format!("Environment variable {name:?} is not allowed by mcp.allowed_env: {why}")
+        format!("Environment variable \"{name}\" is not allowed by mcp.allowed_env: {why}")
     }
 
     /// The absolute path the request's command runs by, if an entry allows it with these
@@ -181,7 +181,7 @@ impl LaunchPolicy {
         let lit_mux_path = std::env::var("PATH").ok();
         let (program, canonical) = resolve(&stdio.command, lit_mux_path.as_deref()).map_err(|err| {
             format!(
-                "Command {:?} is not allowed by mcp.allowed_commands: it is not found with lit-mux's PATH ({err})",
+                "Command \"{}\" is not allowed by mcp.allowed_commands: it is not found with lit-mux's PATH ({err})",
                 stdio.command
             )
         })?;
@@ -204,11 +204,11 @@ impl LaunchPolicy {
         }
         Err(match argument_refusal {
             Some(refusal) => format!(
-                "Command {:?} is allowed by mcp.allowed_commands only with other arguments: {refusal}",
+                "Command \"{}\" is allowed by mcp.allowed_commands only with other arguments: {refusal}",
                 stdio.command
             ),
             None => format!(
-                "Command {:?} ({}) is not allowed by mcp.allowed_commands",
+                "Command \"{}\" ({}) is not allowed by mcp.allowed_commands",
                 stdio.command,
                 canonical.display()
             ),
@@ -220,8 +220,9 @@ impl LaunchPolicy {
 fn args_refusal(patterns: &[String], args: &[String]) -> Option<String> {
     if patterns.len() != args.len() {
         return Some(format!(
-            "the entry pins {} argument(s) ({patterns:?}), got {}",
+            "the entry pins {} argument(s) ({}), got {}",
             patterns.len(),
+            patterns.join(" "),
             args.len()
         ));
     }
@@ -231,7 +232,7 @@ fn args_refusal(patterns: &[String], args: &[String]) -> Option<String> {
         .position(|(pattern, arg)| !arg_matches(pattern, arg))
         .map(|position| {
             format!(
-                "argument {position} ({:?}) does not match {:?}",
+                "argument {position} (\"{}\") does not match \"{}\"",
                 args[position], patterns[position]
             )
         })

@@ -73,7 +73,7 @@ impl StdioConnection {
             .await
             .map_err(|err| StartFailure {
                 stage: StartStage::Spawn,
-                reason: format!("cannot run {:?}: {err}", transport.command),
+                reason: format!("cannot run \"{}\": {err}", transport.command),
                 exit: None,
                 stderr_tail: String::new(),
             })?;

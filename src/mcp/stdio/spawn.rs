@@ -162,6 +162,6 @@ async fn read_report(pipe: std::io::PipeReader) -> std::io::Result<u32> {
         });
     }
     Err(std::io::Error::other(format!(
-        "the MCP keeper ended without starting the server ({line:?})"
+        "the MCP keeper ended without starting the server (\"{line}\")"
     )))
 }

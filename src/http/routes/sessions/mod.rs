@@ -47,7 +47,7 @@ impl PageQuery {
             Some(text) => match text.trim().parse::<i64>() {
                 Ok(n) if (0..=max).contains(&n) => Ok(Some(n.unsigned_abs())),
                 _ => Err(ApiError::Unprocessable(format!(
-                    "{name} must be an integer from 0 to {max}, got {text:?}"
+                    "{name} must be an integer from 0 to {max}, got \"{text}\""
                 ))),
             },
         };
