@@ -148,7 +148,7 @@ fn data_url(rest: &str) -> Result<ImageSource, String> {
 /// four, and `=` only at the end.
 fn check_base64(data: &str) -> Result<(), String> {
     let invalid = || Err("the data URL's data is not valid base64".to_owned());
-    if data.len() % 4 != 0 {
+    if !data.len().is_multiple_of(4) {
         return invalid();
     }
     let body = data.trim_end_matches('=');
