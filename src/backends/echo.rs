@@ -4,8 +4,8 @@
 use futures_util::StreamExt;
 
 use super::{
-    Backend, BackendConfig, BackendError, ChatEvent, ChatReply, ChatRequest, ChatStream, ModelInfo,
-    Role,
+    Backend, BackendConfig, BackendError, ChatEvent, ChatReply, ChatRequest, ChatStream,
+    GenerationOptions, ModelInfo, Role,
 };
 
 pub struct EchoBackend {
@@ -60,6 +60,11 @@ impl Backend for EchoBackend {
             finish_reason: Some("stop".to_owned()),
         }));
         Ok(futures_util::stream::iter(deltas).boxed())
+    }
+
+    /// The echo answers the same whatever it is asked: every option is accepted and ignored.
+    fn check_options(&self, _options: &GenerationOptions) -> Result<(), BackendError> {
+        Ok(())
     }
 
     async fn models(&self) -> Result<Vec<ModelInfo>, BackendError> {

@@ -132,6 +132,7 @@ impl From<crate::backends::BackendError> for ApiError {
                 retry_after,
             },
             E::Timeout { .. } => Self::GatewayTimeout(message),
+            E::InvalidOptions { .. } => Self::BadRequest(message),
             E::Unreachable { .. }
             | E::Upstream { .. }
             | E::Failed { .. }
