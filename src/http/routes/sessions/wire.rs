@@ -55,7 +55,8 @@ impl TryFrom<GenerationOptions> for backends::GenerationOptions {
 
     fn try_from(options: GenerationOptions) -> Result<Self, ApiError> {
         if !options.unknown.is_empty() {
-            let names: Vec<&str> = options.unknown.keys().map(String::as_str).collect();
+            let mut names: Vec<&str> = options.unknown.keys().map(String::as_str).collect();
+            names.sort_unstable();
             return Err(ApiError::Unprocessable(format!(
                 "options: unknown option(s) {}; the options are {}",
                 names.join(", "),
