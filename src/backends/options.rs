@@ -102,7 +102,10 @@ pub enum ToolChoice {
 
 /// OpenAI's shapes of `tool_choice`: a mode, or `{"type": "function", "function": {"name"}}`.
 #[derive(Serialize, Deserialize)]
-#[serde(untagged, expecting = "\"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}")]
+#[serde(
+    untagged,
+    expecting = "\"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}"
+)]
 enum ToolChoiceWire {
     Mode(String),
     Named {
@@ -327,7 +330,10 @@ impl GenerationOptions {
                     .is_some_and(|f| *f != ResponseFormat::Text),
             ),
             ("tool_choice", self.tool_choice.is_some()),
-            ("parallel_tool_calls", self.parallel_tool_calls == Some(false)),
+            (
+                "parallel_tool_calls",
+                self.parallel_tool_calls == Some(false),
+            ),
             ("user", self.user.is_some()),
             ("logprobs", self.logprobs == Some(true)),
             ("top_logprobs", self.top_logprobs.is_some()),
@@ -395,7 +401,10 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(options.stop, Some(StopSequences(vec!["END".to_owned()])));
-        assert_eq!(options.tool_choice, Some(ToolChoice::Function("add".to_owned())));
+        assert_eq!(
+            options.tool_choice,
+            Some(ToolChoice::Function("add".to_owned()))
+        );
         assert_eq!(
             serde_json::to_value(&options).unwrap(),
             json!({

@@ -22,7 +22,11 @@ async fn options_an_api_lacks_are_refused_naming_the_backend_unless_dropped() {
         &[
             ("claude", &anthropic, ""),
             ("local", &ollama, ""),
-            ("claude_lenient", &lenient, ", drop_unsupported_params: true"),
+            (
+                "claude_lenient",
+                &lenient,
+                ", drop_unsupported_params: true",
+            ),
         ],
     );
     let cases = [
@@ -82,7 +86,8 @@ async fn a_temperature_above_anthropics_range_is_refused_even_when_dropping() {
         &home,
         &[("claude", &fake, ", drop_unsupported_params: true")],
     );
-    let (status, body) = completion(&server, chat_body("claude", json!({"temperature": 1.5}))).await;
+    let (status, body) =
+        completion(&server, chat_body("claude", json!({"temperature": 1.5}))).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(
         body["error"]["message"],
@@ -96,9 +101,18 @@ async fn values_outside_openai_ranges_are_refused_naming_option_and_range() {
     let home = TestHome::new();
     let server = home.start(&[]);
     let cases = [
-        (json!({"stop": ["a", "b", "c", "d", "e"]}), "stop holds at most 4 sequences, got 5"),
-        (json!({"stop": [""]}), "each stop sequence must be 1 to 1000 characters"),
-        (json!({"top_logprobs": 2}), "top_logprobs needs logprobs: true"),
+        (
+            json!({"stop": ["a", "b", "c", "d", "e"]}),
+            "stop holds at most 4 sequences, got 5",
+        ),
+        (
+            json!({"stop": [""]}),
+            "each stop sequence must be 1 to 1000 characters",
+        ),
+        (
+            json!({"top_logprobs": 2}),
+            "top_logprobs needs logprobs: true",
+        ),
         (
             json!({"logprobs": true, "top_logprobs": 21}),
             "top_logprobs must be from 0 to 20, got 21",
@@ -124,8 +138,11 @@ async fn values_outside_openai_ranges_are_refused_naming_option_and_range() {
         assert!(text.contains(message), "{options}: {text}");
     }
     // A shape OpenAI does not have is the body's error (422), in plain words.
-    let (status, body) =
-        completion(&server, chat_body("echo", json!({"tool_choice": "sometimes"}))).await;
+    let (status, body) = completion(
+        &server,
+        chat_body("echo", json!({"tool_choice": "sometimes"})),
+    )
+    .await;
     assert_eq!(status, 422, "{body}");
     let text = body["error"]["message"].as_str().unwrap();
     assert!(text.contains("not a tool choice"), "{text}");
@@ -133,7 +150,10 @@ async fn values_outside_openai_ranges_are_refused_naming_option_and_range() {
     // The same bound under both names is fine.
     let (status, body) = completion(
         &server,
-        chat_body("echo", json!({"max_tokens": 10, "max_completion_tokens": 10})),
+        chat_body(
+            "echo",
+            json!({"max_tokens": 10, "max_completion_tokens": 10}),
+        ),
     )
     .await;
     assert_eq!(status, 200, "{body}");

@@ -129,13 +129,21 @@ async fn session_options_are_strict_and_a_refused_message_stores_nothing() {
             json!({"content": "hi", "options": {"bogus": true}}),
             422,
         ),
-        ("message", json!({"content": "hi", "options": {"seed": 1}}), 400),
+        (
+            "message",
+            json!({"content": "hi", "options": {"seed": 1}}),
+            400,
+        ),
         (
             "message",
             json!({"content": "hi", "stream": true, "options": {"temperature": 1.5}}),
             400,
         ),
-        ("message", json!({"content": "hi", "options": {"n": 2}}), 400),
+        (
+            "message",
+            json!({"content": "hi", "options": {"n": 2}}),
+            400,
+        ),
         (
             "broadcast",
             json!({"content": "hi", "options": {"logprobs": true}}),

@@ -74,7 +74,9 @@ async fn create_session(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateSession>,
 ) -> Result<Json<Session>, ApiError> {
-    Ok(Json(state.chat.create_session(body.try_into()?).await?.into()))
+    Ok(Json(
+        state.chat.create_session(body.try_into()?).await?.into(),
+    ))
 }
 
 /// Sessions, newest first.
@@ -203,7 +205,10 @@ async fn broadcast(
     ApiJson(body): ApiJson<BroadcastMessage>,
 ) -> Result<Response, ApiError> {
     if body.stream || wants_event_stream(&headers) {
-        let events = state.chat.broadcast_streaming(&id, body.try_into()?).await?;
+        let events = state
+            .chat
+            .broadcast_streaming(&id, body.try_into()?)
+            .await?;
         return Ok(event_stream(events));
     }
     let answers = BroadcastResponse::from(state.chat.broadcast(&id, body.try_into()?).await?);
