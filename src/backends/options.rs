@@ -4,7 +4,8 @@
 //! refuses one it cannot honour ([`Unsupported`]) unless its config drops those.
 //!
 //! Invariants: a [`GenerationOptions`] that passed [`GenerationOptions::check`] holds only
-//! values inside OpenAI's ranges; a backend never sends an option it was not given.
+//! values inside OpenAI's ranges; a backend sends no option it was not given (save the length
+//! bound Anthropic requires, which its config supplies).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -355,8 +356,8 @@ pub struct Unsupported<'a> {
 }
 
 impl Unsupported<'_> {
-    /// Refuses the options of `unsupported` that are set (`asked` is [`GenerationOptions::asked`]), or,
-    /// with `drop`, logs them and goes on without them.
+    /// Refuses the options of `unsupported` among `asked` ([`GenerationOptions::asked`]), or,
+    /// with `drop`, logs them and goes on: the backend's wire has no field for them anyway.
     pub fn refuse(
         &self,
         asked: &[&'static str],

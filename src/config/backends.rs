@@ -569,6 +569,17 @@ mod tests {
     }
 
     #[test]
+    fn unsupported_params_are_refused_unless_the_entry_drops_them() {
+        let backends = parse(
+            "o: {type: ollama}\nc: {type: anthropic, api_key: k, drop_unsupported_params: true}",
+        )
+        .unwrap();
+        assert!(!backends["o"].drop_unsupported_params);
+        assert!(backends["c"].drop_unsupported_params);
+        assert!(!backends["echo"].drop_unsupported_params);
+    }
+
+    #[test]
     fn echo_can_be_disabled() {
         let backends = parse("echo: {enabled: false}").unwrap();
         assert!(!backends["echo"].enabled);
