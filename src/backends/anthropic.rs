@@ -10,12 +10,14 @@ use serde_json::{Value, json};
 use super::upstream::{Upstream, UpstreamResponse};
 use super::{
     Backend, BackendConfig, BackendError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
-    ChatStream, ImageSource, MessagePart, ModelInfo, Role, ToolCall, Usage,
+    ChatStream, GenerationOptions, ImageSource, MessagePart, ModelInfo, Role, ToolCall, ToolChoice,
+    Unsupported, Usage,
 };
 use crate::config::backends::AnthropicSettings;
 
 pub struct AnthropicBackend {
     upstream: Upstream,
+    drop_unsupported: bool,
     settings: AnthropicSettings,
     default_model: String,
 }
@@ -28,6 +30,7 @@ impl AnthropicBackend {
     ) -> Result<Self, BackendError> {
         Ok(Self {
             upstream: Upstream::new(name, config, error_message)?,
+            drop_unsupported: config.drop_unsupported_params,
             settings: settings.clone(),
             default_model: config.default_model.clone(),
         })
@@ -44,15 +47,35 @@ impl AnthropicBackend {
         request: &ChatRequest,
         stream: bool,
     ) -> Result<UpstreamResponse, BackendError> {
+        self.check_options(&request.options)?;
         let (system, messages) = wire_messages(request);
+        let options = &request.options;
         let mut body = json!({
             "model": request.model,
-            "max_tokens": self.settings.max_tokens,
+            // Required by the Messages API: the configured bound when the request sets none.
+            "max_tokens": options.max_tokens.unwrap_or(u64::from(self.settings.max_tokens)),
             "messages": messages,
             "stream": stream,
         });
         if let Some(system) = system {
             body["system"] = json!(system);
+        }
+        if let Some(stop) = &options.stop {
+            body["stop_sequences"] = json!(stop.0);
+        }
+        if let Some(temperature) = options.temperature {
+            body["temperature"] = json!(temperature);
+        }
+        if let Some(top_p) = options.top_p {
+            body["top_p"] = json!(top_p);
+        }
+        if let Some(user) = &options.user {
+            body["metadata"] = json!({"user_id": user});
+        }
+        if !request.tools.is_empty()
+            && let Some(choice) = tool_choice(options)
+        {
+            body["tool_choice"] = choice;
         }
         if !request.tools.is_empty() {
             body["tools"] = request
@@ -153,6 +176,38 @@ fn content_blocks(message: &ChatMessage) -> Vec<Value> {
         .collect()
 }
 
+/// Anthropic's `tool_choice`: `auto`, `any` (OpenAI's `required`), `tool` with a name, `none`;
+/// `parallel_tool_calls: false` is its `disable_parallel_tool_use` (`auto` when no choice is
+/// given, and never on `none`, which calls no tool at all).
+fn tool_choice(options: &GenerationOptions) -> Option<Value> {
+    let mut choice = match &options.tool_choice {
+        None if options.parallel_tool_calls == Some(false) => json!({"type": "auto"}),
+        None => return None,
+        Some(ToolChoice::Auto) => json!({"type": "auto"}),
+        Some(ToolChoice::None) => return Some(json!({"type": "none"})),
+        Some(ToolChoice::Required) => json!({"type": "any"}),
+        Some(ToolChoice::Function(name)) => json!({"type": "tool", "name": name}),
+    };
+    if options.parallel_tool_calls == Some(false) {
+        choice["disable_parallel_tool_use"] = json!(true);
+    }
+    Some(choice)
+}
+
+/// What the Messages API has no field for.
+const UNSUPPORTED: &[&str] = &[
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "response_format",
+    "logprobs",
+    "top_logprobs",
+    "n",
+];
+
+/// Anthropic's temperature range: narrower than OpenAI's.
+const MAX_TEMPERATURE: f64 = 1.0;
+
 /// Most bytes of `input_json_delta` one streamed tool call may assemble.
 const MAX_STREAMED_INPUT: usize = 4 * 1024 * 1024;
 
@@ -251,6 +306,25 @@ struct WireModel {
 impl Backend for AnthropicBackend {
     fn default_model(&self) -> &str {
         &self.default_model
+    }
+
+    /// A temperature above Anthropic's range is refused whatever `drop_unsupported_params`
+    /// says: it is a value the API has, out of its range, not an option it lacks.
+    fn check_options(&self, options: &GenerationOptions) -> Result<(), BackendError> {
+        if let Some(temperature) = options.temperature.filter(|t| *t > MAX_TEMPERATURE) {
+            return Err(BackendError::CannotTake {
+                backend: self.upstream.backend().to_owned(),
+                message: format!(
+                    "temperature must be from 0 to {MAX_TEMPERATURE} on Anthropic's API, got \
+                     {temperature}"
+                ),
+            });
+        }
+        Unsupported {
+            backend: self.upstream.backend(),
+            drop: self.drop_unsupported,
+        }
+        .refuse(&options.asked(), UNSUPPORTED)
     }
 
     async fn chat(&self, request: ChatRequest) -> Result<ChatReply, BackendError> {

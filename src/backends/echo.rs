@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{
     Backend, BackendConfig, BackendError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
-    ChatStream, ImageSource, MessagePart, ModelInfo, Role, ToolCall,
+    ChatStream, GenerationOptions, ImageSource, MessagePart, ModelInfo, Role, ToolCall,
 };
 
 pub struct EchoBackend {
@@ -147,6 +147,11 @@ impl Backend for EchoBackend {
             finish_reason,
         }));
         Ok(futures_util::stream::iter(events).boxed())
+    }
+
+    /// The echo answers the same whatever it is asked: every option is accepted and ignored.
+    fn check_options(&self, _options: &GenerationOptions) -> Result<(), BackendError> {
+        Ok(())
     }
 
     async fn models(&self) -> Result<Vec<ModelInfo>, BackendError> {

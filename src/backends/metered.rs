@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{
-    Backend, BackendError, ChatEvent, ChatReply, ChatRequest, ChatStream, ModelInfo, upstream,
+    Backend, BackendError, ChatEvent, ChatReply, ChatRequest, ChatStream, GenerationOptions,
+    ModelInfo, upstream,
 };
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -177,6 +178,10 @@ impl Backend for Metered {
                 futures_util::future::ready((!end).then_some(event))
             })
             .boxed())
+    }
+
+    fn check_options(&self, options: &GenerationOptions) -> Result<(), BackendError> {
+        self.inner.check_options(options)
     }
 
     async fn models(&self) -> Result<Vec<ModelInfo>, BackendError> {

@@ -10,6 +10,7 @@ pub mod echo;
 mod metered;
 pub mod ollama;
 pub mod openai;
+pub mod options;
 mod registry;
 pub mod text_call;
 mod upstream;
@@ -19,6 +20,9 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::config::backends::{BackendConfig, BackendKind};
 pub use metered::BackendMetrics;
+pub use options::{
+    GenerationOptions, JsonSchemaFormat, ResponseFormat, StopSequences, ToolChoice, Unsupported,
+};
 pub use registry::{BackendEntry, BackendLookupError, BackendRegistry};
 
 /// Who wrote a message of a conversation.
@@ -192,6 +196,9 @@ pub struct ChatRequest {
     /// Tools offered natively; none when empty. Messages with tool calls or answers are only
     /// sent along with tools (see `chat::context::flatten_tool_messages`).
     pub tools: Vec<ToolSpec>,
+    /// Sampling and generation options, checked against OpenAI's ranges; each backend maps
+    /// them to its wire ([`Backend::check_options`] says first whether it can).
+    pub options: GenerationOptions,
 }
 
 /// Token counts, when the backend reports them.
@@ -278,13 +285,13 @@ pub enum BackendError {
     /// The backend reported a failure inside an answer that had started well.
     #[error("backend {backend} failed: {message}")]
     Failed { backend: String, message: String },
+    /// The request asks for something the backend cannot take (an option its API lacks, a
+    /// value outside its range, an image in a form its wire cannot carry): the client's to change.
+    #[error("backend {backend}: {message}")]
+    CannotTake { backend: String, message: String },
     /// The backend answered something that is not its API's format.
     #[error("backend {backend} sent an invalid response: {message}")]
     InvalidResponse { backend: String, message: String },
-    /// The request asks for something the backend's wire cannot carry (the client's to
-    /// change); `what` completes "backend NAME ...".
-    #[error("backend {backend} {what}")]
-    CannotTake { backend: String, what: String },
 }
 
 /// Which of a backend's time limits ran out; shown as what did not happen in time and the
@@ -336,6 +343,9 @@ pub trait Backend: Send + Sync {
     async fn chat(&self, request: ChatRequest) -> Result<ChatReply, BackendError>;
     /// The answer to `request` as it is produced.
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream, BackendError>;
+    /// Whether the backend can honour `options` (the same check its calls make), so a request
+    /// it would refuse is refused before anything is stored.
+    fn check_options(&self, options: &GenerationOptions) -> Result<(), BackendError>;
     /// The models the backend offers.
     async fn models(&self) -> Result<Vec<ModelInfo>, BackendError>;
     /// Whether the backend answers; the cheapest request its API has.

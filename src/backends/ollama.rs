@@ -8,12 +8,14 @@ use serde_json::{Value, json};
 use super::upstream::{Upstream, UpstreamResponse};
 use super::{
     Backend, BackendConfig, BackendError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
-    ChatStream, ImageSource, ModelInfo, ToolCall, Usage,
+    ChatStream, GenerationOptions, ImageSource, ModelInfo, ResponseFormat, ToolCall, Unsupported,
+    Usage,
 };
 use crate::config::backends::OllamaSettings;
 
 pub struct OllamaBackend {
     upstream: Upstream,
+    drop_unsupported: bool,
     host: String,
     default_model: String,
 }
@@ -26,6 +28,7 @@ impl OllamaBackend {
     ) -> Result<Self, BackendError> {
         Ok(Self {
             upstream: Upstream::new(name, config, error_message)?,
+            drop_unsupported: config.drop_unsupported_params,
             host: settings.host.clone(),
             default_model: config.default_model.clone(),
         })
@@ -48,6 +51,10 @@ impl OllamaBackend {
                 .collect(),
             stream,
             tools: (!request.tools.is_empty()).then(|| super::function_tools(&request.tools)),
+            options: WireOptions::of(&request.options),
+            format: request.options.response_format.as_ref().and_then(format),
+            logprobs: request.options.logprobs,
+            top_logprobs: request.options.top_logprobs,
         }
     }
 
@@ -57,6 +64,7 @@ impl OllamaBackend {
         stream: bool,
     ) -> Result<UpstreamResponse, BackendError> {
         self.refuse_image_urls(request)?;
+        self.check_options(&request.options)?;
         let url = format!("{}/api/chat", self.host);
         self.upstream
             .send(
@@ -80,7 +88,7 @@ impl OllamaBackend {
         if has_url {
             return Err(BackendError::CannotTake {
                 backend: self.upstream.backend().to_owned(),
-                what: "(Ollama) takes images as data only: send the image as a data URL \
+                message: "Ollama takes images as data only: send the image as a data URL \
                        (data:image/png;base64,...) instead of its URL; lit-mux does not fetch \
                        URLs"
                     .to_owned(),
@@ -99,7 +107,73 @@ struct WireChat<'a> {
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     tools: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    options: Option<WireOptions<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_logprobs: Option<u32>,
 }
+
+/// The sampling options as `/api/chat` takes them, in its `options` object (the length bound
+/// is `num_predict`).
+#[derive(Serialize)]
+struct WireOptions<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    num_predict: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f64>,
+}
+
+impl<'a> WireOptions<'a> {
+    /// `None` when no option of the object is set: the request then has no `options`.
+    fn of(options: &'a GenerationOptions) -> Option<Self> {
+        let wire = Self {
+            temperature: options.temperature,
+            top_p: options.top_p,
+            num_predict: options.max_tokens,
+            stop: options.stop.as_ref().map(|stop| stop.0.as_slice()),
+            seed: options.seed,
+            presence_penalty: options.presence_penalty,
+            frequency_penalty: options.frequency_penalty,
+        };
+        let any = wire.temperature.is_some()
+            || wire.top_p.is_some()
+            || wire.num_predict.is_some()
+            || wire.stop.is_some()
+            || wire.seed.is_some()
+            || wire.presence_penalty.is_some()
+            || wire.frequency_penalty.is_some();
+        any.then_some(wire)
+    }
+}
+
+/// Ollama's `format`: `"json"` for any JSON object, the schema itself for a JSON schema
+/// (its name and strictness have no place there); nothing for text.
+fn format(response_format: &ResponseFormat) -> Option<Value> {
+    match response_format {
+        ResponseFormat::Text => None,
+        ResponseFormat::JsonObject => Some(json!("json")),
+        ResponseFormat::JsonSchema { json_schema } => {
+            Some(json_schema.schema.clone().unwrap_or_else(|| json!("json")))
+        }
+    }
+}
+
+/// What `/api/chat` has no field for.
+const UNSUPPORTED: &[&str] = &["tool_choice", "parallel_tool_calls", "user", "n"];
 
 /// One message as `/api/chat` takes it: tool calls with object arguments, tool results with
 /// `tool_name`.
@@ -314,6 +388,14 @@ impl Backend for OllamaBackend {
                 })
             });
         Ok(super::until_done(events, self.upstream.cut_off()))
+    }
+
+    fn check_options(&self, options: &GenerationOptions) -> Result<(), BackendError> {
+        Unsupported {
+            backend: self.upstream.backend(),
+            drop: self.drop_unsupported,
+        }
+        .refuse(&options.asked(), UNSUPPORTED)
     }
 
     async fn models(&self) -> Result<Vec<ModelInfo>, BackendError> {

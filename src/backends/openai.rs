@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use super::upstream::{Upstream, UpstreamResponse};
 use super::{
     Backend, BackendConfig, BackendError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
-    ChatStream, MessagePart, ModelInfo, ToolCall, Usage,
+    ChatStream, GenerationOptions, MessagePart, ModelInfo, ResponseFormat, ToolCall, ToolChoice,
+    Usage,
 };
 use crate::config::backends::OpenAiSettings;
 
@@ -63,6 +64,7 @@ impl OpenAiBackend {
             stream_options: stream.then_some(StreamOptions {
                 include_usage: true,
             }),
+            options: wire_options(&request.options, !request.tools.is_empty()),
         };
         let url = format!("{}/chat/completions", self.base_url);
         self.upstream
@@ -82,6 +84,69 @@ struct WireChat<'a> {
     tools: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
+    #[serde(flatten)]
+    options: WireOptions<'a>,
+}
+
+/// The options as `/chat/completions` takes them: OpenAI's own names and shapes. The length
+/// bound goes as `max_tokens`, not `max_completion_tokens`: many compatible servers (vLLM,
+/// llama.cpp, LM Studio) know only the older name, and OpenAI still takes it for chat models.
+#[derive(Serialize)]
+struct WireOptions<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a ResponseFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_logprobs: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u32>,
+}
+
+/// Every option as is. The tool choice and parallel calls go only along with tools: OpenAI
+/// refuses them on a request without any (a turn lit-mux sends without tools has none to
+/// choose from).
+fn wire_options(options: &GenerationOptions, with_tools: bool) -> WireOptions<'_> {
+    WireOptions {
+        temperature: options.temperature,
+        top_p: options.top_p,
+        max_tokens: options.max_tokens,
+        stop: options.stop.as_ref().map(|stop| stop.0.as_slice()),
+        seed: options.seed,
+        presence_penalty: options.presence_penalty,
+        frequency_penalty: options.frequency_penalty,
+        response_format: options.response_format.as_ref(),
+        tool_choice: options
+            .tool_choice
+            .as_ref()
+            .filter(|_| with_tools)
+            .map(ToolChoice::openai_json),
+        parallel_tool_calls: options.parallel_tool_calls.filter(|_| with_tools),
+        user: options.user.as_deref(),
+        logprobs: options.logprobs,
+        top_logprobs: options.top_logprobs,
+        n: options.n,
+    }
 }
 
 #[derive(Serialize)]
@@ -441,6 +506,11 @@ impl Backend for OpenAiBackend {
             })
         });
         Ok(super::until_done(flat, self.upstream.cut_off()))
+    }
+
+    /// OpenAI's API has every option.
+    fn check_options(&self, _options: &GenerationOptions) -> Result<(), BackendError> {
+        Ok(())
     }
 
     async fn models(&self) -> Result<Vec<ModelInfo>, BackendError> {

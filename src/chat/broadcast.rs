@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{EVENT_BUFFER, ReplyEvent};
 use super::{
-    BroadcastMessage, ChatError, ChatService, Turn, choose_model, context, dedup,
-    non_empty_content, tools, unless_panicked,
+    BroadcastMessage, ChatError, ChatService, Turn, check_options, choose_model, context, dedup,
+    non_empty_content, options_over_session, tools, unless_panicked,
 };
 use crate::backends::{BackendError, ChatRequest};
 use crate::store::{Message, NewMessage};
@@ -149,6 +149,11 @@ impl ChatService {
         }
         self.check_in_session(&session, &targets)?;
         self.check_usable(&targets)?;
+        let options = options_over_session(&session, &request.options)?;
+        // Every backend can take the options before anything is stored.
+        for name in &targets {
+            check_options(&options, self.client(name)?.as_ref())?;
+        }
         let history = self.history(&session).await?;
         let user_message = self
             .store
@@ -175,6 +180,7 @@ impl ChatService {
                     system: self.system_prompt(&session, &name),
                     messages,
                     tools: Vec::new(),
+                    options: options.clone(),
                 },
                 backend,
                 backend_name: name,

@@ -22,7 +22,7 @@ use super::turn::{UnansweredGuard, reply_metadata};
 use super::{ChatError, ChatService, Turn, context};
 use crate::backends::{
     Backend, BackendError, BackendLookupError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
-    ImageSource, Role, ToolCall, ToolSpec, Usage,
+    GenerationOptions, ImageSource, Role, ToolCall, ToolSpec, Usage,
 };
 use crate::store::{Message, NewMessage, StoreError};
 
@@ -99,6 +99,8 @@ pub struct CompletionRequest {
     pub session_id: Option<String>,
     /// Run lit-mux's MCP tool loop for at most this many rounds (never with `tools`).
     pub mcp_tool_rounds: Option<u32>,
+    /// Sampling and generation options, for every model call (each round of a tool loop).
+    pub options: GenerationOptions,
 }
 
 /// A completion ready to run: the backend, the request, and where to record it.
@@ -198,6 +200,7 @@ impl ChatService {
             backend,
             model,
         } = target;
+        super::check_options(&request.options, backend.as_ref())?;
         let mut messages = request.messages;
         if request.tools.is_empty() {
             context::flatten_tool_messages(&mut messages);
@@ -237,6 +240,7 @@ impl ChatService {
                 system: request.system,
                 messages,
                 tools: request.tools,
+                options: request.options,
             },
             record,
             service: self.clone(),

@@ -28,7 +28,9 @@ pub mod turn;
 
 use serde_json::{Map, Value};
 
-use crate::backends::{BackendError, BackendLookupError, BackendRegistry, ChatRequest};
+use crate::backends::{
+    Backend, BackendError, BackendLookupError, BackendRegistry, ChatRequest, GenerationOptions,
+};
 use crate::mcp::hub::McpHub;
 use crate::store::{Message, Session, SharedStore, Store, StoreError};
 
@@ -125,6 +127,8 @@ pub struct CreateSession {
     pub backends: Vec<String>,
     pub name: Option<String>,
     pub metadata: Option<Map<String, Value>>,
+    /// Default generation options of the session's messages.
+    pub options: GenerationOptions,
 }
 
 /// A message to one backend of a session.
@@ -137,6 +141,8 @@ pub struct SendMessage {
     /// Whether the model may call MCP tools (default: yes, when there are any).
     pub use_tools: Option<bool>,
     pub max_tool_iterations: Option<u32>,
+    /// Over the session's default options, option by option.
+    pub options: GenerationOptions,
 }
 
 /// A message to several backends of a session at once.
@@ -148,6 +154,8 @@ pub struct BroadcastMessage {
     /// Whether the models may call MCP tools; each backend runs its own tool loop.
     pub use_tools: Option<bool>,
     pub max_tool_iterations: Option<u32>,
+    /// Over the session's default options, option by option; for every backend.
+    pub options: GenerationOptions,
 }
 
 /// One message to one backend, its user part stored, its answer still to come.
@@ -230,6 +238,13 @@ impl ChatService {
             ));
         }
         self.check_usable(&backends)?;
+        for name in &backends {
+            check_options(&request.options, self.client(name)?.as_ref())?;
+        }
+        let options = match serde_json::to_value(&request.options) {
+            Ok(Value::Object(options)) => options,
+            _ => Map::new(),
+        };
         let name = request.name.filter(|n| !n.trim().is_empty());
         Ok(self
             .store
@@ -237,6 +252,7 @@ impl ChatService {
                 name.as_deref(),
                 &backends,
                 &request.metadata.unwrap_or_default(),
+                &options,
             )
             .await?)
     }
@@ -341,6 +357,36 @@ pub fn choose_model(
         .or_else(|| from_session(&format!("{backend}_model")))
         .or_else(|| from_session("model"))
         .unwrap_or_else(|| default.to_owned())
+}
+
+/// A message's options over its session's defaults, option by option.
+fn options_over_session(
+    session: &Session,
+    given: &GenerationOptions,
+) -> Result<GenerationOptions, ChatError> {
+    let defaults: GenerationOptions =
+        serde_json::from_value(Value::Object(session.options.clone())).map_err(|err| {
+            ChatError::Store(StoreError::Corrupt(format!(
+                "the options of session {}: {err}",
+                session.id
+            )))
+        })?;
+    Ok(given.clone().over(&defaults))
+}
+
+/// Options `backend` can take: inside OpenAI's ranges, one answer, and nothing its API lacks
+/// (unless its config drops those).
+pub(crate) fn check_options(
+    options: &GenerationOptions,
+    backend: &dyn Backend,
+) -> Result<(), ChatError> {
+    options.check().map_err(ChatError::InvalidRequest)?;
+    if let Some(n) = options.n.filter(|n| *n > 1) {
+        return Err(ChatError::InvalidRequest(format!(
+            "n must be 1, got {n}: lit-mux answers with one choice"
+        )));
+    }
+    Ok(backend.check_options(options)?)
 }
 
 fn non_empty_content(content: &str) -> Result<&str, ChatError> {

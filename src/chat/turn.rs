@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{EVENT_BUFFER, ReplyEvent};
 use super::{
-    ChatError, ChatService, SendMessage, Turn, choose_model, client_left, context,
-    non_empty_content, tools,
+    ChatError, ChatService, SendMessage, Turn, check_options, choose_model, client_left, context,
+    non_empty_content, options_over_session, tools,
 };
 use crate::backends::{BackendError, ChatReply, ChatRequest};
 use crate::store::{ContextMessage, Message, NewMessage, Session, SharedStore, StoreError};
@@ -161,12 +161,15 @@ impl ChatService {
             request.model.as_deref(),
             backend.default_model(),
         );
+        let options = options_over_session(&session, &request.options)?;
+        check_options(&options, backend.as_ref())?;
         let history = self.complete_history(&session, history).await?;
         let chat = ChatRequest {
             model: model.clone(),
             system: self.system_prompt(&session, &backend_name),
             messages: context::conversation(&history, &backend_name, content, self.max_context),
             tools: Vec::new(),
+            options,
         };
         let user_message = Message::unsaved(NewMessage {
             role: "user",

@@ -24,6 +24,9 @@ pub struct BackendConfig {
     pub max_connections: usize,
     /// How the backend's models call MCP tools.
     pub tool_mode: ToolMode,
+    /// Options the backend's API cannot honour (e.g. `seed` on Anthropic) are dropped, and
+    /// logged at debug, instead of refused with a 400.
+    pub drop_unsupported_params: bool,
 }
 
 /// `max_connections` when the entry sets none: enough for a team's concurrent chats, far below
@@ -59,6 +62,7 @@ impl BackendConfig {
             timeouts: Timeouts::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tool_mode: ToolMode::Prompt,
+            drop_unsupported_params: false,
         }
     }
 }
@@ -151,6 +155,7 @@ struct RawEntry {
     api_key: Option<String>,
     anthropic_version: Option<String>,
     max_tokens: Option<u32>,
+    drop_unsupported_params: Option<bool>,
 }
 
 /// Types every entry of `backends:`; returns the key path and message of the first problem.
@@ -377,6 +382,7 @@ fn parse_entry(
         system_prompt: raw.system_prompt.filter(|p| !p.trim().is_empty()),
         timeouts,
         max_connections,
+        drop_unsupported_params: raw.drop_unsupported_params.unwrap_or(false),
     })
 }
 
@@ -559,6 +565,17 @@ mod tests {
             parse("echo: {max_connections: 2}").unwrap_err().0,
             "backends.echo.max_connections"
         );
+    }
+
+    #[test]
+    fn unsupported_params_are_refused_unless_the_entry_drops_them() {
+        let backends = parse(
+            "o: {type: ollama}\nc: {type: anthropic, api_key: k, drop_unsupported_params: true}",
+        )
+        .unwrap();
+        assert!(!backends["o"].drop_unsupported_params);
+        assert!(backends["c"].drop_unsupported_params);
+        assert!(!backends["echo"].drop_unsupported_params);
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub trait Store: Send + Sync {
         name: Option<&str>,
         backends: &[String],
         metadata: &Map<String, Value>,
+        options: &Map<String, Value>,
     ) -> Result<Session, StoreError>;
 
     /// Sessions, newest first.

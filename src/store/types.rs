@@ -12,12 +12,20 @@ pub struct Session {
     pub created_at: String,
     pub updated_at: String,
     pub metadata: Map<String, Value>,
+    /// Default generation options of its messages (`GenerationOptions` as JSON, only the
+    /// options set).
+    pub options: Map<String, Value>,
     pub message_count: i64,
 }
 
 impl Session {
     /// A session created now, with a fresh id and no messages yet.
-    pub fn new(name: Option<&str>, backends: &[String], metadata: &Map<String, Value>) -> Self {
+    pub fn new(
+        name: Option<&str>,
+        backends: &[String],
+        metadata: &Map<String, Value>,
+        options: &Map<String, Value>,
+    ) -> Self {
         let now = now();
         Self {
             id: uuid::Uuid::new_v4().to_string(),
@@ -26,6 +34,7 @@ impl Session {
             created_at: now.clone(),
             updated_at: now,
             metadata: metadata.clone(),
+            options: options.clone(),
             message_count: 0,
         }
     }

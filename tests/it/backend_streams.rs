@@ -35,6 +35,7 @@ fn request(text: &str) -> ChatRequest {
         system: Some("sys".to_owned()),
         messages: vec![ChatMessage::text(Role::User, text)],
         tools: Vec::new(),
+        options: Default::default(),
     }
 }
 

@@ -96,7 +96,8 @@ async fn openai_sampling_numbers_out_of_range_are_refused_naming_field_and_range
         let text = answer["error"]["message"].as_str().unwrap_or_default();
         assert!(text.contains(message), "{extra}: {answer}");
     }
-    // Values a usual client sends are accepted (and, being sampling settings, not passed on).
+    // Values a usual client sends are accepted (echo ignores them; `sampling_options` checks what
+    // the other backends receive).
     let usual = json!({"model": "echo", "messages": user, "temperature": 0.7, "top_p": 1,
         "n": 1, "max_tokens": 256, "presence_penalty": 0, "frequency_penalty": 0});
     let (status, answer) = server.post_json("/v1/chat/completions", &usual).await;

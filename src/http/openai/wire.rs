@@ -11,7 +11,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::content;
-use crate::backends::{ChatMessage, Role, ToolAnswer, ToolCall, ToolSpec, Usage};
+use crate::backends::options::MAX_TOKENS;
+use crate::backends::{
+    ChatMessage, GenerationOptions, ResponseFormat, Role, StopSequences, ToolAnswer, ToolCall,
+    ToolChoice, ToolSpec, Usage,
+};
 use crate::chat::completion::{
     CompletionAnswer, CompletionError, CompletionEvent, CompletionRequest, CompletionStream,
     CompletionTarget,
@@ -19,8 +23,8 @@ use crate::chat::completion::{
 use crate::store::Message;
 
 /// `POST /v1/chat/completions`. Fields lit-mux has no use for are accepted and ignored, as many
-/// OpenAI-compatible servers do; the sampling and length numbers among them are still checked
-/// against OpenAI's ranges, so that a client learns of a value no model would take.
+/// OpenAI-compatible servers do; the sampling and generation options reach the backend, checked
+/// against OpenAI's ranges and against what the backend's API can honour.
 #[derive(Debug, Deserialize)]
 pub struct ChatCompletionRequest {
     pub model: String,
@@ -34,56 +38,70 @@ pub struct ChatCompletionRequest {
     /// lit-mux's extensions: `{"use_tools": true}` runs lit-mux's own MCP tool loop.
     #[serde(default)]
     pub lit_mux: LitMuxOptions,
-    // Checked only, not passed on (fields of their own: `flatten` would buffer the messages).
+    // The options are fields of their own: `flatten` would buffer the messages.
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
-    pub presence_penalty: Option<f64>,
-    pub frequency_penalty: Option<f64>,
-    pub n: Option<u64>,
     pub max_tokens: Option<u64>,
     pub max_completion_tokens: Option<u64>,
+    pub stop: Option<StopSequences>,
+    pub seed: Option<i64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub response_format: Option<ResponseFormat>,
+    pub tool_choice: Option<ToolChoice>,
+    pub parallel_tool_calls: Option<bool>,
+    pub user: Option<String>,
+    pub logprobs: Option<bool>,
+    pub top_logprobs: Option<u64>,
+    pub n: Option<u64>,
 }
 
 impl ChatCompletionRequest {
-    /// The first sampling or length value outside OpenAI's range, as a message naming the
-    /// field and the range.
-    fn check_ranges(&self) -> Result<(), CompletionError> {
-        let decimals = [
-            ("temperature", self.temperature, 0.0, 2.0),
-            ("top_p", self.top_p, 0.0, 1.0),
-            ("presence_penalty", self.presence_penalty, -2.0, 2.0),
-            ("frequency_penalty", self.frequency_penalty, -2.0, 2.0),
-        ];
-        for (field, value, min, max) in decimals {
-            if let Some(value) = value.filter(|v| !(min..=max).contains(v)) {
-                return Err(CompletionError::Invalid(format!(
-                    "{field} must be from {min} to {max}, got {value}"
-                )));
-            }
-        }
-        // One choice is all lit-mux produces: more asked for would be silently missing.
-        if let Some(n) = self.n.filter(|n| *n != 1) {
-            return Err(CompletionError::Invalid(format!(
-                "n must be 1 (lit-mux answers with one choice), got {n}"
-            )));
-        }
-        let counts = [
+    /// The generation options, taken out of the request; their ranges are the chat service's
+    /// to check.
+    fn take_options(&mut self) -> Result<GenerationOptions, CompletionError> {
+        let bounds = [
             ("max_tokens", self.max_tokens),
             ("max_completion_tokens", self.max_completion_tokens),
         ];
-        for (field, value) in counts {
+        for (field, value) in bounds {
             if let Some(value) = value.filter(|v| !(1..=MAX_TOKENS).contains(v)) {
                 return Err(CompletionError::Invalid(format!(
                     "{field} must be from 1 to {MAX_TOKENS}, got {value}"
                 )));
             }
         }
-        Ok(())
+        // The same bound under its old and new name: two different values are a client's
+        // mistake that no choice between them would fix silently.
+        let max_tokens = match (self.max_tokens, self.max_completion_tokens) {
+            (Some(old), Some(new)) if old != new => {
+                return Err(CompletionError::Invalid(format!(
+                    "max_tokens ({old}) and max_completion_tokens ({new}) are the same bound; \
+                     send one of them"
+                )));
+            }
+            (old, new) => new.or(old),
+        };
+        // Counts beyond u32 are out of range all the same: the check names the range.
+        let count = |value: u64| u32::try_from(value).unwrap_or(u32::MAX);
+        Ok(GenerationOptions {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_tokens,
+            stop: self.stop.take(),
+            seed: self.seed,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            response_format: self.response_format.take(),
+            tool_choice: self.tool_choice.take(),
+            parallel_tool_calls: self.parallel_tool_calls,
+            user: self.user.take(),
+            logprobs: self.logprobs,
+            top_logprobs: self.top_logprobs.map(count),
+            n: self.n.map(count),
+        })
     }
 }
-
-/// Largest `max_tokens` accepted: more than any model's context holds.
-const MAX_TOKENS: u64 = 100_000_000;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct LitMuxOptions {
@@ -149,8 +167,8 @@ pub struct InToolFunction {
 impl ChatCompletionRequest {
     /// The request in lit-mux's terms, checking what OpenAI would refuse too. Called once the
     /// model is found, so that an unknown model is reported first.
-    pub fn into_completion(self) -> Result<CompletionRequest, CompletionError> {
-        self.check_ranges()?;
+    pub fn into_completion(mut self) -> Result<CompletionRequest, CompletionError> {
+        let options = self.take_options()?;
         let mcp_tool_rounds = if self.lit_mux.use_tools {
             if self.tools.as_ref().is_some_and(|tools| !tools.is_empty()) {
                 return Err(CompletionError::Invalid(
@@ -194,6 +212,7 @@ impl ChatCompletionRequest {
             tools,
             session_id: self.session_id,
             mcp_tool_rounds,
+            options,
         })
     }
 }

@@ -135,8 +135,9 @@ impl Store for SqliteStore {
         name: Option<&str>,
         backends: &[String],
         metadata: &Map<String, Value>,
+        options: &Map<String, Value>,
     ) -> Result<Session, StoreError> {
-        let session = Session::new(name, backends, metadata);
+        let session = Session::new(name, backends, metadata, options);
         self.writes
             .create_session(session.clone())
             .await?
@@ -147,7 +148,7 @@ impl Store for SqliteStore {
 
     async fn list_sessions(&self, page: Page) -> Result<Vec<Session>, StoreError> {
         let rows: Vec<SessionRow> = sqlx::query_as(
-            "SELECT id, name, backends, metadata, created_at, updated_at, message_count \
+            "SELECT id, name, backends, metadata, options, created_at, updated_at, message_count \
              FROM sessions ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
         )
         .bind(limit(page))
@@ -160,7 +161,7 @@ impl Store for SqliteStore {
 
     async fn session(&self, id: &str) -> Result<Session, StoreError> {
         let row: Option<SessionRow> = sqlx::query_as(
-            "SELECT id, name, backends, metadata, created_at, updated_at, message_count \
+            "SELECT id, name, backends, metadata, options, created_at, updated_at, message_count \
              FROM sessions WHERE id = ?",
         )
         .bind(id)
@@ -318,7 +319,7 @@ const CONTEXT_OF_ONE_SESSION: &str = concat!("SELECT ", context_of!("?2"));
 
 /// The session and its context in one statement: one round trip to sqlx's connection thread.
 const SESSION_WITH_CONTEXT: &str = concat!(
-    "SELECT id, name, backends, metadata, created_at, updated_at, message_count, ",
+    "SELECT id, name, backends, metadata, options, created_at, updated_at, message_count, ",
     context_of!("sessions.id"),
     " AS context FROM sessions WHERE id = ?2"
 );
@@ -347,6 +348,7 @@ struct SessionRow {
     name: Option<String>,
     backends: String,
     metadata: String,
+    options: String,
     created_at: String,
     updated_at: String,
     message_count: i64,
@@ -357,6 +359,7 @@ impl SessionRow {
         Ok(Session {
             backends: from_json_text(&self.backends)?,
             metadata: from_json_text(&self.metadata)?,
+            options: from_json_text(&self.options)?,
             id: self.id,
             name: self.name,
             created_at: self.created_at,

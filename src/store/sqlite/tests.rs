@@ -30,7 +30,7 @@ fn contents(messages: &[Message]) -> Vec<&str> {
 
 async fn new_session(store: &SqliteStore) -> Session {
     store
-        .create_session(Some("test"), &["echo".to_owned()], &Map::new())
+        .create_session(Some("test"), &["echo".to_owned()], &Map::new(), &Map::new())
         .await
         .unwrap()
 }

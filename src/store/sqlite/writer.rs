@@ -384,13 +384,14 @@ async fn write_in_order(
 
 async fn create_session(writer: &Arc<Connections>, session: &Session) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO sessions (id, name, backends, metadata, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO sessions (id, name, backends, metadata, options, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&session.id)
     .bind(&session.name)
     .bind(json_text(&session.backends))
     .bind(json_text(&session.metadata))
+    .bind(json_text(&session.options))
     .bind(&session.created_at)
     .bind(&session.updated_at)
     .execute(&mut *writer.acquire().await?)

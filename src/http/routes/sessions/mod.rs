@@ -74,7 +74,9 @@ async fn create_session(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateSession>,
 ) -> Result<Json<Session>, ApiError> {
-    Ok(Json(state.chat.create_session(body.into()).await?.into()))
+    Ok(Json(
+        state.chat.create_session(body.try_into()?).await?.into(),
+    ))
 }
 
 /// Sessions, newest first.
@@ -148,10 +150,10 @@ async fn send_message(
     ApiJson(body): ApiJson<SendMessage>,
 ) -> Result<Response, ApiError> {
     if body.stream || wants_event_stream(&headers) {
-        let events = state.chat.send_streaming(&id, body.into()).await?;
+        let events = state.chat.send_streaming(&id, body.try_into()?).await?;
         return Ok(event_stream(events));
     }
-    let answer = Message::from(state.chat.send(&id, body.into()).await?);
+    let answer = Message::from(state.chat.send(&id, body.try_into()?).await?);
     Ok(Json(answer).into_response())
 }
 
@@ -203,9 +205,12 @@ async fn broadcast(
     ApiJson(body): ApiJson<BroadcastMessage>,
 ) -> Result<Response, ApiError> {
     if body.stream || wants_event_stream(&headers) {
-        let events = state.chat.broadcast_streaming(&id, body.into()).await?;
+        let events = state
+            .chat
+            .broadcast_streaming(&id, body.try_into()?)
+            .await?;
         return Ok(event_stream(events));
     }
-    let answers = BroadcastResponse::from(state.chat.broadcast(&id, body.into()).await?);
+    let answers = BroadcastResponse::from(state.chat.broadcast(&id, body.try_into()?).await?);
     Ok(Json(answers).into_response())
 }

@@ -5,9 +5,87 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::backends::{self, ResponseFormat, StopSequences, ToolChoice};
 use crate::chat::{self, BroadcastOutcome, ReplyEvent};
-use crate::http::error::Reported;
+use crate::http::error::{ApiError, Reported};
 use crate::store;
+
+/// Sampling and generation options, in OpenAI's names and shapes. A session's are the defaults
+/// of its messages; a message's override them option by option. Unknown names are refused
+/// (422); values outside OpenAI's ranges, or that the backend's API cannot honour, get 400.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct GenerationOptions {
+    /// 0 to 2 (0 to 1 on Anthropic).
+    pub temperature: Option<f64>,
+    /// 0 to 1.
+    pub top_p: Option<f64>,
+    /// The answer's length bound in tokens.
+    pub max_tokens: Option<u64>,
+    /// One string or up to 4.
+    #[schema(value_type = Option<Object>)]
+    pub stop: Option<StopSequences>,
+    pub seed: Option<i64>,
+    /// -2 to 2.
+    pub presence_penalty: Option<f64>,
+    /// -2 to 2.
+    pub frequency_penalty: Option<f64>,
+    /// `{"type": "text" | "json_object"}` or `{"type": "json_schema", "json_schema": {name,
+    /// schema, strict}}`.
+    #[schema(value_type = Option<Object>)]
+    pub response_format: Option<ResponseFormat>,
+    /// `auto`, `none`, `required`, or `{"type": "function", "function": {"name"}}`.
+    #[schema(value_type = Option<Object>)]
+    pub tool_choice: Option<ToolChoice>,
+    pub parallel_tool_calls: Option<bool>,
+    /// The end user, for the provider's abuse monitoring.
+    pub user: Option<String>,
+    pub logprobs: Option<bool>,
+    /// 0 to 20, with logprobs.
+    pub top_logprobs: Option<u32>,
+    /// 1: lit-mux answers with one choice.
+    pub n: Option<u32>,
+    /// Names that are not options, refused all together.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub unknown: Map<String, Value>,
+}
+
+impl TryFrom<GenerationOptions> for backends::GenerationOptions {
+    type Error = ApiError;
+
+    fn try_from(options: GenerationOptions) -> Result<Self, ApiError> {
+        if !options.unknown.is_empty() {
+            let mut names: Vec<&str> = options.unknown.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            return Err(ApiError::Unprocessable(format!(
+                "options: unknown option(s) {}; the options are {}",
+                names.join(", "),
+                backends::GenerationOptions::NAMES.join(", ")
+            )));
+        }
+        Ok(Self {
+            temperature: options.temperature,
+            top_p: options.top_p,
+            max_tokens: options.max_tokens,
+            stop: options.stop,
+            seed: options.seed,
+            presence_penalty: options.presence_penalty,
+            frequency_penalty: options.frequency_penalty,
+            response_format: options.response_format,
+            tool_choice: options.tool_choice,
+            parallel_tool_calls: options.parallel_tool_calls,
+            user: options.user,
+            logprobs: options.logprobs,
+            top_logprobs: options.top_logprobs,
+            n: options.n,
+        })
+    }
+}
+
+/// The options of a request body, none when it has none.
+fn options(given: Option<GenerationOptions>) -> Result<backends::GenerationOptions, ApiError> {
+    given.map_or_else(|| Ok(Default::default()), TryInto::try_into)
+}
 
 /// `POST /sessions`. Unknown fields are ignored, as the predecessor did.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -16,15 +94,20 @@ pub struct CreateSession {
     pub name: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    /// Default generation options of the session's messages.
+    pub options: Option<GenerationOptions>,
 }
 
-impl From<CreateSession> for chat::CreateSession {
-    fn from(body: CreateSession) -> Self {
-        Self {
+impl TryFrom<CreateSession> for chat::CreateSession {
+    type Error = ApiError;
+
+    fn try_from(body: CreateSession) -> Result<Self, ApiError> {
+        Ok(Self {
             backends: body.backends,
             name: body.name,
             metadata: body.metadata,
-        }
+            options: options(body.options)?,
+        })
     }
 }
 
@@ -40,17 +123,22 @@ pub struct SendMessage {
     /// Whether the model may call MCP tools (default: yes, when there are any).
     pub use_tools: Option<bool>,
     pub max_tool_iterations: Option<u32>,
+    /// Over the session's options, option by option.
+    pub options: Option<GenerationOptions>,
 }
 
-impl From<SendMessage> for chat::SendMessage {
-    fn from(body: SendMessage) -> Self {
-        Self {
+impl TryFrom<SendMessage> for chat::SendMessage {
+    type Error = ApiError;
+
+    fn try_from(body: SendMessage) -> Result<Self, ApiError> {
+        Ok(Self {
             content: body.content,
             backend: body.backend,
             model: body.model,
             use_tools: body.use_tools,
             max_tool_iterations: body.max_tool_iterations,
-        }
+            options: options(body.options)?,
+        })
     }
 }
 
@@ -65,16 +153,21 @@ pub struct BroadcastMessage {
     /// runs its own tool loop.
     pub use_tools: Option<bool>,
     pub max_tool_iterations: Option<u32>,
+    /// Over the session's options, option by option; for every backend.
+    pub options: Option<GenerationOptions>,
 }
 
-impl From<BroadcastMessage> for chat::BroadcastMessage {
-    fn from(body: BroadcastMessage) -> Self {
-        Self {
+impl TryFrom<BroadcastMessage> for chat::BroadcastMessage {
+    type Error = ApiError;
+
+    fn try_from(body: BroadcastMessage) -> Result<Self, ApiError> {
+        Ok(Self {
             content: body.content,
             backends: body.backends,
             use_tools: body.use_tools,
             max_tool_iterations: body.max_tool_iterations,
-        }
+            options: options(body.options)?,
+        })
     }
 }
 
@@ -88,6 +181,9 @@ pub struct Session {
     pub updated_at: String,
     #[schema(value_type = Object)]
     pub metadata: Map<String, Value>,
+    /// Default generation options of its messages (only those set).
+    #[schema(value_type = Object)]
+    pub options: Map<String, Value>,
     pub message_count: i64,
 }
 
@@ -100,6 +196,7 @@ impl From<store::Session> for Session {
             created_at: session.created_at,
             updated_at: session.updated_at,
             metadata: session.metadata,
+            options: session.options,
             message_count: session.message_count,
         }
     }
