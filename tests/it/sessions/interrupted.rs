@@ -33,25 +33,53 @@ async fn messages(server: &crate::support::Server, session: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_ends_open_streams_with_a_final_event_and_their_questions_are_interrupted() {
-    let fake = FakeBackend::start(Wire::Ollama).await;
-    fake.set_behaviour(slow_stream());
+async fn at_sigterm_answers_get_the_grace_period_then_open_streams_get_a_final_event() {
+    let slow = FakeBackend::start(Wire::Ollama).await;
+    slow.set_behaviour(slow_stream());
+    let quick = FakeBackend::start(Wire::Ollama).await;
+    quick.set_behaviour(Behaviour::Reply {
+        text: Some("a b c d e".to_owned()),
+        delay: Duration::ZERO,
+        chunk_delay: Duration::from_millis(100),
+    });
+    let hung = FakeBackend::start(Wire::Ollama).await;
+    hung.set_behaviour(Behaviour::Hang);
     let home = TestHome::new();
-    let entries = [backend_entry("llm", &fake, Wire::Ollama, "")];
+    let entries = [
+        backend_entry("llm", &slow, Wire::Ollama, ""),
+        backend_entry("quick", &quick, Wire::Ollama, ""),
+        backend_entry("hung", &hung, Wire::Ollama, ""),
+    ];
     let grace = "server:\n  shutdown_grace_secs: 1\n";
     let mut server = start_with_backends(&home, &entries, grace);
     let session = create_session(&server, json!({"backends": ["llm"]})).await;
     let v1_session = create_session(&server, json!({"backends": ["llm"]})).await;
+    let quick_session = create_session(&server, json!({"backends": ["quick"]})).await;
+    let both = create_session(&server, json!({"backends": ["quick", "llm"]})).await;
+    let whole = create_session(&server, json!({"backends": ["hung"]})).await;
 
-    let response = server
-        .post(&format!("/sessions/{session}/message"))
-        .json(&json!({"content": "tell me everything", "stream": true}))
-        .send()
-        .await
-        .unwrap();
-    let mut events = Events::new(response);
-    let (name, _) = events.next().await.expect("a first event");
-    assert_eq!(name, "delta");
+    let stream = |path: String, body: Value| {
+        let request = server.post(&path).json(&body);
+        async move { Events::new(request.send().await.unwrap()) }
+    };
+    let mut events = stream(
+        format!("/sessions/{session}/message"),
+        json!({"content": "tell me everything", "stream": true}),
+    )
+    .await;
+    assert_eq!(events.next().await.expect("a first event").0, "delta");
+    let mut short = stream(
+        format!("/sessions/{quick_session}/message"),
+        json!({"content": "short one", "stream": true}),
+    )
+    .await;
+    assert_eq!(short.next().await.expect("a first event").0, "delta");
+    let mut broadcast = stream(
+        format!("/sessions/{both}/broadcast"),
+        json!({"content": "both of you", "stream": true}),
+    )
+    .await;
+    assert_eq!(broadcast.next().await.expect("a first event").0, "delta");
     let mut completion = server
         .post("/v1/chat/completions")
         .header("X-Session-Id", &v1_session)
@@ -66,9 +94,16 @@ async fn sigterm_ends_open_streams_with_a_final_event_and_their_questions_are_in
     assert_eq!(completion.status(), 200);
     let first = completion.chunk().await.unwrap().expect("a first chunk");
     assert!(String::from_utf8_lossy(&first).contains("data:"));
+    let waiting = super::send_in_background(&server, &whole, json!({"content": "whole, please"}));
+    hung.wait_for_chats(1, Duration::from_secs(10)).await;
 
     server.signal(Signal::SIGTERM);
 
+    // An answer that finishes within the grace period is delivered whole.
+    let rest = short.all().await;
+    let (name, done) = rest.last().unwrap();
+    assert_eq!(name, "done", "{rest:?}");
+    assert_eq!(done["content"], "a b c d e");
     // The session stream: its deltas go on through the grace period, then the final event.
     let rest = events.all().await;
     let (name, last) = rest.last().expect("a final event");
@@ -81,6 +116,19 @@ async fn sigterm_ends_open_streams_with_a_final_event_and_their_questions_are_in
         last["detail"].as_str().unwrap().contains("shutting down"),
         "{last}"
     );
+    // The broadcast: quick's answer is done, llm's reply ends with the final event.
+    let rest = broadcast.all().await;
+    let ends: Vec<(&str, &Value)> = rest
+        .iter()
+        .filter(|(name, _)| name != "delta")
+        .map(|(name, data)| (name.as_str(), &data["backend"]))
+        .collect();
+    assert_eq!(
+        ends,
+        [("done", &json!("quick")), ("error", &json!("llm"))],
+        "{rest:?}"
+    );
+    assert_eq!(rest.last().unwrap().1["code"], "server_shutting_down");
     // The /v1 stream: OpenAI's mid-stream error chunk, then [DONE].
     let mut text = String::from_utf8_lossy(&first).into_owned();
     while let Some(chunk) = completion.chunk().await.unwrap() {
@@ -102,17 +150,21 @@ async fn sigterm_ends_open_streams_with_a_final_event_and_their_questions_are_in
             .contains("shutting down"),
         "{text}"
     );
+    // A client waiting for a whole answer gets a 503 saying so.
+    let (status, body) = waiting.await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("shutting down"),
+        "{body}"
+    );
     assert!(
         server.wait_exit(Duration::from_secs(10)).is_some(),
         "lit-mux did not stop"
     );
-    assert_eq!(
-        fake.aborted_requests(),
-        2,
-        "both backend calls are cancelled"
-    );
+    assert_eq!(slow.aborted_requests(), 3, "every slow call is cancelled");
+    assert_eq!(hung.aborted_requests(), 1, "the hung call is cancelled");
 
-    // After a restart: the questions are interrupted, the partial answer is kept.
+    // After a restart: the questions cut off are interrupted, the partial answers kept.
     let server = start_with_backends(&home, &entries, grace);
     let stored = messages(&server, &session).await;
     assert_eq!(stored[0]["metadata"]["status"], "interrupted", "{stored}");
@@ -127,43 +179,28 @@ async fn sigterm_ends_open_streams_with_a_final_event_and_their_questions_are_in
     );
     let stored = messages(&server, &v1_session).await;
     assert_eq!(stored[0]["metadata"]["status"], "interrupted", "{stored}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn an_answer_that_finishes_within_the_grace_period_is_delivered_and_stored_whole() {
-    let fake = FakeBackend::start(Wire::Ollama).await;
-    fake.set_behaviour(Behaviour::Reply {
-        text: Some("a b c d e".to_owned()),
-        delay: Duration::ZERO,
-        chunk_delay: Duration::from_millis(200),
-    });
-    let home = TestHome::new();
-    let entries = [backend_entry("llm", &fake, Wire::Ollama, "")];
-    let grace = "server:\n  shutdown_grace_secs: 5\n";
-    let mut server = start_with_backends(&home, &entries, grace);
-    let session = create_session(&server, json!({"backends": ["llm"]})).await;
-    let response = server
-        .post(&format!("/sessions/{session}/message"))
-        .json(&json!({"content": "short one", "stream": true}))
-        .send()
-        .await
-        .unwrap();
-    let mut events = Events::new(response);
-    assert_eq!(events.next().await.unwrap().0, "delta");
-
-    server.signal(Signal::SIGTERM);
-
-    let rest = events.all().await;
-    let (name, done) = rest.last().unwrap();
-    assert_eq!(name, "done", "{rest:?}");
-    assert_eq!(done["content"], "a b c d e");
-    assert!(server.wait_exit(Duration::from_secs(10)).is_some());
-    let server = start_with_backends(&home, &entries, grace);
-    let stored = messages(&server, &session).await;
+    let stored = messages(&server, &whole).await;
+    assert_eq!(stored[0]["metadata"]["status"], "interrupted", "{stored}");
+    let stored = messages(&server, &quick_session).await;
     assert!(stored[0]["metadata"]["status"].is_null(), "{stored}");
     assert_eq!(
         roles_and_contents(&stored),
         pairs(&[("user", "short one"), ("assistant", "a b c d e")])
+    );
+    let stored = messages(&server, &both).await;
+    assert_eq!(stored[0]["metadata"]["status"], "interrupted", "{stored}");
+    assert_eq!(
+        stored[0]["metadata"]["interrupted_backends"],
+        json!(["llm"]),
+        "{stored}"
+    );
+    assert!(
+        stored
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["content"] == "a b c d e" && m["metadata"]["status"].is_null()),
+        "quick's answer is kept whole: {stored}"
     );
 }
 
