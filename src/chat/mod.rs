@@ -3,12 +3,17 @@
 //! layer: it speaks in sessions, messages and backend calls, returns its own errors
 //! ([`ChatError`], [`completion::CompletionError`]) and knows nothing of HTTP.
 //!
-//! Invariants: the user's message is stored before any backend is called, so a failure never
-//! loses it (it is marked failed instead, unless a tool loop stored steps answering it: those are
-//! marked incomplete and it stays in the context); every answer is stored before it is returned;
-//! in a broadcast, every backend is called concurrently and one failing never fails the others,
-//! and the backends that did not answer (failed, or cut off by the client's leaving) are recorded
-//! on the user's message, which is marked failed when none answered.
+//! Invariants: the user's message is stored before any backend is called, marked `pending`
+//! until its answer is stored (in the answer's own commit), so a failure never loses it (it is
+//! marked failed instead, unless a tool loop stored steps answering it: those are marked
+//! incomplete and it stays in the context), and an answer cut off by lit-mux — the client
+//! leaving, the server stopping at the end of its shutdown grace period, or killed (found
+//! `pending` at the next start) — leaves it `interrupted`, never without a status; every answer
+//! is stored before it is returned; a stream cut off by the server's stopping ends with an
+//! `error` event saying so; in a broadcast, every backend is called concurrently and one failing
+//! never fails the others, the answers that completed are kept, and the backends that did not
+//! answer are recorded on the user's message (failed, or interrupted: cut off), which is marked
+//! interrupted when any was cut off, else failed when none answered.
 //!
 //! Where things are: [`turn`] (one message to one backend), [`broadcast`], [`tool_loop`] (the
 //! rounds of a reply, streamed or not), [`tools`] (resolving and running one call), [`steps`]

@@ -8,13 +8,15 @@
 //! Invariants: every step is stored in the session in order — the assistant's answer holding
 //! the call(s), then one `tool` message per call ([`super::steps`]); an answer is stored exactly
 //! once, when it ends, however it ends — complete, broken by the backend (what came is stored,
-//! marked incomplete), or abandoned by the client (the backend request is dropped at once, which
-//! cancels it; what came is stored, marked incomplete). A client that leaves during a tool round
-//! cancels the running call; that call and those not yet run get the error result
+//! marked incomplete), or abandoned by the client or the server's stopping (the backend request
+//! is dropped at once, which cancels it; what came is stored, marked incomplete, and the user's
+//! message is marked interrupted). A client that leaves (or the server stopping) during a tool
+//! round cancels the running call; that call and those not yet run get the error result
 //! [`CANCELLED_RESULT`](super::steps::CANCELLED_RESULT), so every stored call has its result and
 //! the history replays to native backends. A loop cut off with no text of a later answer to
 //! keep, or whose step cannot be stored, marks the stored answer holding its last calls
-//! incomplete instead, or the user's message failed when it stored nothing; a panic in the loop
+//! incomplete instead, or the user's message failed when it stored nothing (interrupted when
+//! it was cut off); a panic in the loop
 //! is such a failure. When the first native request of a `tool_mode: auto` backend is refused,
 //! the loop retries in prompt mode ([`ChatService::fall_back_to_prompt`]).
 
@@ -105,7 +107,7 @@ pub(crate) enum ReplyEnd {
 
 /// What a loop that stops leaves to be marked.
 enum Progress {
-    /// Only the user's message: it is marked failed.
+    /// Only the user's message: it is marked failed (or interrupted).
     Nothing,
     /// The stored answer holding the latest round's calls: it is marked incomplete.
     CallAnswer(Message),

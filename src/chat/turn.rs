@@ -2,9 +2,11 @@
 //! the backend (whole, streamed, or through the tool loop) and storing the answer.
 //!
 //! Invariants: the user's message is stored before its answer is (a plain call runs while the
-//! message's commit is under way, and waits for it before the answer is stored); a message
-//! whose call fails is marked failed, also when the client leaves mid-call (an
-//! [`UnansweredGuard`] marks it when the request's future is dropped).
+//! message's commit is under way, and waits for it before the answer is stored); the message is
+//! stored `pending`, and its answer's append ends that status in the same commit; a message
+//! whose call fails is marked failed, one whose call is cut off (the client leaves mid-call: an
+//! [`UnansweredGuard`] marks it when the request's future is dropped; the server stops) is
+//! marked interrupted.
 
 use std::time::Instant;
 
