@@ -456,34 +456,21 @@ impl Completion {
         Ok(())
     }
 
-    /// Marks the session's user message interrupted (it stays); a store error is only logged.
+    /// Marks the session's user message interrupted (it stays).
     async fn record_interrupted(&mut self, why: Interruption) {
-        let Some(Recorded {
-            user_message: Some(message),
-            ..
-        }) = self.record.as_mut()
-        else {
-            return;
-        };
-        let changes = Map::from_iter([
-            (
-                context::STATUS_KEY.to_owned(),
-                json!(context::STATUS_INTERRUPTED),
-            ),
-            ("error".to_owned(), json!(why.to_string())),
-        ]);
-        if let Err(store_err) = self
-            .service
-            .store
-            .update_message_metadata(message, changes)
-            .await
-        {
-            tracing::error!(%store_err, "cannot mark a message as interrupted");
-        }
+        self.mark_question(context::STATUS_INTERRUPTED, why.to_string())
+            .await;
     }
 
-    /// Marks the session's user message failed (it stays); a store error is only logged.
+    /// Marks the session's user message failed (it stays).
     async fn record_failure(&mut self, err: &BackendError) {
+        self.mark_question(context::STATUS_FAILED, err.to_string())
+            .await;
+    }
+
+    /// Sets the `status` of the session's user message, with the `error` that ended it; a
+    /// store error is only logged.
+    async fn mark_question(&mut self, status: &str, error: String) {
         let Some(Recorded {
             user_message: Some(message),
             ..
@@ -492,11 +479,8 @@ impl Completion {
             return;
         };
         let changes = Map::from_iter([
-            (
-                context::STATUS_KEY.to_owned(),
-                json!(context::STATUS_FAILED),
-            ),
-            ("error".to_owned(), json!(err.to_string())),
+            (context::STATUS_KEY.to_owned(), json!(status)),
+            ("error".to_owned(), json!(error)),
         ]);
         if let Err(store_err) = self
             .service
@@ -504,7 +488,7 @@ impl Completion {
             .update_message_metadata(message, changes)
             .await
         {
-            tracing::error!(%store_err, "cannot mark a message as failed");
+            tracing::error!(%store_err, status, "cannot mark a message");
         }
     }
 }

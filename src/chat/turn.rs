@@ -203,22 +203,10 @@ impl ChatService {
         turn: &Turn,
         content: &str,
         model: &str,
-        mut metadata: Map<String, Value>,
+        metadata: Map<String, Value>,
     ) -> Result<Message, StoreError> {
-        if model != turn.request.model {
-            metadata.insert("requested_model".to_owned(), json!(turn.request.model));
-        }
-        self.record(
-            turn,
-            NewMessage {
-                role: "assistant",
-                content,
-                backend: Some(&turn.backend_name),
-                model: Some(model),
-                metadata,
-            },
-        )
-        .await
+        self.record(turn, answer_to(turn, content, model, metadata))
+            .await
     }
 
     /// [`store_answer`](Self::store_answer) for `turn`'s final answer: its question's
@@ -229,21 +217,12 @@ impl ChatService {
         turn: &Turn,
         content: &str,
         model: &str,
-        mut metadata: Map<String, Value>,
+        metadata: Map<String, Value>,
     ) -> Result<Message, StoreError> {
         let (Some(session_id), false) = (&turn.session_id, turn.shares_user_message) else {
             return self.store_answer(turn, content, model, metadata).await;
         };
-        if model != turn.request.model {
-            metadata.insert("requested_model".to_owned(), json!(turn.request.model));
-        }
-        let answer = Message::unsaved(NewMessage {
-            role: "assistant",
-            content,
-            backend: Some(&turn.backend_name),
-            model: Some(model),
-            metadata,
-        });
+        let answer = Message::unsaved(answer_to(turn, content, model, metadata));
         let mut settled = turn.user_message.metadata.clone();
         settled.remove(context::STATUS_KEY);
         self.store
@@ -500,6 +479,26 @@ impl Drop for UnansweredGuard {
             },
             &runtime,
         );
+    }
+}
+
+/// `turn`'s answer as stored; `model` is the one the backend reports having used (metadata
+/// `requested_model` keeps the one asked for when they differ).
+fn answer_to<'a>(
+    turn: &'a Turn,
+    content: &'a str,
+    model: &'a str,
+    mut metadata: Map<String, Value>,
+) -> NewMessage<'a> {
+    if model != turn.request.model {
+        metadata.insert("requested_model".to_owned(), json!(turn.request.model));
+    }
+    NewMessage {
+        role: "assistant",
+        content,
+        backend: Some(&turn.backend_name),
+        model: Some(model),
+        metadata,
     }
 }
 
