@@ -61,6 +61,20 @@ pub async fn serve(loaded: LoadedConfig) -> Result<(), StartError> {
     let store = crate::store::open(&config.storage)
         .await
         .map_err(|err| StartError(err.to_string()))?;
+    // Questions whose answers were under way when the server last stopped (killed, or cut off
+    // at the end of a shutdown) get their ending before anything new is asked.
+    match store.interrupt_pending().await {
+        Ok(0) => {}
+        Ok(count) => tracing::warn!(
+            count,
+            "messages in flight when lit-mux last stopped are marked interrupted"
+        ),
+        Err(err) => {
+            return Err(StartError(format!(
+                "cannot mark interrupted messages: {err}"
+            )));
+        }
+    }
     let backends = crate::backends::BackendRegistry::new(&config.typed_backends)
         .map_err(|err| StartError(err.to_string()))?;
     let signals = ShutdownSignals::install()
@@ -107,7 +121,12 @@ pub async fn serve(loaded: LoadedConfig) -> Result<(), StartError> {
         shutdown.cancel();
         mcp.shutdown().await;
     };
-    http::serve(listener, app, signals, limits, on_shutdown).await;
+    http::serve(listener, app, signals, limits, on_shutdown, || {
+        chat.interrupt_replies()
+    })
+    .await;
+    // Whatever still runs (its client gone) stops now and marks what it leaves interrupted.
+    chat.interrupt_replies();
     chat.finish(REPLIES_AT_SHUTDOWN).await;
     store.close().await;
     tracing::info!("stopped");

@@ -1,18 +1,22 @@
 //! One message to several backends of a session at once, whole or streamed.
 //!
 //! Invariants: every backend is called concurrently, and one failing never fails the others;
-//! the user's message is stored once, shared by every backend's turn; the backends that did not
-//! answer (failed, or cut off by the client's leaving) are recorded on it, and it is marked
-//! failed when none answered. A backend whose answer cannot be stored fails with the storage's
+//! the user's message is stored once (`pending`), shared by every backend's turn; the answers
+//! that completed are kept whatever happens to the others; once every backend is done, the
+//! message is settled in one write: the backends that failed are recorded on it
+//! (`failed_backends`), those cut off by the client's leaving or the server's stopping too
+//! (`interrupted_backends`, their calls cancelled), and it is marked `interrupted` when any was
+//! cut off, else `failed` when every backend failed. A backend whose answer cannot be stored fails with the storage's
 //! error, never as a backend failure; when the storage failed every backend, the broadcast
 //! fails as a whole with it, as a message to one backend would.
 
 use futures_util::future::join_all;
-use serde_json::{Map, json};
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{EVENT_BUFFER, ReplyEvent};
+use super::tool_loop::ReplyEnd;
 use super::{
     BroadcastMessage, ChatError, ChatService, Turn, check_options, choose_model, context, dedup,
     non_empty_content, options_over_session, tools, unless_panicked,
@@ -74,7 +78,8 @@ impl ChatService {
             .iter()
             .map(|(turn, _)| turn.backend_name.clone())
             .collect();
-        let left = CancellationToken::new();
+        // The server's stopping cuts the calls off too.
+        let left = self.stopping.child_token();
         let _cancel_when_dropped = left.clone().drop_guard();
         let service = self.clone();
         let task =
@@ -113,15 +118,18 @@ impl ChatService {
             }
         });
         let responses = join_all(calls).await;
-        let failed: Vec<String> = responses
+        let ends: Vec<(String, ReplyEnd)> = responses
             .iter()
-            .filter_map(|outcome| match outcome {
-                BroadcastOutcome::Failed { backend, .. } => Some(backend.clone()),
-                BroadcastOutcome::Answered { .. } => None,
+            .map(|outcome| match outcome {
+                BroadcastOutcome::Answered { backend, .. } => (backend.clone(), ReplyEnd::Answered),
+                BroadcastOutcome::Failed {
+                    backend,
+                    error: ChatError::Interrupted(_),
+                } => (backend.clone(), ReplyEnd::Interrupted),
+                BroadcastOutcome::Failed { backend, .. } => (backend.clone(), ReplyEnd::Failed),
             })
             .collect();
-        self.record_broadcast_failures(&mut user_message, &failed, responses.len())
-            .await;
+        self.settle_broadcast(&mut user_message, &ends).await;
         BroadcastResponse {
             user_message,
             responses,
@@ -155,6 +163,8 @@ impl ChatService {
             check_options(&options, self.client(name)?.as_ref())?;
         }
         let history = self.history(&session).await?;
+        let mut metadata = super::turn::pending();
+        metadata.insert("broadcast".to_owned(), json!(targets));
         let user_message = self
             .store
             .append_message(
@@ -164,7 +174,7 @@ impl ChatService {
                     content,
                     backend: None,
                     model: None,
-                    metadata: Map::from_iter([("broadcast".to_owned(), json!(targets))]),
+                    metadata,
                 },
             )
             .await?;
@@ -194,29 +204,45 @@ impl ChatService {
         Ok((user_message, turns))
     }
 
-    /// Notes on a broadcast's user message which backends failed (all: the message failed).
-    pub(crate) async fn record_broadcast_failures(
+    /// Settles a broadcast's user message once every backend is done (`ends`: how each
+    /// ended): no longer pending; which backends failed and which were cut off noted; marked
+    /// interrupted when any was cut off, else failed when all failed. One write per broadcast,
+    /// after its answers.
+    pub(crate) async fn settle_broadcast(
         &self,
         user_message: &mut Message,
-        failed: &[String],
-        asked: usize,
+        ends: &[(String, ReplyEnd)],
     ) {
-        if failed.is_empty() {
-            return;
+        let named = |end: ReplyEnd| -> Vec<&str> {
+            ends.iter()
+                .filter(|(_, e)| *e == end)
+                .map(|(backend, _)| backend.as_str())
+                .collect()
+        };
+        let (failed, interrupted) = (named(ReplyEnd::Failed), named(ReplyEnd::Interrupted));
+        let metadata = &mut user_message.metadata;
+        metadata.remove(context::STATUS_KEY);
+        if !failed.is_empty() {
+            metadata.insert("failed_backends".to_owned(), json!(failed));
         }
-        let mut changes = Map::from_iter([("failed_backends".to_owned(), json!(failed))]);
-        if failed.len() == asked {
-            changes.insert(
+        if !interrupted.is_empty() {
+            metadata.insert("interrupted_backends".to_owned(), json!(interrupted));
+            metadata.insert(
+                context::STATUS_KEY.to_owned(),
+                json!(context::STATUS_INTERRUPTED),
+            );
+        } else if failed.len() == ends.len() {
+            metadata.insert(
                 context::STATUS_KEY.to_owned(),
                 json!(context::STATUS_FAILED),
             );
         }
         if let Err(err) = self
             .store
-            .update_message_metadata(user_message, changes)
+            .set_message_metadata(&user_message.id, &user_message.metadata)
             .await
         {
-            tracing::error!(%err, "cannot record a broadcast's failures");
+            tracing::error!(%err, "cannot record how a broadcast ended");
         }
     }
 
@@ -231,7 +257,6 @@ impl ChatService {
         let (mut user_message, turns) = self.begin_broadcast(session_id, &request).await?;
         let (events, receiver) = mpsc::channel(EVENT_BUFFER);
         let service = self.clone();
-        let asked = turns.len();
         self.spawn(async move {
             let streams: Vec<_> = turns
                 .into_iter()
@@ -239,23 +264,21 @@ impl ChatService {
                     let (service, events) = (service.clone(), events.clone());
                     async move {
                         let backend = turn.backend_name.clone();
-                        let answered = match service.open_stream(&mut turn, &mut setup).await {
+                        let end = match service.open_stream(&mut turn, &mut setup).await {
                             Ok(opened) => service.stream_reply(turn, setup, opened, events).await,
                             Err(err) => {
                                 let _ = events.send(ReplyEvent::failure(&backend, err)).await;
-                                false
+                                ReplyEnd::Failed
                             }
                         };
-                        (!answered).then_some(backend)
+                        (backend, end)
                     }
                 })
                 .collect();
             // Each relay holds its own sender: the stream ends when the last one is done.
             drop(events);
-            let failed: Vec<String> = join_all(streams).await.into_iter().flatten().collect();
-            service
-                .record_broadcast_failures(&mut user_message, &failed, asked)
-                .await;
+            let ends = join_all(streams).await;
+            service.settle_broadcast(&mut user_message, &ends).await;
         });
         Ok(receiver)
     }

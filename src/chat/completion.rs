@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use super::events::{EVENT_BUFFER, ReplyEvent};
 use super::turn::{UnansweredGuard, reply_metadata};
-use super::{ChatError, ChatService, Turn, context};
+use super::{ChatError, ChatService, Interruption, Turn, context};
 use crate::backends::{
     Backend, BackendError, BackendLookupError, ChatEvent, ChatMessage, ChatReply, ChatRequest,
     GenerationOptions, ImageSource, Role, ToolCall, ToolSpec, Usage,
@@ -39,6 +39,9 @@ pub enum CompletionError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Store(StoreError),
+    /// The answer was cut off while under way (the server is stopping).
+    #[error("{0}")]
+    Interrupted(Interruption),
 }
 
 impl From<StoreError> for CompletionError {
@@ -65,6 +68,7 @@ impl From<ChatError> for CompletionError {
             ChatError::Store(err)
             | ChatError::AnswerNotStored(err)
             | ChatError::StepNotStored(err) => err.into(),
+            ChatError::Interrupted(why) => Self::Interrupted(why),
         }
     }
 }
@@ -149,6 +153,9 @@ pub enum CompletionEvent {
     ToolLoopDone(Message),
     /// The completion failed after its stream started: the failure's message.
     Error(String),
+    /// The completion was cut off after its stream started (the server is stopping): the
+    /// stream's last event.
+    Interrupted(Interruption),
 }
 
 /// A streamed completion's events, until it ends.
@@ -261,11 +268,18 @@ impl Completion {
         let started = std::time::Instant::now();
         // A client that leaves drops this future: the guard marks the stored question.
         let guard = self.unanswered_guard();
-        let outcome = self.backend.chat(self.request.clone()).await;
+        let outcome = tokio::select! {
+            () = self.service.stopping.cancelled() => None,
+            outcome = self.backend.chat(self.request.clone()) => Some(outcome),
+        };
         disarm(guard);
         let reply = match outcome {
-            Ok(reply) => reply,
-            Err(err) => {
+            Some(Ok(reply)) => reply,
+            None => {
+                self.record_interrupted(Interruption::ShuttingDown).await;
+                return Err(CompletionError::Interrupted(Interruption::ShuttingDown));
+            }
+            Some(Err(err)) => {
                 self.record_failure(&err).await;
                 return Err(err.into());
             }
@@ -335,6 +349,10 @@ impl Completion {
                         CompletionEvent::ToolStep
                     }
                     ReplyEvent::Done(answer) => CompletionEvent::ToolLoopDone(answer),
+                    ReplyEvent::Error {
+                        error: ChatError::Interrupted(why),
+                        ..
+                    } => CompletionEvent::Interrupted(why),
                     ReplyEvent::Error { error, .. } => CompletionEvent::Error(error.to_string()),
                 })
                 .boxed(),
@@ -404,24 +422,52 @@ impl Completion {
             );
         }
         metadata.insert("via".to_owned(), json!("/v1/chat/completions"));
-        self.service
-            .store
-            .append_message(
-                &record.session_id,
-                NewMessage {
-                    role: "assistant",
-                    content,
-                    backend: Some(&self.backend_name),
-                    model: Some(model),
-                    metadata,
-                },
-            )
-            .await?;
+        let answer = Message::unsaved(NewMessage {
+            role: "assistant",
+            content,
+            backend: Some(&self.backend_name),
+            model: Some(model),
+            metadata,
+        });
+        let store = &self.service.store;
+        match &record.user_message {
+            // The question's `pending` status ends in the answer's commit.
+            Some(question) => {
+                let mut settled = question.metadata.clone();
+                settled.remove(context::STATUS_KEY);
+                store
+                    .append_settling(
+                        &record.session_id,
+                        std::slice::from_ref(&answer),
+                        &question.id,
+                        &settled,
+                    )
+                    .await?;
+            }
+            None => {
+                store
+                    .append_messages(&record.session_id, std::slice::from_ref(&answer))
+                    .await?;
+            }
+        }
         Ok(())
     }
 
-    /// Marks the session's user message failed (it stays); a store error is only logged.
+    /// Marks the session's user message interrupted (it stays).
+    async fn record_interrupted(&mut self, why: Interruption) {
+        self.mark_question(context::STATUS_INTERRUPTED, why.to_string())
+            .await;
+    }
+
+    /// Marks the session's user message failed (it stays).
     async fn record_failure(&mut self, err: &BackendError) {
+        self.mark_question(context::STATUS_FAILED, err.to_string())
+            .await;
+    }
+
+    /// Sets the `status` of the session's user message, with the `error` that ended it; a
+    /// store error is only logged.
+    async fn mark_question(&mut self, status: &str, error: String) {
         let Some(Recorded {
             user_message: Some(message),
             ..
@@ -430,11 +476,8 @@ impl Completion {
             return;
         };
         let changes = Map::from_iter([
-            (
-                context::STATUS_KEY.to_owned(),
-                json!(context::STATUS_FAILED),
-            ),
-            ("error".to_owned(), json!(err.to_string())),
+            (context::STATUS_KEY.to_owned(), json!(status)),
+            ("error".to_owned(), json!(error)),
         ]);
         if let Err(store_err) = self
             .service
@@ -442,7 +485,7 @@ impl Completion {
             .update_message_metadata(message, changes)
             .await
         {
-            tracing::error!(%store_err, "cannot mark a message as failed");
+            tracing::error!(%store_err, status, "cannot mark a message");
         }
     }
 }
@@ -465,7 +508,18 @@ impl StreamState {
             return None;
         }
         let mut events = Vec::new();
-        match self.events.next().await {
+        let next = tokio::select! {
+            () = self.completion.service.stopping.cancelled() => {
+                // The server's grace period is over: the stream's last event says so, and
+                // dropping the backend's stream (with this state) cancels its request.
+                self.finished = true;
+                disarm(self.unanswered.take());
+                self.completion.record_interrupted(Interruption::ShuttingDown).await;
+                return Some(vec![CompletionEvent::Interrupted(Interruption::ShuttingDown)]);
+            }
+            next = self.events.next() => next,
+        };
+        match next {
             Some(Ok(ChatEvent::Delta(text))) => {
                 self.text.push_str(&text);
                 events.push(CompletionEvent::Delta(text));
@@ -517,7 +571,8 @@ impl StreamState {
 /// their data (media type and size, or the URL), so that a session's history stays small. The
 /// history replayed to a model later carries the text only.
 fn user_metadata(message: &ChatMessage) -> Map<String, Value> {
-    let mut metadata = Map::from_iter([("via".to_owned(), json!("/v1/chat/completions"))]);
+    let mut metadata = super::turn::pending();
+    metadata.insert("via".to_owned(), json!("/v1/chat/completions"));
     if !message.images.is_empty() {
         let images = message
             .images

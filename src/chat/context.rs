@@ -1,6 +1,9 @@
 //! What a model is sent: the session's history turned into a conversation for one backend.
 //!
-//! Rules: a user message whose call failed is left out (it got no answer); when several backends
+//! Rules: a user message whose call failed is left out (it got no answer), and so is one whose
+//! call was interrupted (the client left, the server stopped) when nothing answering it was
+//! stored; one interrupted after some replies were stored (a broadcast's fast answers, a tool
+//! loop's steps, a partial answer) stays, with them. When several backends
 //! answered one message (a broadcast), the backend being asked sees its own replies (answers,
 //! tool calls and results), or those of the first backend that replied when it gave none; at most `max_messages` are sent, the new message included, oldest
 //! dropped first; the conversation never starts with an assistant turn (Anthropic refuses that).
@@ -14,12 +17,20 @@
 use serde_json::{Map, Value, json};
 
 use crate::backends::{ChatMessage, Role, ToolAnswer, ToolCall};
-use crate::store::ContextMessage;
+use crate::store::{ContextMessage, status};
 
 /// Metadata key of a message's status, and its value on a user message whose call failed
 /// (left out of the context).
-pub const STATUS_KEY: &str = "status";
-pub const STATUS_FAILED: &str = "failed";
+pub const STATUS_KEY: &str = status::KEY;
+pub const STATUS_FAILED: &str = status::FAILED;
+/// Its value on a user message while its answer is under way: stored with it, removed when the
+/// answer is stored (in the same transaction), failed or interrupted. One still there when the
+/// server starts was in flight when it stopped, and becomes [`STATUS_INTERRUPTED`].
+pub const STATUS_PENDING: &str = status::PENDING;
+/// Its value on a user message whose answer was under way when it was cut off: the client
+/// left, or the server stopped (shut down, or killed). Left out of the context like a failed
+/// one when nothing answering it was stored.
+pub const STATUS_INTERRUPTED: &str = status::INTERRUPTED;
 /// Its value on an answer or tool result the client's leaving (or the backend breaking off)
 /// cut short (replayed like any other).
 pub const STATUS_INCOMPLETE: &str = "incomplete";
@@ -76,6 +87,7 @@ pub fn conversation(
         let message = &history[index];
         match message.role.as_str() {
             "user" if message.failed => index += 1,
+            "user" if message.interrupted && !has_replies(&history[index + 1..]) => index += 1,
             "user" => {
                 turns.push(ChatMessage::text(Role::User, message.content.clone()));
                 index += 1;
@@ -136,6 +148,13 @@ pub fn conversation(
         .unwrap_or(0);
     turns.drain(..first_user);
     keep_complete_tool_steps(turns)
+}
+
+/// Whether `after`, the history after a user message, starts with replies to it.
+fn has_replies(after: &[ContextMessage]) -> bool {
+    after
+        .first()
+        .is_some_and(|next| next.role != "user" && next.role != "system")
 }
 
 /// The metadata of a tool-loop step, when `message` is one.
@@ -280,6 +299,7 @@ mod tests {
             role: role.to_owned(),
             backend: backend.map(str::to_owned),
             failed: false,
+            interrupted: false,
             tool_step: None,
         }
     }
@@ -343,6 +363,33 @@ mod tests {
             ["user:q2", "assistant:a2", "user:q3"]
         );
         assert_eq!(texts(&conversation(&history, "x", "q3", 1)), ["user:q3"]);
+    }
+
+    #[test]
+    fn interrupted_messages_are_left_out_unless_replies_to_them_were_kept() {
+        let interrupted = |content: &str| {
+            let mut m = message("user", content, None);
+            m.interrupted = true;
+            m
+        };
+        let history = vec![
+            message("user", "q1", None),
+            message("assistant", "a1", Some("x")),
+            interrupted("cut before any answer"),
+            interrupted("cut after one answer"),
+            message("assistant", "fast answer", Some("y")),
+            interrupted("the last one"),
+        ];
+        assert_eq!(
+            texts(&conversation(&history, "x", "q3", 50)),
+            [
+                "user:q1",
+                "assistant:a1",
+                "user:cut after one answer",
+                "assistant:fast answer",
+                "user:q3"
+            ]
+        );
     }
 
     fn native(role: &str, content: &str, metadata: serde_json::Value) -> ContextMessage {

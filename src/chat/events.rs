@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ChatError;
+use super::{ChatError, Interruption};
 use crate::backends::BackendError;
 use crate::store::Message;
 
@@ -59,37 +59,55 @@ impl ReplyEvent {
 #[derive(Debug)]
 pub(crate) struct ClientGone;
 
-/// Where a reply's events go.
+/// Where a reply's events go. Each also holds the service's stopping token: the reply stops
+/// as if its client had left when the server stops, and [`interruption`](Self::interruption)
+/// tells the two apart.
 pub(crate) enum Sink {
     /// To a client receiving them as they come: the model's answers are streamed.
-    Stream(mpsc::Sender<ReplyEvent>),
-    /// Nowhere: the client waits for the final answer, and the model answers whole. The token
-    /// is cancelled when the client leaves.
-    Collect(CancellationToken),
+    Stream(mpsc::Sender<ReplyEvent>, CancellationToken),
+    /// Nowhere: the client waits for the final answer, and the model answers whole. The first
+    /// token is cancelled when the client leaves (a child of the second: also when the server
+    /// stops).
+    Collect(CancellationToken, CancellationToken),
 }
 
 impl Sink {
-    /// Resolves once the client has left.
+    /// Resolves once the client has left or the server is stopping.
     pub(crate) async fn closed(&self) {
         match self {
-            Self::Stream(events) => events.closed().await,
-            Self::Collect(left) => left.cancelled().await,
+            Self::Stream(events, stopping) => tokio::select! {
+                () = events.closed() => {}
+                () = stopping.cancelled() => {}
+            },
+            Self::Collect(left, _) => left.cancelled().await,
         }
     }
 
-    /// Sends the event `make` builds (only built for a stream).
+    /// Why the reply was cut off, once [`closed`](Self::closed) resolved.
+    pub(crate) fn interruption(&self) -> Interruption {
+        let (Self::Stream(_, stopping) | Self::Collect(_, stopping)) = self;
+        if stopping.is_cancelled() {
+            Interruption::ShuttingDown
+        } else {
+            Interruption::ClientLeft
+        }
+    }
+
+    /// Sends the event `make` builds (only built for a stream); the server stopping counts as
+    /// the client gone.
     pub(crate) async fn send(&self, make: impl FnOnce() -> ReplyEvent) -> Result<(), ClientGone> {
         match self {
-            Self::Stream(events) => events.send(make()).await.map_err(|_| ClientGone),
-            Self::Collect(_) => Ok(()),
+            Self::Stream(_, stopping) if stopping.is_cancelled() => Err(ClientGone),
+            Self::Stream(events, _) => events.send(make()).await.map_err(|_| ClientGone),
+            Self::Collect(..) => Ok(()),
         }
     }
 
-    /// Why what a failed reply left is incomplete: the client's leaving, when the client of a
-    /// whole answer left before the failure; else the failure.
+    /// Why what a failed reply left is incomplete: the interruption, when the reply was cut
+    /// off before the failure; else the failure.
     pub(crate) fn reason(&self, err: &dyn std::fmt::Display) -> String {
         match self {
-            Self::Collect(left) if left.is_cancelled() => super::CLIENT_LEFT.to_owned(),
+            Self::Collect(left, _) if left.is_cancelled() => self.interruption().to_string(),
             _ => err.to_string(),
         }
     }

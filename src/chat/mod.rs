@@ -3,12 +3,17 @@
 //! layer: it speaks in sessions, messages and backend calls, returns its own errors
 //! ([`ChatError`], [`completion::CompletionError`]) and knows nothing of HTTP.
 //!
-//! Invariants: the user's message is stored before any backend is called, so a failure never
-//! loses it (it is marked failed instead, unless a tool loop stored steps answering it: those are
-//! marked incomplete and it stays in the context); every answer is stored before it is returned;
-//! in a broadcast, every backend is called concurrently and one failing never fails the others,
-//! and the backends that did not answer (failed, or cut off by the client's leaving) are recorded
-//! on the user's message, which is marked failed when none answered.
+//! Invariants: the user's message is stored before any backend is called, marked `pending`
+//! until its answer is stored (in the answer's own commit), so a failure never loses it (it is
+//! marked failed instead, unless a tool loop stored steps answering it: those are marked
+//! incomplete and it stays in the context), and an answer cut off by lit-mux — the client
+//! leaving, the server stopping at the end of its shutdown grace period, or killed (found
+//! `pending` at the next start) — leaves it `interrupted`, never without a status; every answer
+//! is stored before it is returned; a stream cut off by the server's stopping ends with an
+//! `error` event saying so; in a broadcast, every backend is called concurrently and one failing
+//! never fails the others, the answers that completed are kept, and the backends that did not
+//! answer are recorded on the user's message (failed, or interrupted: cut off), which is marked
+//! interrupted when any was cut off, else failed when none answered.
 //!
 //! Where things are: [`turn`] (one message to one backend), [`broadcast`], [`tool_loop`] (the
 //! rounds of a reply, streamed or not), [`tools`] (resolving and running one call), [`steps`]
@@ -41,12 +46,36 @@ pub use events::ReplyEvent;
 pub const MAX_PAGE: i64 = 1000;
 /// Why what a client left behind is incomplete.
 pub(crate) const CLIENT_LEFT: &str = "the client disconnected before the answer was complete";
+/// Why what the server's stopping cut off is incomplete.
+pub(crate) const SHUTTING_DOWN: &str =
+    "the server is shutting down: the answer was interrupted before it was complete";
 
-/// The failure of `backend`'s reply when its client left before it was complete.
-pub(crate) fn client_left(backend: &str) -> BackendError {
-    BackendError::Failed {
-        backend: backend.to_owned(),
-        message: CLIENT_LEFT.to_owned(),
+/// Why an answer under way was cut off by lit-mux itself rather than by its backend: its
+/// question is marked `interrupted`, not `failed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interruption {
+    /// The client went away.
+    ClientLeft,
+    /// The server is stopping: the shutdown grace period ended with the answer still running.
+    ShuttingDown,
+}
+
+impl Interruption {
+    /// A stable code for clients (the `code` of an `error` event or an OpenAI error).
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::ClientLeft => "client_disconnected",
+            Self::ShuttingDown => "server_shutting_down",
+        }
+    }
+}
+
+impl std::fmt::Display for Interruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ClientLeft => CLIENT_LEFT,
+            Self::ShuttingDown => SHUTTING_DOWN,
+        })
     }
 }
 
@@ -99,6 +128,9 @@ pub enum ChatError {
     /// a local failure, not the backend's.
     #[error("{0} (a tool step could not be stored)")]
     StepNotStored(StoreError),
+    /// The answer was cut off while under way, by the client's leaving or the server's stopping.
+    #[error("{0}")]
+    Interrupted(Interruption),
 }
 
 impl ChatError {
@@ -183,6 +215,12 @@ pub struct ChatService {
     /// Replies produced apart from their request (streams, tool loops): shutdown waits for them,
     /// so what they store reaches the store before it closes.
     tasks: tokio_util::task::TaskTracker,
+    /// Cancelled when the shutdown grace period ends ([`interrupt_replies`]): every answer
+    /// still under way stops where it stands, keeps what it produced, marks its question
+    /// interrupted and sends its stream's final event.
+    ///
+    /// [`interrupt_replies`]: Self::interrupt_replies
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl ChatService {
@@ -199,6 +237,24 @@ impl ChatService {
             max_context,
             prompt_only: tools::PromptOnly::default(),
             tasks: tokio_util::task::TaskTracker::new(),
+            stopping: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    /// Stops every answer still under way: called when the shutdown grace period ends. Each
+    /// keeps what it produced, marks its question interrupted, and ends its stream with an
+    /// `error` event saying the server is shutting down.
+    pub fn interrupt_replies(&self) {
+        self.stopping.cancel();
+    }
+
+    /// Why an answer whose wait was just cut off was: the server's stopping, else its client's
+    /// leaving.
+    pub(crate) fn interruption(&self) -> Interruption {
+        if self.stopping.is_cancelled() {
+            Interruption::ShuttingDown
+        } else {
+            Interruption::ClientLeft
         }
     }
 

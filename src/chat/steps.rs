@@ -16,7 +16,7 @@ use super::context::{
     self, NOTICE_KEY, STATUS_INCOMPLETE, STATUS_KEY, TOOL_MODE_KEY, TOOL_MODE_NATIVE,
 };
 use super::tools::{Protocol, ToolOutcome, ToolSetup, ToolStep, target_names};
-use super::{CLIENT_LEFT, ChatService, Turn};
+use super::{ChatService, Interruption, Turn};
 use crate::backends::{ChatMessage, Role, ToolAnswer, ToolCall};
 use crate::store::{Message, NewMessage, StoreError};
 
@@ -162,15 +162,17 @@ impl ChatService {
     }
 
     /// [`store_cancelled_call`](Self::store_cancelled_call) for `calls`, none of which started:
-    /// the client left before their turn.
+    /// the reply was cut off (`why`) before their turn.
     pub(crate) async fn store_cancelled_calls(
         &self,
         turn: &Turn,
         calls: &[ToolCall],
         setup: &ToolSetup,
+        why: Interruption,
     ) {
+        let reason = why.to_string();
         for call in calls {
-            self.store_cancelled_call(turn, call, setup, 0, CLIENT_LEFT)
+            self.store_cancelled_call(turn, call, setup, 0, &reason)
                 .await;
         }
     }

@@ -8,13 +8,15 @@
 //! Invariants: every step is stored in the session in order — the assistant's answer holding
 //! the call(s), then one `tool` message per call ([`super::steps`]); an answer is stored exactly
 //! once, when it ends, however it ends — complete, broken by the backend (what came is stored,
-//! marked incomplete), or abandoned by the client (the backend request is dropped at once, which
-//! cancels it; what came is stored, marked incomplete). A client that leaves during a tool round
-//! cancels the running call; that call and those not yet run get the error result
+//! marked incomplete), or abandoned by the client or the server's stopping (the backend request
+//! is dropped at once, which cancels it; what came is stored, marked incomplete, and the user's
+//! message is marked interrupted). A client that leaves (or the server stopping) during a tool
+//! round cancels the running call; that call and those not yet run get the error result
 //! [`CANCELLED_RESULT`](super::steps::CANCELLED_RESULT), so every stored call has its result and
 //! the history replays to native backends. A loop cut off with no text of a later answer to
 //! keep, or whose step cannot be stored, marks the stored answer holding its last calls
-//! incomplete instead, or the user's message failed when it stored nothing; a panic in the loop
+//! incomplete instead, or the user's message failed when it stored nothing (interrupted when
+//! it was cut off); a panic in the loop
 //! is such a failure. When the first native request of a `tool_mode: auto` backend is refused,
 //! the loop retries in prompt mode ([`ChatService::fall_back_to_prompt`]).
 
@@ -31,7 +33,7 @@ use super::scanner::{ScanEvent, ToolCallScanner};
 use super::steps::{limit_calls, notice_for, skipped_notice};
 use super::tools::{self, ToolSetup};
 use super::turn::reply_metadata;
-use super::{CLIENT_LEFT, ChatError, ChatService, Turn, client_left, unless_panicked};
+use super::{ChatError, ChatService, Interruption, Turn, unless_panicked};
 use crate::backends::{BackendError, ChatEvent, ChatStream, ToolCall};
 use crate::store::{Message, StoreError};
 
@@ -61,8 +63,8 @@ enum Ending {
 enum StepEnd {
     /// The result is stored (and sent).
     Done,
-    /// The client left; `stored` says whether a result (the real one, or the cancelled one of
-    /// the call it cut off) is stored for this call.
+    /// The client left (or the server is stopping); `stored` says whether a result (the real
+    /// one, or the cancelled one of the call it cut off) is stored for this call.
     ClientLeft { stored: bool },
     /// The result could not be stored.
     NotStored(StoreError),
@@ -70,7 +72,8 @@ enum StepEnd {
 
 /// Why a loop stopped without a final answer.
 enum Stop {
-    ClientLeft,
+    /// The client left, or the server is stopping.
+    Interrupted(Interruption),
     /// The backend failed.
     Failed(BackendError),
     /// A step could not be stored: the storage failed, not the backend.
@@ -81,9 +84,9 @@ enum Stop {
 
 impl Stop {
     /// The failure `backend`'s client is told of.
-    fn into_error(self, backend: &str) -> ChatError {
+    fn into_error(self) -> ChatError {
         match self {
-            Self::ClientLeft => client_left(backend).into(),
+            Self::Interrupted(why) => ChatError::Interrupted(why),
             Self::Failed(err) => err.into(),
             Self::StepNotStored(err) => ChatError::StepNotStored(err),
             Self::AnswerNotStored(err) => ChatError::AnswerNotStored(err),
@@ -91,9 +94,20 @@ impl Stop {
     }
 }
 
+/// How a streamed reply ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReplyEnd {
+    /// Its final answer is stored.
+    Answered,
+    /// The backend failed, or what it produced could not be stored.
+    Failed,
+    /// The client left, or the server is stopping.
+    Interrupted,
+}
+
 /// What a loop that stops leaves to be marked.
 enum Progress {
-    /// Only the user's message: it is marked failed.
+    /// Only the user's message: it is marked failed (or interrupted).
     Nothing,
     /// The stored answer holding the latest round's calls: it is marked incomplete.
     CallAnswer(Message),
@@ -121,30 +135,39 @@ impl ChatService {
     }
 
     /// Streams `turn`'s reply, its first answer `opened`, to `events`: the text as it comes,
-    /// every tool step, then `done` with the stored answer or `error`. Returns whether a final
-    /// answer was stored.
+    /// every tool step, then `done` with the stored answer or `error` (also when the server's
+    /// stopping cut the reply off: the stream's final event). Returns how the reply ended.
     pub(crate) async fn stream_reply(
         &self,
         mut turn: Turn,
         mut setup: ToolSetup,
         opened: Opened,
         events: mpsc::Sender<ReplyEvent>,
-    ) -> bool {
-        let sink = Sink::Stream(events.clone());
+    ) -> ReplyEnd {
+        let sink = Sink::Stream(events.clone(), self.stopping.clone());
         let outcome = self
             .run_loop(&mut turn, &mut setup, Some(opened), &sink)
             .await;
-        let event = match outcome {
-            Ok(message) => ReplyEvent::Done(message),
-            Err(Stop::ClientLeft) => return false,
-            Err(stop) => ReplyEvent::Error {
-                backend: turn.backend_name.clone(),
-                error: stop.into_error(&turn.backend_name),
-            },
+        let (event, end) = match outcome {
+            Ok(message) => (ReplyEvent::Done(message), ReplyEnd::Answered),
+            Err(Stop::Interrupted(Interruption::ClientLeft)) => return ReplyEnd::Interrupted,
+            Err(Stop::Interrupted(why)) => (
+                ReplyEvent::Error {
+                    backend: turn.backend_name.clone(),
+                    error: ChatError::Interrupted(why),
+                },
+                ReplyEnd::Interrupted,
+            ),
+            Err(stop) => (
+                ReplyEvent::Error {
+                    backend: turn.backend_name.clone(),
+                    error: stop.into_error(),
+                },
+                ReplyEnd::Failed,
+            ),
         };
-        let answered = matches!(event, ReplyEvent::Done(_));
         let _ = events.send(event).await;
-        answered
+        end
     }
 
     /// Runs `turn`'s reply and returns the final answer, stored. The loop is a task of its own:
@@ -156,7 +179,7 @@ impl ChatService {
         turn: Turn,
         setup: ToolSetup,
     ) -> Result<Message, ChatError> {
-        let left = CancellationToken::new();
+        let left = self.stopping.child_token();
         let _cancel_when_dropped = left.clone().drop_guard();
         let backend = turn.backend_name.clone();
         let service = self.clone();
@@ -180,10 +203,10 @@ impl ChatService {
         mut setup: ToolSetup,
         left: &CancellationToken,
     ) -> Result<Message, ChatError> {
-        let sink = Sink::Collect(left.clone());
+        let sink = Sink::Collect(left.clone(), self.stopping.clone());
         self.run_loop(&mut turn, &mut setup, None, &sink)
             .await
-            .map_err(|stop| stop.into_error(&turn.backend_name))
+            .map_err(|stop| stop.into_error())
     }
 
     /// The rounds, then what a loop that stopped leaves is marked.
@@ -205,10 +228,7 @@ impl ChatService {
             return outcome;
         };
         let (err, reason) = match stop {
-            Stop::ClientLeft => (
-                client_left(&turn.backend_name).into(),
-                CLIENT_LEFT.to_owned(),
-            ),
+            Stop::Interrupted(why) => (ChatError::Interrupted(*why), why.to_string()),
             Stop::Failed(err) => (ChatError::from(err.clone()), sink.reason(err)),
             Stop::StepNotStored(store) => {
                 let err = ChatError::StepNotStored(store.clone());
@@ -221,10 +241,15 @@ impl ChatService {
                 (err, reason)
             }
         };
-        match &mut progress {
-            Progress::Nothing => self.mark_failed(turn, &err).await,
-            Progress::CallAnswer(answer) => self.mark_incomplete(turn, answer, &reason).await,
-            Progress::Partial => {}
+        if let Progress::CallAnswer(answer) = &mut progress {
+            self.mark_incomplete(turn, answer, &reason).await;
+        }
+        // The question: interrupted with what it got; failed when the backend's failure left
+        // nothing answering it; else (steps or a partial answer stored) no longer pending.
+        match (stop, &progress) {
+            (Stop::Interrupted(why), _) => self.mark_interrupted(turn, *why).await,
+            (_, Progress::Nothing) => self.mark_failed(turn, &err).await,
+            _ => self.settle_question(turn).await,
         }
         outcome
     }
@@ -254,9 +279,10 @@ impl ChatService {
                     return Err(Stop::Failed(err));
                 }
                 Ending::Abandoned => {
-                    self.keep_partial(turn, &text, CLIENT_LEFT, started, progress)
+                    let why = sink.interruption();
+                    self.keep_partial(turn, &text, &why.to_string(), started, progress)
                         .await;
-                    return Err(Stop::ClientLeft);
+                    return Err(Stop::Interrupted(why));
                 }
             };
             if calls.is_empty() || round >= setup.max_rounds {
@@ -267,7 +293,7 @@ impl ChatService {
                     metadata.insert("tool_iterations".to_owned(), json!(round));
                 }
                 return self
-                    .store_answer(turn, &text, &model, metadata)
+                    .store_final_answer(turn, &text, &model, metadata)
                     .await
                     .map_err(Stop::AnswerNotStored);
             }
@@ -284,9 +310,11 @@ impl ChatService {
                 match self.tool_step(turn, call, setup, notice, sink).await {
                     StepEnd::Done => {}
                     StepEnd::ClientLeft { stored } => {
+                        let why = sink.interruption();
                         let unanswered = &calls[at + usize::from(stored)..];
-                        self.store_cancelled_calls(turn, unanswered, setup).await;
-                        return Err(Stop::ClientLeft);
+                        self.store_cancelled_calls(turn, unanswered, setup, why)
+                            .await;
+                        return Err(Stop::Interrupted(why));
                     }
                     StepEnd::NotStored(err) => return Err(Stop::StepNotStored(err)),
                 }
@@ -307,8 +335,8 @@ impl ChatService {
     ) -> Answer {
         let started = Instant::now();
         let events = match sink {
-            Sink::Stream(events) => events,
-            Sink::Collect(_) => {
+            Sink::Stream(events, _) => events,
+            Sink::Collect(..) => {
                 // Dropping the request (the client left) closes its connection: the backend
                 // stops.
                 let reply = tokio::select! {
@@ -358,7 +386,7 @@ impl ChatService {
             },
         };
         let answer = self
-            .relay_answer(turn, &mut stream, started, events, setup)
+            .relay_answer(turn, &mut stream, started, sink, events, setup)
             .await;
         // Dropping the backend's stream closes its connection: the backend stops generating.
         drop(stream);
@@ -380,13 +408,14 @@ impl ChatService {
         }
     }
 
-    /// One streamed answer of the model: its text, sent on as deltas except the tool calls
-    /// found in it, and how it ended.
+    /// One streamed answer of the model: its text, sent on to `events` (`sink`'s) as deltas
+    /// except the tool calls found in it, and how it ended.
     async fn relay_answer(
         &self,
         turn: &Turn,
         stream: &mut ChatStream,
         started: Instant,
+        sink: &Sink,
         events: &mpsc::Sender<ReplyEvent>,
         setup: &ToolSetup,
     ) -> Answer {
@@ -396,7 +425,7 @@ impl ChatService {
         let ending = loop {
             tokio::select! {
                 biased;
-                () = events.closed() => break Ending::Abandoned,
+                () = sink.closed() => break Ending::Abandoned,
                 event = stream.next() => match event {
                     Some(Ok(ChatEvent::Delta(delta))) => {
                         text.push_str(&delta);
@@ -470,7 +499,8 @@ impl ChatService {
         let Some(step) = ran else {
             // The call's future is dropped: the MCP request is cancelled.
             let ran_ms = started.elapsed().as_millis() as u64;
-            self.store_cancelled_call(turn, call, setup, ran_ms, CLIENT_LEFT)
+            let why = sink.interruption().to_string();
+            self.store_cancelled_call(turn, call, setup, ran_ms, &why)
                 .await;
             return StepEnd::ClientLeft { stored: true };
         };

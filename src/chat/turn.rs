@@ -2,9 +2,11 @@
 //! the backend (whole, streamed, or through the tool loop) and storing the answer.
 //!
 //! Invariants: the user's message is stored before its answer is (a plain call runs while the
-//! message's commit is under way, and waits for it before the answer is stored); a message
-//! whose call fails is marked failed, also when the client leaves mid-call (an
-//! [`UnansweredGuard`] marks it when the request's future is dropped).
+//! message's commit is under way, and waits for it before the answer is stored); the message is
+//! stored `pending`, and its answer's append ends that status in the same commit; a message
+//! whose call fails is marked failed, one whose call is cut off (the client leaves mid-call: an
+//! [`UnansweredGuard`] marks it when the request's future is dropped; the server stops) is
+//! marked interrupted.
 
 use std::time::Instant;
 
@@ -14,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{EVENT_BUFFER, ReplyEvent};
 use super::{
-    ChatError, ChatService, SendMessage, Turn, check_options, choose_model, client_left, context,
+    ChatError, ChatService, Interruption, SendMessage, Turn, check_options, choose_model, context,
     non_empty_content, options_over_session, tools,
 };
-use crate::backends::{BackendError, ChatReply, ChatRequest};
+use crate::backends::{ChatReply, ChatRequest};
 use crate::store::{ContextMessage, Message, NewMessage, Session, SharedStore, StoreError};
 
 impl ChatService {
@@ -66,9 +68,13 @@ impl ChatService {
         guard.disarm();
         match outcome {
             Ok(message) => Ok(message),
+            Err(ChatError::Interrupted(why)) => {
+                self.mark_interrupted(&mut turn, why).await;
+                Err(ChatError::Interrupted(why))
+            }
             Err(err) => {
                 self.mark_failed(&mut turn, &err).await;
-                Err(err.into())
+                Err(err)
             }
         }
     }
@@ -78,22 +84,27 @@ impl ChatService {
     /// issued before the backend is asked (and any later write of it, a failure mark included,
     /// lands after it). A failed commit ends the call (the session is gone, or the database
     /// failing): the outer error. The backend's outcome otherwise, with the moment it was
-    /// asked, once the message is committed. While the store reports a failure (its last write
-    /// failed), the message is committed first and the backend asked only after: a question
-    /// that cannot be stored is not sent.
+    /// asked, once the message is committed; the server's stopping cuts the call off. While
+    /// the store reports a failure (its last write failed), the message is committed first and
+    /// the backend asked only after: a question that cannot be stored is not sent.
     async fn call_while_stored(
         &self,
         turn: &Turn,
-    ) -> Result<Result<(ChatReply, Instant), BackendError>, StoreError> {
+    ) -> Result<Result<(ChatReply, Instant), ChatError>, StoreError> {
+        let call = async {
+            tokio::select! {
+                () = self.stopping.cancelled() => Err(ChatError::Interrupted(Interruption::ShuttingDown)),
+                reply = turn.backend.chat(turn.request.clone()) => reply.map_err(ChatError::from),
+            }
+        };
         if self.store.health().is_err() {
             self.store_user_message(turn).await?;
             let started = Instant::now();
-            let reply = turn.backend.chat(turn.request.clone()).await;
+            let reply = call.await;
             return Ok(reply.map(|reply| (reply, started)));
         }
         let stored = self.store_user_message(turn);
         let started = Instant::now();
-        let call = turn.backend.chat(turn.request.clone());
         tokio::pin!(stored, call);
         let mut committed = false;
         let reply = loop {
@@ -176,7 +187,7 @@ impl ChatService {
             content,
             backend: Some(&backend_name),
             model: Some(&model),
-            metadata: Map::new(),
+            metadata: pending(),
         });
         Ok(Turn {
             session_id: Some(session.id),
@@ -195,22 +206,37 @@ impl ChatService {
         turn: &Turn,
         content: &str,
         model: &str,
-        mut metadata: Map<String, Value>,
+        metadata: Map<String, Value>,
     ) -> Result<Message, StoreError> {
-        if model != turn.request.model {
-            metadata.insert("requested_model".to_owned(), json!(turn.request.model));
-        }
-        self.record(
-            turn,
-            NewMessage {
-                role: "assistant",
-                content,
-                backend: Some(&turn.backend_name),
-                model: Some(model),
-                metadata,
-            },
-        )
-        .await
+        self.record(turn, answer_to(turn, content, model, metadata))
+            .await
+    }
+
+    /// [`store_answer`](Self::store_answer) for `turn`'s final answer: its question's
+    /// `pending` status ends in the same commit (a broadcast's shared question is settled once
+    /// every backend is done, [`super::broadcast`]).
+    pub(crate) async fn store_final_answer(
+        &self,
+        turn: &Turn,
+        content: &str,
+        model: &str,
+        metadata: Map<String, Value>,
+    ) -> Result<Message, StoreError> {
+        let (Some(session_id), false) = (&turn.session_id, turn.shares_user_message) else {
+            return self.store_answer(turn, content, model, metadata).await;
+        };
+        let answer = Message::unsaved(answer_to(turn, content, model, metadata));
+        let mut settled = turn.user_message.metadata.clone();
+        settled.remove(context::STATUS_KEY);
+        self.store
+            .append_settling(
+                session_id,
+                std::slice::from_ref(&answer),
+                &turn.user_message.id,
+                &settled,
+            )
+            .await?;
+        Ok(answer)
     }
 
     /// Appends a step of `turn` to its session; builds it unsaved for a stateless turn.
@@ -238,6 +264,47 @@ impl ChatService {
             .await
         {
             tracing::error!(%store_err, "cannot mark a message as failed");
+        }
+    }
+
+    /// Marks the user's message interrupted (`why`), with what was stored of its answer kept.
+    /// A store error here is only logged.
+    pub(crate) async fn mark_interrupted(&self, turn: &mut Turn, why: Interruption) {
+        if turn.shares_user_message || turn.session_id.is_none() {
+            return;
+        }
+        let changes = Map::from_iter([
+            (
+                context::STATUS_KEY.to_owned(),
+                json!(context::STATUS_INTERRUPTED),
+            ),
+            ("error".to_owned(), json!(why.to_string())),
+        ]);
+        if let Err(err) = self
+            .store
+            .update_message_metadata(&mut turn.user_message, changes)
+            .await
+        {
+            tracing::error!(%err, "cannot mark a message as interrupted");
+        }
+    }
+
+    /// Ends the `pending` status of the user's message when its reply ended with something
+    /// stored but no final answer (the stored steps are marked instead).
+    pub(crate) async fn settle_question(&self, turn: &mut Turn) {
+        if turn.shares_user_message || turn.session_id.is_none() {
+            return;
+        }
+        let message = &mut turn.user_message;
+        if message.metadata.remove(context::STATUS_KEY).is_none() {
+            return;
+        }
+        if let Err(err) = self
+            .store
+            .set_message_metadata(&message.id, &message.metadata)
+            .await
+        {
+            tracing::error!(%err, "cannot settle a message");
         }
     }
 
@@ -297,7 +364,7 @@ impl ChatService {
         let started = Instant::now();
         let reply = tokio::select! {
             biased;
-            () = left.cancelled() => Err(client_left(&turn.backend_name)),
+            () = left.cancelled() => return Err(ChatError::Interrupted(self.interruption())),
             reply = turn.backend.chat(turn.request.clone()) => reply,
         }?;
         self.store_reply(turn, reply, started)
@@ -313,7 +380,7 @@ impl ChatService {
         started: Instant,
     ) -> Result<Message, StoreError> {
         let metadata = reply_metadata(started, &reply.usage, &reply.finish_reason);
-        self.store_answer(turn, &reply.content, &reply.model, metadata)
+        self.store_final_answer(turn, &reply.content, &reply.model, metadata)
             .await
     }
 
@@ -325,7 +392,7 @@ impl ChatService {
         history: Vec<ContextMessage>,
     ) -> Result<Vec<ContextMessage>, ChatError> {
         let rows = self.max_context;
-        let some_left_out = history.iter().any(|m| m.failed)
+        let some_left_out = history.iter().any(|m| m.failed || m.interrupted)
             || history
                 .windows(2)
                 .any(|pair| pair[0].role == "assistant" && pair[1].role == "assistant");
@@ -368,9 +435,9 @@ pub(crate) fn reply_metadata(
     metadata
 }
 
-/// Marks a user message failed when dropped before [`disarm`](Self::disarm): the request was
-/// abandoned (client disconnected, shutdown) while its backend call was running. The mark is
-/// written on a task that shutdown waits for, like the replies'.
+/// Marks a user message interrupted when dropped before [`disarm`](Self::disarm): the request
+/// was abandoned (client disconnected, shutdown) while its backend call was running. The mark
+/// is written on a task that shutdown waits for, like the replies'.
 pub(crate) struct UnansweredGuard {
     armed: Option<(SharedStore, Message)>,
     tasks: tokio_util::task::TaskTracker,
@@ -402,7 +469,7 @@ impl Drop for UnansweredGuard {
                 let changes = Map::from_iter([
                     (
                         context::STATUS_KEY.to_owned(),
-                        json!(context::STATUS_FAILED),
+                        json!(context::STATUS_INTERRUPTED),
                     ),
                     (
                         "error".to_owned(),
@@ -416,6 +483,35 @@ impl Drop for UnansweredGuard {
             &runtime,
         );
     }
+}
+
+/// `turn`'s answer as stored; `model` is the one the backend reports having used (metadata
+/// `requested_model` keeps the one asked for when they differ).
+fn answer_to<'a>(
+    turn: &'a Turn,
+    content: &'a str,
+    model: &'a str,
+    mut metadata: Map<String, Value>,
+) -> NewMessage<'a> {
+    if model != turn.request.model {
+        metadata.insert("requested_model".to_owned(), json!(turn.request.model));
+    }
+    NewMessage {
+        role: "assistant",
+        content,
+        backend: Some(&turn.backend_name),
+        model: Some(model),
+        metadata,
+    }
+}
+
+/// A question's metadata when it is stored: `pending` until its answer is stored, failed or
+/// interrupted (see [`context::STATUS_PENDING`]).
+pub(crate) fn pending() -> Map<String, Value> {
+    Map::from_iter([(
+        context::STATUS_KEY.to_owned(),
+        json!(context::STATUS_PENDING),
+    )])
 }
 
 fn failure_metadata(err: &(dyn std::fmt::Display + Sync)) -> Map<String, Value> {

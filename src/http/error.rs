@@ -165,6 +165,7 @@ impl From<crate::chat::ChatError> for ApiError {
             E::InvalidValue(message) => Self::Unprocessable(message),
             E::Backend(err) => err.into(),
             E::Store(err) => err.into(),
+            E::Interrupted(_) => Self::ServiceUnavailable(err.to_string()),
             // The store's status (never the backend's), with the whole message.
             E::AnswerNotStored(ref store) | E::StepNotStored(ref store) => {
                 match ApiError::from(store.clone()) {

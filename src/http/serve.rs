@@ -46,14 +46,21 @@ impl ServeLimits {
     }
 }
 
+/// How long, once the grace period is over and `on_grace_end` has cut off the replies still
+/// running, their streams get to deliver their final event before their connections are closed.
+const FINAL_EVENTS: Duration = Duration::from_secs(2);
+
 /// Serves `app` on `listener` until `signals` fires; then runs `on_shutdown` (stopping the MCP
-/// children) while open requests get up to the grace period to finish.
+/// children) while open requests get up to the grace period to finish. Requests still open at
+/// its end are cut off by `on_grace_end` (each reply ends with a final event saying so) and get
+/// [`FINAL_EVENTS`] to deliver it; then every connection is closed.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     mut signals: ShutdownSignals,
     limits: ServeLimits,
     on_shutdown: impl Future<Output = ()>,
+    on_grace_end: impl FnOnce(),
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
@@ -130,12 +137,21 @@ pub async fn serve(
     tracing::info!(signal, "shutting down");
     drop(listener);
     let drain = async {
-        tokio::select! {
-            () = connections.shutdown() => {}
-            () = tokio::time::sleep(limits.shutdown_grace) => tracing::warn!(
-                grace_secs = limits.shutdown_grace.as_secs(),
-                "requests still open after the shutdown grace period were closed"
-            ),
+        let drained = connections.shutdown();
+        tokio::pin!(drained);
+        if tokio::time::timeout(limits.shutdown_grace, &mut drained)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tracing::warn!(
+            grace_secs = limits.shutdown_grace.as_secs(),
+            "replies still running after the shutdown grace period are interrupted"
+        );
+        on_grace_end();
+        if tokio::time::timeout(FINAL_EVENTS, drained).await.is_err() {
+            tracing::warn!("requests still open after their final events were closed");
         }
     };
     tokio::join!(drain, on_shutdown);

@@ -23,6 +23,16 @@ mod types;
 
 pub use types::{ContextMessage, Message, NewMessage, Page, Session};
 
+/// The `status` a message's metadata may carry that the store itself reads: for the context
+/// (a failed or interrupted question), and at start (the questions still pending when the
+/// server stopped). What each means is `chat::context`'s.
+pub mod status {
+    pub const KEY: &str = "status";
+    pub const FAILED: &str = "failed";
+    pub const PENDING: &str = "pending";
+    pub const INTERRUPTED: &str = "interrupted";
+}
+
 /// The store the services share.
 pub type SharedStore = Arc<dyn Store>;
 
@@ -109,6 +119,23 @@ pub trait Store: Send + Sync {
         message_id: &str,
         metadata: &Map<String, Value>,
     ) -> Result<(), StoreError>;
+
+    /// [`append_messages`](Self::append_messages), and in the same transaction replaces the
+    /// metadata of the message `settled_id` (stored before them: the question they answer)
+    /// with `metadata`: an answer and the end of its question's `pending` status land together,
+    /// in the commit the answer needs anyway.
+    async fn append_settling(
+        &self,
+        session_id: &str,
+        messages: &[Message],
+        settled_id: &str,
+        metadata: &Map<String, Value>,
+    ) -> Result<(), StoreError>;
+
+    /// Marks every user message still `pending` (its answer was under way when the server
+    /// stopped) `interrupted`, with an `error` saying so; how many. One statement, run at
+    /// start before anything else is written.
+    async fn interrupt_pending(&self) -> Result<u64, StoreError>;
 
     /// Finishes the writes issued so far, then releases the database; later calls fail with
     /// [`StoreError::Closed`].

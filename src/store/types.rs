@@ -90,6 +90,9 @@ pub struct ContextMessage {
     pub backend: Option<String>,
     /// The user's call failed (metadata `status` is `failed`).
     pub failed: bool,
+    /// The user's call was cut off while under way (metadata `status` is `interrupted`): the
+    /// client left, or the server stopped.
+    pub interrupted: bool,
     /// For a step of a tool loop, its metadata as JSON text: for a tool result (any mode), the
     /// tool, whether it failed and which call it answers; for an answer of a native loop
     /// (metadata `tool_mode` is `native`), its calls.

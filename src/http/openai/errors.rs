@@ -67,6 +67,13 @@ impl From<CompletionError> for OpenAiError {
             CompletionError::Invalid(message) => ApiError::BadRequest(message).into(),
             CompletionError::Backend(err) => ApiError::from(err).into(),
             CompletionError::Store(err) => ApiError::from(err).into(),
+            CompletionError::Interrupted(why) => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: why.to_string(),
+                kind: "server_error",
+                code: Some(why.code()),
+                retry_after: None,
+            },
         }
     }
 }

@@ -510,6 +510,11 @@ impl CompletionHead {
                 }
             }
             CompletionEvent::Error(message) => chunks.push(error_chunk(&message, "api_error")),
+            CompletionEvent::Interrupted(why) => chunks.push(json!({"error": {
+                "message": why.to_string(),
+                "type": "server_error",
+                "code": why.code(),
+            }})),
         }
     }
 }

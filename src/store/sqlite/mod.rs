@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{FromRow, Row};
 
+use super::status::{FAILED as STATUS_FAILED, INTERRUPTED as STATUS_INTERRUPTED};
 use super::{ContextMessage, Message, Page, Session, Store, StoreError};
 
 mod connections;
@@ -252,6 +253,34 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn append_settling(
+        &self,
+        session_id: &str,
+        messages: &[Message],
+        settled_id: &str,
+        metadata: &Map<String, Value>,
+    ) -> Result<(), StoreError> {
+        self.writes
+            .append_settling(
+                session_id,
+                messages.to_vec(),
+                (settled_id.to_owned(), json_text(metadata)),
+            )
+            .await?
+            .committed()
+            .await
+    }
+
+    async fn interrupt_pending(&self) -> Result<u64, StoreError> {
+        // Run before the writer has anything to do: at start, on the write connection. The
+        // `instr` spares parsing the metadata of every message but the few that can match.
+        let interrupted = sqlx::query(INTERRUPT_PENDING)
+            .execute(&mut *self.writer.acquire().await?)
+            .await
+            .map_err(database)?;
+        Ok(interrupted.rows_affected())
+    }
+
     /// Closes every connection after a last checkpoint, leaving only the database file.
     async fn close(&self) {
         self.writes.stop().await;
@@ -278,17 +307,16 @@ impl Store for SqliteStore {
 }
 
 /// The context rows of the session whose id is `$session` (a parameter or a column): the last
-/// `?1` of its messages as `(seq, role, content, backend, failed, tool_step)`, newest first.
-/// Only a user message can have failed (the context builder asks no other), so only theirs,
-/// mostly `{}`, are parsed for it: parsing every answer's metadata (usage, timings) for
-/// `json_extract` would cost 4 % of a message's instructions.
+/// `?1` of its messages as `(seq, role, content, backend, status, tool_step)`, newest first.
+/// Only a user message can have failed or been interrupted (the context builder asks no
+/// other), so only theirs, mostly small, are parsed for it: parsing every answer's metadata
+/// (usage, timings) for `json_extract` would cost 4 % of a message's instructions.
 macro_rules! context_rows {
     ($session:literal) => {
         concat!(
             "SELECT seq, role, content, backend, \
                     CASE WHEN role = 'user' \
-                         THEN coalesce(json_extract(metadata, '$.status') = 'failed', 0) \
-                         ELSE 0 END AS failed, \
+                         THEN json_extract(metadata, '$.status') END AS status, \
                     CASE WHEN role = 'tool' \
                            OR (role = 'assistant' \
                                AND json_extract(metadata, '$.tool_mode') = 'native') \
@@ -300,14 +328,14 @@ macro_rules! context_rows {
     };
 }
 
-/// [`context_rows`] as one JSON array of `[role, content, backend, failed, tool_step]`, oldest
+/// [`context_rows`] as one JSON array of `[role, content, backend, status, tool_step]`, oldest
 /// first: one row instead of one per message, because sqlx hands each row over from its
 /// connection thread on its own, and a context is tens of rows. (`ORDER BY` inside an
 /// aggregate needs SQLite 3.44; sqlx's `sqlite` feature builds the bundled 3.46.)
 macro_rules! context_of {
     ($session:literal) => {
         concat!(
-            "(SELECT json_group_array(json_array(role, content, backend, failed, tool_step) \
+            "(SELECT json_group_array(json_array(role, content, backend, status, tool_step) \
                                       ORDER BY seq) FROM (",
             context_rows!($session),
             "))"
@@ -324,21 +352,36 @@ const SESSION_WITH_CONTEXT: &str = concat!(
     " AS context FROM sessions WHERE id = ?2"
 );
 
+/// Every question whose answer was under way when the server stopped, marked interrupted.
+const INTERRUPT_PENDING: &str = "UPDATE messages \
+     SET metadata = json_set(metadata, '$.status', 'interrupted', \
+                             '$.error', 'the server stopped before the answer was complete') \
+     WHERE role = 'user' AND instr(metadata, '\"pending\"') > 0 \
+       AND json_extract(metadata, '$.status') = 'pending'";
+
 /// A context as [`context_of`] encodes it.
 fn decode_context(text: &str) -> Result<Vec<ContextMessage>, StoreError> {
-    type Row = (String, String, Option<String>, i64, Option<String>);
+    type Row = (
+        String,
+        String,
+        Option<String>,
+        Option<Value>,
+        Option<String>,
+    );
     let rows: Vec<Row> = from_json_text(text)?;
     Ok(rows
         .into_iter()
-        .map(
-            |(role, content, backend, failed, tool_step)| ContextMessage {
+        .map(|(role, content, backend, status, tool_step)| {
+            let status = status.as_ref().and_then(Value::as_str);
+            ContextMessage {
                 role,
                 content,
                 backend,
-                failed: failed != 0,
+                failed: status == Some(STATUS_FAILED),
+                interrupted: status == Some(STATUS_INTERRUPTED),
                 tool_step,
-            },
-        )
+            }
+        })
         .collect())
 }
 

@@ -191,3 +191,59 @@ async fn after_close_writes_fail_as_closed() {
     let outcome = store.append_messages(&session.id, &[message("late")]).await;
     assert!(matches!(outcome, Err(StoreError::Closed)), "{outcome:?}");
 }
+
+#[tokio::test]
+async fn an_answer_settles_its_question_in_its_commit_and_pending_questions_are_interrupted_at_start()
+ {
+    let (dir, store) = open().await;
+    let session = new_session(&store).await;
+    let pending = || Map::from_iter([("status".to_owned(), json!("pending"))]);
+    let with = |role: &str, content: &str, metadata: Map<String, Value>| {
+        Message::unsaved(NewMessage {
+            role,
+            content,
+            backend: None,
+            model: None,
+            metadata,
+        })
+    };
+    let answered = with("user", "answered", pending());
+    let in_flight = with("user", "in flight", pending());
+    // Not a question: never touched, whatever its metadata says.
+    let odd_answer = with("assistant", "odd", pending());
+    store
+        .append_messages(&session.id, &[answered.clone(), in_flight, odd_answer])
+        .await
+        .unwrap();
+    store
+        .append_settling(
+            &session.id,
+            &[with("assistant", "the answer", Map::new())],
+            &answered.id,
+            &Map::from_iter([("kept".to_owned(), json!(true))]),
+        )
+        .await
+        .unwrap();
+    store.close().await;
+
+    let store = SqliteStore::open(&dir.path().join("lit-mux.db"), 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(store.interrupt_pending().await.unwrap(), 1);
+    assert_eq!(store.interrupt_pending().await.unwrap(), 0);
+    let stored = store.messages(&session.id, Page::default()).await.unwrap();
+    let status = |at: usize| stored[at].metadata.get("status").cloned();
+    assert_eq!(
+        contents(&stored),
+        ["answered", "in flight", "odd", "the answer"]
+    );
+    assert_eq!(status(0), None);
+    assert_eq!(stored[0].metadata.get("kept"), Some(&json!(true)));
+    assert_eq!(status(1), Some(json!("interrupted")));
+    assert!(stored[1].metadata.contains_key("error"));
+    assert_eq!(status(2), Some(json!("pending")));
+    let context = store.context_messages(&session.id, 10).await.unwrap();
+    assert!(context[1].interrupted && !context[1].failed);
+    assert!(!context[0].interrupted && !context[2].interrupted);
+    store.close().await;
+}

@@ -86,6 +86,9 @@ struct Append {
     session_id: String,
     /// Committed together, in this order.
     messages: Vec<Message>,
+    /// A message stored before (the question these answer) and its whole new metadata, as
+    /// JSON text: replaced in the same transaction.
+    settles: Option<(String, String)>,
     done: Reply,
 }
 
@@ -182,6 +185,26 @@ impl Writer {
         self.queue(Write::Append(Append {
             session_id: session_id.to_owned(),
             messages,
+            settles: None,
+            done,
+        }))
+        .await?;
+        Ok(PendingWrite(committed))
+    }
+
+    /// [`append`](Self::append), and in the same transaction the replacement of `settles`'s
+    /// message's metadata (`(id, JSON text)`).
+    pub async fn append_settling(
+        &self,
+        session_id: &str,
+        messages: Vec<Message>,
+        settles: (String, String),
+    ) -> Result<PendingWrite, StoreError> {
+        let (done, committed) = oneshot::channel();
+        self.queue(Write::Append(Append {
+            session_id: session_id.to_owned(),
+            messages,
+            settles: Some(settles),
             done,
         }))
         .await?;
@@ -456,11 +479,15 @@ async fn insert(writer: &Arc<Connections>, batch: &[Append]) -> Result<(), Store
                 .map(|message| (append.session_id.as_str(), message))
         })
         .collect();
+    let settles: Vec<&(String, String)> = batch
+        .iter()
+        .filter_map(|append| append.settles.as_ref())
+        .collect();
     let mut connection = writer.acquire().await?;
-    let outcome = if rows.len() <= MAX_ROWS {
+    let outcome = if rows.len() <= MAX_ROWS && settles.is_empty() {
         insert_rows(&mut connection, &rows).await
     } else {
-        insert_in_transaction(&mut connection, &rows).await
+        insert_in_transaction(&mut connection, &rows, &settles).await
     };
     match outcome {
         Ok(()) => Ok(()),
@@ -472,13 +499,24 @@ async fn insert(writer: &Arc<Connections>, batch: &[Append]) -> Result<(), Store
     }
 }
 
+/// `rows` and the metadata `settles` replaces (`(message id, JSON text)`) in one transaction.
+/// A settled question is an answer's: its update shares the answer's commit (and mostly its
+/// page, the newest of the table) instead of being a commit of its own.
 async fn insert_in_transaction(
     connection: &mut SqliteConnection,
     rows: &[(&str, &Message)],
+    settles: &[&(String, String)],
 ) -> Result<(), sqlx::Error> {
     let mut transaction = connection.begin().await?;
     for chunk in rows.chunks(MAX_ROWS) {
         insert_rows(&mut transaction, chunk).await?;
+    }
+    for (message_id, metadata) in settles {
+        sqlx::query("UPDATE messages SET metadata = ? WHERE id = ?")
+            .bind(metadata)
+            .bind(message_id)
+            .execute(&mut *transaction)
+            .await?;
     }
     transaction.commit().await
 }

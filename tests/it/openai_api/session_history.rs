@@ -47,17 +47,17 @@ async fn a_session_id_appends_the_exchange_and_a_failure_keeps_the_question() {
     )
     .await;
     assert!(slow.is_err(), "the hung backend must not answer");
-    // The client left: its question stays, marked failed.
+    // The client left: its question stays, marked interrupted.
     let marked = testkit::processes::eventually(Duration::from_secs(5), || async {
         let messages = server.get_json(&format!("/sessions/{id}/messages")).await;
         messages
             .as_array()
             .unwrap()
             .iter()
-            .any(|m| m["content"] == "lost?" && m["metadata"]["status"] == "failed")
+            .any(|m| m["content"] == "lost?" && m["metadata"]["status"] == "interrupted")
     })
     .await;
-    assert!(marked, "the abandoned question was not marked failed");
+    assert!(marked, "the abandoned question was not marked interrupted");
     fake.set_behaviour(Behaviour::Fail {
         status: 404,
         message: "model 'qwen9' not found".to_owned(),

@@ -1,6 +1,7 @@
 //! Broadcast: every backend of the session (or the subset asked for) is asked at once and every
 //! answer or failure is kept; a client that leaves cancels the calls still running, which are
-//! recorded as failed backends, and the message itself fails only when no backend answered.
+//! recorded as interrupted backends, the answers that completed are kept, and the message is
+//! marked interrupted (failed only when every backend failed by itself).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -151,7 +152,8 @@ async fn a_client_that_leaves_a_broadcast_cancels_the_calls_still_running_and_th
         "the slow backend's call was not cancelled"
     );
     let marked = testkit::processes::eventually(Duration::from_secs(5), || async {
-        server.get_json(&messages_path).await[0]["metadata"]["failed_backends"] == json!(["slow"])
+        server.get_json(&messages_path).await[0]["metadata"]["interrupted_backends"]
+            == json!(["slow"])
     })
     .await;
     let messages = server.get_json(&messages_path).await;
@@ -159,26 +161,36 @@ async fn a_client_that_leaves_a_broadcast_cancels_the_calls_still_running_and_th
         marked,
         "the unanswered backend was not recorded: {messages}"
     );
-    // echo answered: the message itself did not fail, and echo's answer is kept.
-    assert!(messages[0]["metadata"]["status"].is_null(), "{messages}");
+    // echo answered and its answer is kept; the message is interrupted, not failed.
+    assert_eq!(
+        messages[0]["metadata"]["status"], "interrupted",
+        "{messages}"
+    );
+    assert!(
+        messages[0]["metadata"]["failed_backends"].is_null(),
+        "{messages}"
+    );
     assert_eq!(
         roles_and_contents(&messages),
         pairs(&[("user", "anyone there?"), ("assistant", "anyone there?")])
     );
 
-    // No backend answered: the message failed, as a single message would.
+    // No backend answered, none failed: interrupted too, as a single message would be.
     let client = broadcast(json!({"content": "still there?", "backends": ["slow"]}));
     slow.wait_for_chats(2, Duration::from_secs(10)).await;
     client.abort();
-    let failed = testkit::processes::eventually(Duration::from_secs(5), || async {
-        server.get_json(&messages_path).await[2]["metadata"]["status"] == "failed"
+    let interrupted = testkit::processes::eventually(Duration::from_secs(5), || async {
+        server.get_json(&messages_path).await[2]["metadata"]["status"] == "interrupted"
     })
     .await;
     let messages = server.get_json(&messages_path).await;
     assert!(
-        failed,
-        "the abandoned broadcast was not marked failed: {messages}"
+        interrupted,
+        "the abandoned broadcast was not marked interrupted: {messages}"
     );
-    assert_eq!(messages[2]["metadata"]["failed_backends"], json!(["slow"]));
+    assert_eq!(
+        messages[2]["metadata"]["interrupted_backends"],
+        json!(["slow"])
+    );
     assert_eq!(slow.aborted_requests(), 2);
 }

@@ -172,10 +172,10 @@ async fn a_client_that_goes_away_cancels_the_backend_call_and_the_message_is_mar
         let messages = server
             .get_json(&format!("/sessions/{session}/messages"))
             .await;
-        messages[0]["metadata"]["status"] == "failed"
+        messages[0]["metadata"]["status"] == "interrupted"
     })
     .await;
-    assert!(marked, "the abandoned message was not marked failed");
+    assert!(marked, "the abandoned message was not marked interrupted");
 
     // The CLI, as impatient, says it was answered too late, not that it could not connect.
     let out = home.run(&[

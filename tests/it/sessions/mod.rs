@@ -10,6 +10,7 @@ mod backends_and_models;
 mod broadcast;
 mod conversation;
 mod failures;
+mod interrupted;
 mod listing_and_validation;
 mod storage;
 mod storage_failures;

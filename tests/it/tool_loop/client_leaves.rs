@@ -87,11 +87,10 @@ async fn a_client_leaves_mid_call_then_comes_back(wire: Wire, streamed: bool) {
         (&metadata["server"], &metadata["tool"]),
         (&json!("fx"), &json!("sleep"))
     );
-    // The user's message was answered as far as it went: not marked failed, so it stays in the
-    // context with the steps that answer it.
+    // The user's message was answered as far as it went: marked interrupted, not failed, it
+    // stays in the context with the steps that answer it.
     assert_eq!(
-        history[0]["metadata"].get("status"),
-        None,
+        history[0]["metadata"]["status"], "interrupted",
         "{case}: {history:?}"
     );
 

@@ -311,13 +311,18 @@ pub enum Event {
     /// The stored answer.
     Done(Message),
     /// `status` is what the HTTP status would have been, `retry_after` the `Retry-After` a
-    /// rate-limited backend gave.
+    /// rate-limited backend gave; `interrupted` and `code` (`server_shutting_down`) are set on
+    /// the last event of a reply the server's stopping cut off.
     Error {
         backend: String,
         detail: String,
         status: u16,
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_after: Option<String>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        interrupted: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<&'static str>,
     },
 }
 
@@ -366,12 +371,18 @@ impl From<ReplyEvent> for Event {
             },
             ReplyEvent::Done(message) => Self::Done(message.into()),
             ReplyEvent::Error { backend, error } => {
+                let interruption = match &error {
+                    crate::chat::ChatError::Interrupted(why) => Some(*why),
+                    _ => None,
+                };
                 let reported = Reported::new(error);
                 Self::Error {
                     backend,
                     detail: reported.detail,
                     status: reported.status,
                     retry_after: reported.retry_after,
+                    interrupted: interruption.is_some(),
+                    code: interruption.map(crate::chat::Interruption::code),
                 }
             }
         }
