@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{FromRow, Row};
 
+use super::types::with_utc_offset;
 use super::{ContextMessage, Message, Page, Session, Store, StoreError};
 
 mod connections;
@@ -359,8 +360,8 @@ impl SessionRow {
             metadata: from_json_text(&self.metadata)?,
             id: self.id,
             name: self.name,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
+            created_at: with_utc_offset(self.created_at),
+            updated_at: with_utc_offset(self.updated_at),
             message_count: self.message_count,
         })
     }
@@ -386,7 +387,7 @@ impl MessageRow {
             role: self.role,
             backend: self.backend,
             model: self.model,
-            timestamp: self.timestamp,
+            timestamp: with_utc_offset(self.timestamp),
         })
     }
 }
