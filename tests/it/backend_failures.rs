@@ -51,8 +51,10 @@ pub(crate) async fn messages(server: &Server, session: &str) -> Vec<Value> {
 }
 
 pub(crate) fn detail(body: &Value) -> &str {
+    // A 422's detail is FastAPI's list of validation errors: the first one's `msg`.
     body["detail"]
         .as_str()
+        .or_else(|| body["detail"][0]["msg"].as_str())
         .unwrap_or_else(|| panic!("no detail in {body}"))
 }
 
