@@ -248,7 +248,7 @@ async fn a_disabled_backend_is_refused_by_name_and_never_called() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(
         detail(&body),
-        "disabled backend(s) \"off\" (available: echo, llm)"
+        "disabled backend(s) \"off\" (available: llm, echo)"
     );
 
     let session = create_session(&server, &["llm", "echo"]).await;

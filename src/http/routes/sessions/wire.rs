@@ -112,10 +112,7 @@ const ADDRESSED_BACKEND_KEY: &str = "addressed_backend";
 /// Metadata key of the model that wrote an answer, where the predecessor put it.
 const MODEL_KEY: &str = "model";
 
-/// A message as the API shows it (the predecessor's `MessageResponse`): a user message's
-/// `backend` is `"client"` (the backend it was sent to is metadata `addressed_backend`), an
-/// answer's metadata carries its `model`. Derived from the stored columns on the way out, so
-/// rows of every age read the same way and the store keeps the backend each message belongs to.
+/// A message as the API shows it (the predecessor's `MessageResponse`).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: String,
@@ -128,6 +125,10 @@ pub struct Message {
     pub metadata: Map<String, Value>,
 }
 
+/// As the predecessor wrote them: a user message's `backend` is `"client"` (the backend it was
+/// sent to is metadata `addressed_backend`), an answer's metadata carries its `model`. Derived
+/// from the stored columns on the way out, so rows of every age read the same way and the store
+/// keeps the backend each message belongs to (which history a backend is sent).
 impl From<store::Message> for Message {
     fn from(message: store::Message) -> Self {
         let mut metadata = message.metadata;
