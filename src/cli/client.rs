@@ -223,7 +223,11 @@ fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
             Value::String(text) => text.clone(),
             Value::Array(errors) => errors
                 .iter()
-                .map(|e| e["msg"].as_str().map_or_else(|| e.to_string(), str::to_owned))
+                .map(|e| {
+                    e["msg"]
+                        .as_str()
+                        .map_or_else(|| e.to_string(), str::to_owned)
+                })
                 .collect::<Vec<_>>()
                 .join("; "),
             other => other.to_string(),

@@ -182,8 +182,10 @@ fn kind_of(text: &str) -> &'static str {
     let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
     let expected = expected.split(" at line ").next().unwrap_or_default();
     let from_string = found.starts_with("string");
-    let integer = ["u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize"]
-        .contains(&expected)
+    let integer = [
+        "u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize",
+    ]
+    .contains(&expected)
         || expected.contains("integer");
     match () {
         () if expected.contains("string") || expected.contains("char") => "string_type",
@@ -326,7 +328,11 @@ mod tests {
             unreachable!("an unknown field is refused")
         };
         assert_eq!(
-            (errors[0].kind, json!(errors[0].loc), errors[0].input.clone()),
+            (
+                errors[0].kind,
+                json!(errors[0].loc),
+                errors[0].input.clone()
+            ),
             ("extra_forbidden", json!(["body", "x"]), json!(1))
         );
     }

@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use futures_util::StreamExt;
 use lit_mux::backends::{
     Backend, BackendError, BackendRegistry, ChatEvent, ChatMessage, ChatRequest, Role,

@@ -82,7 +82,10 @@ async fn every_answer_carries_the_model_that_wrote_it_in_its_metadata() {
     assert_eq!(status, 200, "{broadcast}");
     for response in broadcast["responses"].as_array().unwrap() {
         let message = &response["message"];
-        assert_eq!(message["metadata"]["model"], message["model"], "{broadcast}");
+        assert_eq!(
+            message["metadata"]["model"], message["model"],
+            "{broadcast}"
+        );
         assert!(message["model"].is_string(), "{broadcast}");
     }
 
@@ -194,7 +197,10 @@ async fn user_messages_come_from_client_and_name_the_backend_they_were_sent_to()
         )
         .await;
     assert_eq!(status, 200, "{broadcast}");
-    assert_eq!(broadcast["user_message"]["backend"], "client", "{broadcast}");
+    assert_eq!(
+        broadcast["user_message"]["backend"], "client",
+        "{broadcast}"
+    );
     // After the broadcast each backend still sees its own answers.
     let (status, answer) = server
         .post_json(&url, &json!({"content": "fourth", "backend": "other"}))
@@ -265,7 +271,11 @@ async fn validation_errors_are_fastapi_lists_and_other_errors_stay_strings() {
     )
     .await;
     assert_eq!(wrong_type["type"], "string_type", "{wrong_type}");
-    assert_eq!(wrong_type["loc"], json!(["body", "content"]), "{wrong_type}");
+    assert_eq!(
+        wrong_type["loc"],
+        json!(["body", "content"]),
+        "{wrong_type}"
+    );
     assert_eq!(wrong_type["input"], 5, "{wrong_type}");
 
     let nested = validation_error(
@@ -293,7 +303,10 @@ async fn validation_errors_are_fastapi_lists_and_other_errors_stay_strings() {
     assert_eq!(malformed["type"], "json_invalid", "{malformed}");
     assert_eq!(malformed["loc"], json!(["body", 12]), "{malformed}");
     assert!(
-        malformed["msg"].as_str().unwrap().starts_with("Invalid JSON"),
+        malformed["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid JSON"),
         "{malformed}"
     );
 
