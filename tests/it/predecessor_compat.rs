@@ -160,6 +160,21 @@ async fn backends_are_listed_in_the_config_order_with_echo_last() {
     owners.dedup();
     assert_eq!(owners, ["zeta", "alpha", "echo"], "{models}");
 
+    // /models too, in its object's keys.
+    let text = server
+        .get("/models")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = |name: &str| text.find(&format!("\"{name}\":[")).unwrap();
+    assert!(
+        at("zeta") < at("alpha") && at("alpha") < at("echo"),
+        "{text}"
+    );
+
     // `lit-mux backends` prints what /backends says, in its order.
     let out = home.run(&["backends", "--url", &server.url]);
     assert_eq!(out.code(), Some(0), "{out:?}");
