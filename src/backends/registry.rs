@@ -12,6 +12,8 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, WeakShared};
 
 use super::metered::{BackendMetrics, Metered};
+use crate::config::backends::BackendConfigs;
+
 use super::{
     Backend, BackendConfig, BackendError, BackendKind, ModelInfo, TimeoutStage, anthropic, echo,
     ollama, openai,
@@ -137,19 +139,21 @@ pub enum BackendLookupError {
     Disabled(String),
 }
 
-/// The configured backends by name. Cheap to clone.
+/// The configured backends by name, in the config's order. Cheap to clone.
 #[derive(Clone)]
 pub struct BackendRegistry {
-    entries: Arc<BTreeMap<String, BackendEntry>>,
+    entries: Arc<[BackendEntry]>,
+    /// Each name's place in `entries`.
+    by_name: Arc<BTreeMap<String, usize>>,
     metrics: BackendMetrics,
 }
 
 impl BackendRegistry {
     /// Builds a client for every enabled backend of `configs` (already validated).
-    pub fn new(configs: &BTreeMap<String, BackendConfig>) -> Result<Self, BackendError> {
-        let mut entries = BTreeMap::new();
+    pub fn new(configs: &BackendConfigs) -> Result<Self, BackendError> {
+        let mut entries = Vec::with_capacity(configs.len());
         let metrics = BackendMetrics::default();
-        for (name, config) in configs {
+        for (name, config) in configs.iter() {
             let client: Option<Arc<dyn Backend>> = if config.enabled {
                 Some(match &config.kind {
                     BackendKind::Echo => Arc::new(echo::EchoBackend::new(config)),
@@ -169,19 +173,22 @@ impl BackendRegistry {
             let client = client.map(|inner| -> Arc<dyn Backend> {
                 Arc::new(Metered::wrap(name.clone(), inner, metrics.clone()))
             });
-            entries.insert(
-                name.clone(),
-                BackendEntry {
-                    name: name.clone(),
-                    config: config.clone(),
-                    client,
-                    health: tokio::sync::Mutex::new(None),
-                    listing: Arc::default(),
-                },
-            );
+            entries.push(BackendEntry {
+                name: name.clone(),
+                config: config.clone(),
+                client,
+                health: tokio::sync::Mutex::new(None),
+                listing: Arc::default(),
+            });
         }
+        let by_name = entries
+            .iter()
+            .enumerate()
+            .map(|(place, entry)| (entry.name.clone(), place))
+            .collect();
         Ok(Self {
-            entries: Arc::new(entries),
+            entries: entries.into(),
+            by_name: Arc::new(by_name),
             metrics,
         })
     }
@@ -191,18 +198,18 @@ impl BackendRegistry {
         &self.metrics
     }
 
+    /// Every backend, in the config's order (the built-in `echo` last).
     pub fn entries(&self) -> impl Iterator<Item = &BackendEntry> {
-        self.entries.values()
+        self.entries.iter()
     }
 
     pub fn get(&self, name: &str) -> Option<&BackendEntry> {
-        self.entries.get(name)
+        self.by_name.get(name).map(|&place| &self.entries[place])
     }
 
     /// The client of an enabled backend.
     pub fn client(&self, name: &str) -> Result<Arc<dyn Backend>, BackendLookupError> {
         let entry = self
-            .entries
             .get(name)
             .ok_or_else(|| BackendLookupError::Unknown(name.to_owned()))?;
         entry
@@ -214,7 +221,7 @@ impl BackendRegistry {
     /// Names of the enabled backends.
     pub fn enabled_names(&self) -> Vec<String> {
         self.entries
-            .values()
+            .iter()
             .filter(|entry| entry.client.is_some())
             .map(|entry| entry.name.clone())
             .collect()

@@ -212,13 +212,26 @@ impl ApiClient {
     }
 }
 
-/// The error for an error status: the body's `detail`, else the body itself.
+/// The error for an error status: the body's `detail` (the `msg`s of a 422's list of
+/// validation errors), else the body itself.
 fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
     let value: Option<Value> = serde_json::from_slice(bytes).ok();
     let detail = value
         .as_ref()
         .and_then(|v| v.get("detail"))
-        .map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_owned))
+        .map(|d| match d {
+            Value::String(text) => text.clone(),
+            Value::Array(errors) => errors
+                .iter()
+                .map(|e| {
+                    e["msg"]
+                        .as_str()
+                        .map_or_else(|| e.to_string(), str::to_owned)
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        })
         .unwrap_or_else(|| String::from_utf8_lossy(bytes).trim().to_owned());
     ClientError::Api { status, detail }
 }

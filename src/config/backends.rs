@@ -4,8 +4,9 @@
 //! does not belong to the entry's kind is an error naming it. The predecessor's entries still load:
 //! `ollama` and `chatgpt` without a `type`, `chatgpt.model` as the default model, and
 //! `claude_desktop` with a warning. A built-in `echo` backend exists unless configured otherwise.
+//! The backends keep the order of the file, the built-in `echo` after them: lists of backends
+//! show them in that order, as the predecessor did.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -158,14 +159,60 @@ struct RawEntry {
     drop_unsupported_params: Option<bool>,
 }
 
-/// Types every entry of `backends:`; returns the key path and message of the first problem.
-/// Always includes an `echo` backend unless an entry named `echo` exists.
+/// The typed backends by name, in the order of the config file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackendConfigs(Vec<(String, BackendConfig)>);
+
+impl BackendConfigs {
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &BackendConfig)> {
+        self.0.iter().map(|(name, config)| (name, config))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&BackendConfig> {
+        self.iter()
+            .find(|(entry, _)| *entry == name)
+            .map(|(_, config)| config)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::ops::Index<&str> for BackendConfigs {
+    type Output = BackendConfig;
+
+    /// The backend named `name`; only for a name known to be there (tests).
+    fn index(&self, name: &str) -> &BackendConfig {
+        match self.get(name) {
+            Some(config) => config,
+            None => unreachable!("no backend named {name}"),
+        }
+    }
+}
+
+/// Types every entry of `backends:`, keeping their order; returns the key path and message of
+/// the first problem. Ends with the built-in `echo` backend unless an entry named `echo` exists.
 pub fn parse_all(
-    entries: &BTreeMap<String, yaml_serde::Value>,
+    entries: &yaml_serde::Mapping,
     warnings: &mut Vec<String>,
-) -> Result<BTreeMap<String, BackendConfig>, (String, String)> {
-    let mut backends = BTreeMap::new();
+) -> Result<BackendConfigs, (String, String)> {
+    let mut backends: Vec<(String, BackendConfig)> = Vec::with_capacity(entries.len() + 1);
     for (name, value) in entries {
+        let Some(name) = name.as_str() else {
+            return Err((
+                "backends".to_owned(),
+                "every backend name must be a string".to_owned(),
+            ));
+        };
         let key = format!("backends.{name}");
         if !is_valid_backend_name(name) {
             return Err((
@@ -187,12 +234,12 @@ pub fn parse_all(
         } else {
             yaml_serde::from_value(value.clone()).map_err(|err| (key.clone(), err.to_string()))?
         };
-        backends.insert(name.clone(), parse_entry(name, raw, &key, warnings)?);
+        backends.push((name.to_owned(), parse_entry(name, raw, &key, warnings)?));
     }
-    backends
-        .entry("echo".to_owned())
-        .or_insert_with(BackendConfig::builtin_echo);
-    Ok(backends)
+    if !backends.iter().any(|(name, _)| name == "echo") {
+        backends.push(("echo".to_owned(), BackendConfig::builtin_echo()));
+    }
+    Ok(BackendConfigs(backends))
 }
 
 /// Whether `name` may name a backend: `[A-Za-z0-9_-]{1,64}` (model ids are `backend/model`).
@@ -451,15 +498,15 @@ fn non_empty(value: Option<String>, key: &str, warnings: &mut Vec<String>) -> Op
 mod tests {
     use super::*;
 
-    fn parse(yaml: &str) -> Result<BTreeMap<String, BackendConfig>, (String, String)> {
-        let entries: BTreeMap<String, yaml_serde::Value> = yaml_serde::from_str(yaml).unwrap();
+    fn parse(yaml: &str) -> Result<BackendConfigs, (String, String)> {
+        let entries: yaml_serde::Mapping = yaml_serde::from_str(yaml).unwrap();
         parse_all(&entries, &mut Vec::new())
     }
 
     #[test]
     fn predecessor_entries_load_without_a_type() {
         let mut warnings = Vec::new();
-        let entries: BTreeMap<String, yaml_serde::Value> = yaml_serde::from_str(
+        let entries: yaml_serde::Mapping = yaml_serde::from_str(
             "ollama: {enabled: true, host: 'http://gpu:11434/', default_model: qwen3}\n\
              chatgpt: {enabled: false, api_key: sk-1, model: gpt-4.1, base_url: 'http://vllm:8000/v1'}\n\
              claude_desktop: {enabled: true}\n",
@@ -530,6 +577,25 @@ mod tests {
         );
         let backends = parse("o: {type: ollama, timeout_secs: 5}").unwrap();
         assert_eq!(backends["o"].timeouts.first_byte, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn backends_keep_the_file_order_with_the_builtin_echo_last() {
+        let names = |yaml: &str| -> Vec<String> {
+            parse(yaml)
+                .unwrap()
+                .iter()
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        assert_eq!(
+            names("zeta: {type: ollama}\nalpha: {type: openai}\n"),
+            ["zeta", "alpha", "echo"]
+        );
+        assert_eq!(
+            names("zeta: {type: ollama}\necho: {}\nalpha: {type: openai}\n"),
+            ["zeta", "echo", "alpha"]
+        );
     }
 
     #[test]

@@ -15,7 +15,6 @@ pub use mcp::{
     StdioTransport, default_mcp_timeout, is_valid_server_name, parse_mcp_servers_env,
 };
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
@@ -34,9 +33,10 @@ pub const MCP_SERVERS_ENV: &str = "MCP_SERVERS";
 pub struct Config {
     #[serde(default, deserialize_with = "null_as_default")]
     pub server: ServerConfig,
-    /// AI backends by name. Each entry is typed by the backends module; kept verbatim here.
+    /// AI backends by name, in the file's order. Each entry is typed by the backends module;
+    /// kept verbatim here.
     #[serde(default, deserialize_with = "null_as_default")]
-    pub backends: BTreeMap<String, yaml_serde::Value>,
+    pub backends: yaml_serde::Mapping,
     #[serde(default, deserialize_with = "null_as_default")]
     pub mcp: McpConfig,
     #[serde(default, deserialize_with = "null_as_default")]
@@ -45,9 +45,10 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default, deserialize_with = "null_as_default")]
     pub context: ContextConfig,
-    /// `backends`, typed and checked by [`load`]; always holds `echo` unless it was configured.
+    /// `backends`, typed and checked by [`load`], in order; ends with `echo` unless it was
+    /// configured.
     #[serde(skip)]
-    pub typed_backends: BTreeMap<String, backends::BackendConfig>,
+    pub typed_backends: backends::BackendConfigs,
 }
 
 /// `server:` — the HTTP listener and who may talk to it.

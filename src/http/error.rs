@@ -1,5 +1,6 @@
-//! The one error type of the HTTP API and its single wire shape: `{"detail": "<message>"}`,
-//! as the FastAPI predecessor answered, with the status chosen by the variant.
+//! The one error type of the HTTP API and its wire shape, as the FastAPI predecessor answered:
+//! `{"detail": "<message>"}`, with the status chosen by the variant; for 422 FastAPI's list of
+//! validation errors, `{"detail": [{"type", "loc", "msg", "input"}]}` ([`FieldError`]).
 //!
 //! Domain errors (`McpError`, `BackendError`, `StoreError`, `ChatError`) convert into
 //! [`ApiError`] with one `From` each; handlers return `Result<_, ApiError>` and never build error
@@ -11,6 +12,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde_json::{Value, json};
 
 /// Every error the API can answer with.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +37,13 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// The body is not valid JSON or does not match the expected shape.
+    /// A value of the request is not acceptable, where no field can be named: answered as one
+    /// [`FieldError`] at `["body"]`.
     #[error("{0}")]
     Unprocessable(String),
+    /// The body is not valid JSON, or a field of the body or query is missing or wrong.
+    #[error("{}", messages(.0))]
+    Invalid(Vec<FieldError>),
     /// A model backend is rate limited; `retry_after` is passed on as its `Retry-After`.
     #[error("{message}")]
     TooManyRequests {
@@ -71,7 +77,7 @@ impl ApiError {
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unprocessable(_) | Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -89,13 +95,57 @@ impl ApiError {
         }
     }
 
-    /// The text sent to the client: internal details stay in the log.
-    fn detail(&self) -> String {
+    /// The `detail` sent to the client: FastAPI's list of validation errors for a 422, else
+    /// the text (internal details stay in the log).
+    fn detail(self) -> Value {
         match self {
-            Self::Internal(_) => "Internal server error".to_owned(),
-            other => other.to_string(),
+            Self::Internal(_) => json!("Internal server error"),
+            Self::Invalid(errors) => json!(errors),
+            Self::Unprocessable(message) => json!([FieldError::new(
+                "value_error",
+                vec![json!("body")],
+                message,
+                Value::Null
+            )]),
+            other => json!(other.to_string()),
         }
     }
+}
+
+/// One validation error, as FastAPI (pydantic) reports it: `type` from its vocabulary
+/// (`missing`, `string_type`, `int_parsing`, `json_invalid`, `extra_forbidden`, `value_error`,
+/// ...), `loc` the place (`["body", "backends", 0]`, `["query", "limit"]`), `msg` lit-mux's own
+/// sentence, `input` the value found there (null when there is none).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[schema(value_type = Vec<Object>)]
+    pub loc: Vec<Value>,
+    pub msg: String,
+    #[schema(value_type = Object)]
+    pub input: Value,
+}
+
+impl FieldError {
+    pub fn new(kind: &'static str, loc: Vec<Value>, msg: String, input: Value) -> Self {
+        Self {
+            kind,
+            loc,
+            msg,
+            input,
+        }
+    }
+}
+
+/// The messages of `errors`, as one line: the text of [`ApiError::Invalid`] where a string is
+/// wanted (the log, `/v1`'s OpenAI-shaped errors).
+fn messages(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|error| error.msg.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl From<crate::mcp::McpError> for ApiError {
@@ -217,19 +267,11 @@ impl IntoResponse for ApiError {
             tracing::error!(%message, "internal error");
         }
         let status = self.status();
-        let mut response = (
-            status,
-            Json(ErrorBody {
-                detail: self.detail(),
-            }),
-        )
-            .into_response();
-        if let Self::TooManyRequests {
-            retry_after: Some(retry_after),
-            ..
-        } = &self
-            && let Ok(value) = HeaderValue::from_str(retry_after)
-        {
+        let retry_after = self
+            .retry_after()
+            .and_then(|retry_after| HeaderValue::from_str(retry_after).ok());
+        let mut response = (status, Json(json!({"detail": self.detail()}))).into_response();
+        if let Some(value) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         if status == StatusCode::UNAUTHORIZED {

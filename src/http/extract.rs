@@ -1,12 +1,15 @@
 //! Request extractors whose rejections are [`ApiError`]s, so a bad request body gets the same
-//! `{"detail"}` shape as every other error instead of axum's plain-text rejections.
+//! `{"detail"}` shape as every other error instead of axum's plain-text rejections: for a body
+//! that is not JSON or does not fit, FastAPI's list of validation errors ([`FieldError`]), each
+//! with the place serde's path names and the value found there.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::header;
 use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, FieldError};
 
 /// The body limit in force, put in request extensions by the server so that a 413 can say it.
 #[derive(Debug, Clone, Copy)]
@@ -33,9 +36,12 @@ where
         // of its fields in order (`[["echo"], "name"]`), which no client means.
         match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
             Some(b'{') | None => parse_json(&bytes).map(ApiJson),
-            Some(_) => Err(ApiError::Unprocessable(
+            Some(_) => Err(ApiError::Invalid(vec![FieldError::new(
+                "model_attributes_type",
+                vec![json!("body")],
                 "Invalid request body: expected a JSON object".to_owned(),
-            )),
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            )])),
         }
     }
 }
@@ -72,34 +78,145 @@ where
     }
 }
 
-/// Parses a JSON body, naming the failing field path (`backends[0]`) in the message.
+/// Parses a JSON body, naming the failing field path (`backends[0]`) in the message and in the
+/// error's `loc`.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::Unprocessable(
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            "missing",
+            vec![json!("body")],
             "Request body is empty; expected a JSON object".to_owned(),
-        ));
+            Value::Null,
+        )]));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        let what = if inner.is_syntax() || inner.is_eof() {
-            "Invalid JSON"
-        } else {
-            "Invalid request body"
-        };
-        if path == "." {
-            ApiError::Unprocessable(format!("{what}: {inner}"))
-        } else {
-            ApiError::Unprocessable(format!("{what}: {path}: {inner}"))
-        }
-    })?;
+    let value = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|err| ApiError::Invalid(vec![body_error(bytes, err)]))?;
     deserializer.end().map_err(|err| {
-        ApiError::Unprocessable(format!(
-            "Invalid JSON: trailing data after the value: {err}"
-        ))
+        ApiError::Invalid(vec![FieldError::new(
+            "json_invalid",
+            vec![json!("body"), json!(offset(bytes, &err))],
+            format!("Invalid JSON: trailing data after the value: {err}"),
+            Value::Null,
+        )])
     })?;
     Ok(value)
+}
+
+/// The validation error of a body serde refused: where, of which kind, with the value there.
+fn body_error(bytes: &[u8], err: serde_path_to_error::Error<serde_json::Error>) -> FieldError {
+    let mut loc = vec![json!("body")];
+    for segment in err.path().iter() {
+        match segment {
+            serde_path_to_error::Segment::Seq { index } => loc.push(json!(index)),
+            serde_path_to_error::Segment::Map { key } => loc.push(json!(key)),
+            serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    let syntax = inner.is_syntax() || inner.is_eof();
+    let what = if syntax {
+        "Invalid JSON"
+    } else {
+        "Invalid request body"
+    };
+    let msg = if path == "." {
+        format!("{what}: {inner}")
+    } else {
+        format!("{what}: {path}: {inner}")
+    };
+    if syntax {
+        // FastAPI's `loc` of a JSON error is the position in the body, not a field.
+        return FieldError::new(
+            "json_invalid",
+            vec![json!("body"), json!(offset(bytes, &inner))],
+            msg,
+            Value::Null,
+        );
+    }
+    let body: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    let mut input = loc[1..]
+        .iter()
+        .try_fold(&body, |value, step| match step {
+            Value::Number(index) => value.get(index.as_u64()? as usize),
+            Value::String(key) => value.get(key),
+            _ => None,
+        })
+        .cloned()
+        .unwrap_or(Value::Null);
+    let text = inner.to_string();
+    let kind = match field_named(&text, "missing field `") {
+        Some(field) => {
+            // FastAPI's input of a missing field is the object it is missing from.
+            loc.push(json!(field));
+            "missing"
+        }
+        None => match field_named(&text, "unknown field `") {
+            Some(field) => {
+                if loc.last() != Some(&json!(field)) {
+                    loc.push(json!(field));
+                    input = input.get(field).cloned().unwrap_or(Value::Null);
+                }
+                "extra_forbidden"
+            }
+            None => kind_of(&text),
+        },
+    };
+    FieldError::new(kind, loc, msg, input)
+}
+
+/// The field serde's message names after `prefix` (`missing field `name``).
+fn field_named<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.strip_prefix(prefix)?.split('`').next()
+}
+
+/// FastAPI's `type` for serde's message of a value of the wrong type or value.
+fn kind_of(text: &str) -> &'static str {
+    if text.starts_with("unknown variant") {
+        return "enum";
+    }
+    let Some(rest) = text.strip_prefix("invalid type: ") else {
+        return "value_error";
+    };
+    let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+    let expected = expected.split(" at line ").next().unwrap_or_default();
+    let from_string = found.starts_with("string");
+    let integer = [
+        "u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize",
+    ]
+    .contains(&expected)
+        || expected.contains("integer");
+    match () {
+        () if expected.contains("string") || expected.contains("char") => "string_type",
+        () if integer && from_string => "int_parsing",
+        () if integer && found.starts_with("floating point") => "int_from_float",
+        () if integer => "int_type",
+        () if matches!(expected, "f32" | "f64") && from_string => "float_parsing",
+        () if matches!(expected, "f32" | "f64") => "float_type",
+        () if expected.contains("bool") && from_string => "bool_parsing",
+        () if expected.contains("bool") => "bool_type",
+        () if expected.contains("sequence") || expected.contains("tuple") => "list_type",
+        () if expected.starts_with("struct") => "model_attributes_type",
+        () if expected.contains("map") => "dict_type",
+        () => "value_error",
+    }
+}
+
+/// The position serde's error points at, counted in bytes from the start of the body as Python's
+/// `json` counts it (in characters: the same for ASCII). serde's column is the 1-based column of
+/// the offending byte, or the number of bytes read at the end of the input.
+fn offset(bytes: &[u8], err: &serde_json::Error) -> usize {
+    let line_start: usize = bytes
+        .split_inclusive(|b| *b == b'\n')
+        .take(err.line().saturating_sub(1))
+        .map(<[u8]>::len)
+        .sum();
+    if err.is_eof() {
+        line_start + err.column()
+    } else {
+        (line_start + err.column()).saturating_sub(1)
+    }
 }
 
 fn is_json_content_type(content_type: &str) -> bool {
@@ -152,6 +269,71 @@ mod tests {
         assert!(
             message(b"{\"name\": \"a\", \"items\": []} x")
                 .starts_with("422 Invalid JSON: trailing")
+        );
+    }
+
+    /// `(type, loc, input)` of the one field error of `bytes`.
+    fn field_error(bytes: &[u8]) -> (&'static str, Value, Value) {
+        match parse_json::<Body>(bytes) {
+            Err(ApiError::Invalid(errors)) if errors.len() == 1 => {
+                let error = errors[0].clone();
+                (error.kind, json!(error.loc), error.input)
+            }
+            other => (
+                "unexpected",
+                json!(format!("{:?}", other.map(|_| ()))),
+                Value::Null,
+            ),
+        }
+    }
+
+    #[test]
+    fn json_errors_carry_fastapi_types_and_places() {
+        assert_eq!(
+            field_error(b"{\"name\": \"a\", \"items\": [1, \"two\"]}"),
+            ("int_parsing", json!(["body", "items", 1]), json!("two"))
+        );
+        assert_eq!(
+            field_error(b"{\"name\": 5, \"items\": []}"),
+            ("string_type", json!(["body", "name"]), json!(5))
+        );
+        assert_eq!(
+            field_error(b"{\"items\": []}"),
+            ("missing", json!(["body", "name"]), json!({"items": []}))
+        );
+        assert_eq!(
+            field_error(b"{\"name\": \"a\", \"items\": {}}"),
+            ("list_type", json!(["body", "items"]), json!({}))
+        );
+        assert_eq!(
+            field_error(b"{\"name\": "),
+            ("json_invalid", json!(["body", 9]), Value::Null)
+        );
+        assert_eq!(
+            field_error(b"  "),
+            ("missing", json!(["body"]), Value::Null)
+        );
+    }
+
+    #[test]
+    fn an_unknown_field_is_extra_forbidden_at_its_name() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Strict {
+            name: String,
+        }
+        let Err(ApiError::Invalid(errors)) = parse_json::<Strict>(b"{\"name\": \"a\", \"x\": 1}")
+        else {
+            unreachable!("an unknown field is refused")
+        };
+        assert_eq!(
+            (
+                errors[0].kind,
+                json!(errors[0].loc),
+                errors[0].input.clone()
+            ),
+            ("extra_forbidden", json!(["body", "x"]), json!(1))
         );
     }
 

@@ -106,9 +106,22 @@ pub struct Page {
     pub offset: u64,
 }
 
-/// Now, as stored: RFC 3339 UTC with microseconds (fixed width, so text order is time order).
+/// Now, as stored: RFC 3339 UTC with microseconds and `+00:00`, which Python's
+/// `datetime.fromisoformat` reads before 3.11 too (it refuses `Z` there). Fixed width, so text
+/// order is time order.
 fn now() -> String {
     chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
         .to_string()
+}
+
+/// A stored timestamp as the API shows it: rows written before `+00:00` end in `Z`, the same
+/// instant. Their order among newer rows holds as stored: both forms share the fixed-width
+/// prefix up to the microseconds, which alone decides between different instants.
+pub(crate) fn with_utc_offset(mut timestamp: String) -> String {
+    if timestamp.ends_with('Z') {
+        timestamp.pop();
+        timestamp.push_str("+00:00");
+    }
+    timestamp
 }

@@ -51,8 +51,10 @@ pub(crate) async fn messages(server: &Server, session: &str) -> Vec<Value> {
 }
 
 pub(crate) fn detail(body: &Value) -> &str {
+    // A 422's detail is FastAPI's list of validation errors: the first one's `msg`.
     body["detail"]
         .as_str()
+        .or_else(|| body["detail"][0]["msg"].as_str())
         .unwrap_or_else(|| panic!("no detail in {body}"))
 }
 
@@ -246,7 +248,7 @@ async fn a_disabled_backend_is_refused_by_name_and_never_called() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(
         detail(&body),
-        "disabled backend(s) \"off\" (available: echo, llm)"
+        "disabled backend(s) \"off\" (available: llm, echo)"
     );
 
     let session = create_session(&server, &["llm", "echo"]).await;

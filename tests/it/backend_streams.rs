@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
-
 use futures_util::StreamExt;
 use lit_mux::backends::{
     Backend, BackendError, BackendRegistry, ChatEvent, ChatMessage, ChatRequest, Role,
@@ -20,8 +18,7 @@ fn client(fake: &FakeBackend, wire: Wire) -> std::sync::Arc<dyn Backend> {
             fake.url()
         ),
     };
-    let entries: BTreeMap<String, yaml_serde::Value> =
-        yaml_serde::from_str(&format!("llm: {entry}")).unwrap();
+    let entries: yaml_serde::Mapping = yaml_serde::from_str(&format!("llm: {entry}")).unwrap();
     let configs = lit_mux::config::backends::parse_all(&entries, &mut Vec::new()).unwrap();
     BackendRegistry::new(&configs)
         .unwrap()

@@ -29,6 +29,7 @@ mod metrics;
 mod native_tools;
 mod openai_api;
 mod openapi;
+mod predecessor_compat;
 mod request_layers;
 mod sampling_options;
 mod sessions;

@@ -16,7 +16,11 @@ use crate::support::mcp::{fixture, mcp_children, pid_of};
 use crate::support::{Server, TestHome};
 
 fn detail(body: &Value) -> &str {
-    body["detail"].as_str().unwrap_or_default()
+    // A 422's detail is FastAPI's list of validation errors: the first one's `msg`.
+    body["detail"]
+        .as_str()
+        .or_else(|| body["detail"][0]["msg"].as_str())
+        .unwrap_or_default()
 }
 
 /// Starts lit-mux with this `mcp:` section (written under `mcp:`, indented by the caller).

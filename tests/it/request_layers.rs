@@ -82,8 +82,10 @@ async fn send(
 }
 
 fn detail(value: &Value) -> &str {
+    // A 422's detail is FastAPI's list of validation errors: the first one's `msg`.
     value["detail"]
         .as_str()
+        .or_else(|| value["detail"][0]["msg"].as_str())
         .unwrap_or_else(|| panic!("no detail in {value}"))
 }
 

@@ -1,11 +1,9 @@
 //! `GET /backends` and `GET /models`: the configured model backends, their health and models.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::State;
 use futures_util::future::join_all;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -28,14 +26,25 @@ pub struct BackendView {
     pub default_model: String,
 }
 
+// The backends in the config's order: kept as lists, written as JSON objects in that order.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelsView {
     #[schema(value_type = Object)]
-    pub models: BTreeMap<String, Vec<ModelInfo>>,
+    #[serde(serialize_with = "in_order")]
+    pub models: Vec<(String, Vec<ModelInfo>)>,
     pub total: usize,
     /// Backends whose models could not be listed, with why.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub errors: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "in_order")]
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub errors: Vec<(String, String)>,
+}
+
+/// `entries` as one JSON object, in their order.
+fn in_order<S: Serializer, T: Serialize>(
+    entries: &[(String, T)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(entries.iter().map(|(name, value)| (name, value)))
 }
 
 /// Health is checked concurrently and cached a few seconds per backend.
@@ -61,9 +70,9 @@ async fn list_models(State(state): State<AppState>) -> Json<ModelsView> {
         .entries()
         .map(|entry| async move { (entry.name.clone(), entry.models().await) });
     let mut view = ModelsView {
-        models: BTreeMap::new(),
+        models: Vec::new(),
         total: 0,
-        errors: BTreeMap::new(),
+        errors: Vec::new(),
     };
     for (name, result) in join_all(lists).await {
         match result {
@@ -71,10 +80,10 @@ async fn list_models(State(state): State<AppState>) -> Json<ModelsView> {
             None => {}
             Some(Ok(models)) => {
                 view.total += models.len();
-                view.models.insert(name, models.as_ref().clone());
+                view.models.push((name, models.as_ref().clone()));
             }
             Some(Err(err)) => {
-                view.errors.insert(name, err.to_string());
+                view.errors.push((name, err.to_string()));
             }
         }
     }

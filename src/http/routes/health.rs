@@ -66,7 +66,7 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
             "unhealthy"
         }
         .to_owned(),
-        timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false),
         version: crate::VERSION.to_owned(),
         checks: HealthChecks { storage },
     };

@@ -24,6 +24,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{FromRow, Row};
 
 use super::status::{FAILED as STATUS_FAILED, INTERRUPTED as STATUS_INTERRUPTED};
+use super::types::with_utc_offset;
 use super::{ContextMessage, Message, Page, Session, Store, StoreError};
 
 mod connections;
@@ -405,8 +406,8 @@ impl SessionRow {
             options: from_json_text(&self.options)?,
             id: self.id,
             name: self.name,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
+            created_at: with_utc_offset(self.created_at),
+            updated_at: with_utc_offset(self.updated_at),
             message_count: self.message_count,
         })
     }
@@ -432,7 +433,7 @@ impl MessageRow {
             role: self.role,
             backend: self.backend,
             model: self.model,
-            timestamp: self.timestamp,
+            timestamp: with_utc_offset(self.timestamp),
         })
     }
 }

@@ -15,7 +15,9 @@ mod unruly_output;
 use serde_json::Value;
 
 pub(super) fn detail(body: &Value) -> &str {
+    // A 422's detail is FastAPI's list of validation errors: the first one's `msg`.
     body["detail"]
         .as_str()
+        .or_else(|| body["detail"][0]["msg"].as_str())
         .unwrap_or_else(|| panic!("no detail in {body}"))
 }

@@ -99,9 +99,9 @@ async fn the_predecessors_backend_keys_still_load() {
     assert_eq!(
         types,
         pairs(&[
+            ("ollama", "ollama"),
             ("chatgpt", "openai"),
-            ("echo", "echo"),
-            ("ollama", "ollama")
+            ("echo", "echo")
         ])
     );
     assert!(
@@ -174,9 +174,9 @@ async fn backend_health_is_checked_concurrently_and_then_cached() {
     assert_eq!(
         healthy,
         [
-            ("echo", &json!(true)),
             ("local", &json!(true)),
-            ("remote", &json!(true))
+            ("remote", &json!(true)),
+            ("echo", &json!(true))
         ]
     );
     assert_eq!(ollama.listing_requests().len(), 1);

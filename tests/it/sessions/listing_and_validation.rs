@@ -50,7 +50,7 @@ async fn session_endpoints_answer_bad_input_with_clear_errors() {
         let (status, body) = server.post_json("/sessions", &not_an_object).await;
         assert_eq!(status, 422, "{not_an_object}: {body}");
         assert_eq!(
-            body["detail"], "Invalid request body: expected a JSON object",
+            body["detail"][0]["msg"], "Invalid request body: expected a JSON object",
             "{not_an_object}"
         );
     }

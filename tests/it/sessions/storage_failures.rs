@@ -29,7 +29,11 @@ async fn get(server: &Server, path: &str) -> (u16, Value) {
 }
 
 fn detail(body: &Value) -> &str {
-    body["detail"].as_str().unwrap_or_default()
+    // A 422's detail is FastAPI's list of validation errors: the first one's `msg`.
+    body["detail"]
+        .as_str()
+        .or_else(|| body["detail"][0]["msg"].as_str())
+        .unwrap_or_default()
 }
 
 /// Starts lit-mux in `home` with `config` (the sections before `storage`) and its database on a

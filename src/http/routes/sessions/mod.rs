@@ -9,12 +9,13 @@ use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::chat::{MAX_PAGE, ReplyEvent};
 use crate::http::AppState;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::ApiJson;
 use crate::store::Page;
 use wire::{BroadcastMessage, BroadcastResponse, CreateSession, Message, SendMessage, Session};
@@ -44,12 +45,20 @@ impl PageQuery {
     fn parse(&self, default_limit: Option<u64>) -> Result<Page, ApiError> {
         let number = |value: &Option<String>, name: &str, max: i64| match value {
             None => Ok(None),
-            Some(text) => match text.trim().parse::<i64>() {
-                Ok(n) if (0..=max).contains(&n) => Ok(Some(n.unsigned_abs())),
-                _ => Err(ApiError::Unprocessable(format!(
-                    "{name} must be an integer from 0 to {max}, got \"{text}\""
-                ))),
-            },
+            Some(text) => {
+                let kind = match text.trim().parse::<i64>() {
+                    Ok(n) if (0..=max).contains(&n) => return Ok(Some(n.unsigned_abs())),
+                    Ok(n) if n < 0 => "greater_than_equal",
+                    Ok(_) => "less_than_equal",
+                    Err(_) => "int_parsing",
+                };
+                Err(ApiError::Invalid(vec![FieldError::new(
+                    kind,
+                    vec![json!("query"), json!(name)],
+                    format!("{name} must be an integer from 0 to {max}, got \"{text}\""),
+                    json!(text),
+                )]))
+            }
         };
         Ok(Page {
             limit: number(&self.limit, "limit", MAX_PAGE)?.or(default_limit),

@@ -202,6 +202,13 @@ impl From<store::Session> for Session {
     }
 }
 
+/// The `backend` of every user message, as the predecessor wrote it.
+const USER_BACKEND: &str = "client";
+/// Metadata key of the backend a user message was sent to (a broadcast's are in `broadcast`).
+const ADDRESSED_BACKEND_KEY: &str = "addressed_backend";
+/// Metadata key of the model that wrote an answer, where the predecessor put it.
+const MODEL_KEY: &str = "model";
+
 /// A message as the API shows it (the predecessor's `MessageResponse`).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Message {
@@ -215,16 +222,40 @@ pub struct Message {
     pub metadata: Map<String, Value>,
 }
 
+/// As the predecessor wrote them: a user message's `backend` is `"client"` (the backend it was
+/// sent to is metadata `addressed_backend`), an answer's metadata carries its `model`. Derived
+/// from the stored columns on the way out, so rows of every age read the same way and the store
+/// keeps the backend each message belongs to (which history a backend is sent).
 impl From<store::Message> for Message {
     fn from(message: store::Message) -> Self {
+        let mut metadata = message.metadata;
+        let backend = match message.role.as_str() {
+            "user" => {
+                if let Some(addressed) = message.backend.filter(|name| name != USER_BACKEND) {
+                    metadata
+                        .entry(ADDRESSED_BACKEND_KEY)
+                        .or_insert(Value::String(addressed));
+                }
+                Some(USER_BACKEND.to_owned())
+            }
+            "assistant" => {
+                if let Some(model) = &message.model {
+                    metadata
+                        .entry(MODEL_KEY)
+                        .or_insert_with(|| Value::String(model.clone()));
+                }
+                message.backend
+            }
+            _ => message.backend,
+        };
         Self {
             id: message.id,
             content: message.content,
             role: message.role,
-            backend: message.backend,
+            backend,
             model: message.model,
             timestamp: message.timestamp,
-            metadata: message.metadata,
+            metadata,
         }
     }
 }
