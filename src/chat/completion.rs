@@ -35,6 +35,9 @@ pub enum CompletionError {
     /// A request that cannot work.
     #[error("{0}")]
     Invalid(String),
+    /// A value of the request's `field` that cannot work.
+    #[error("{message}")]
+    InvalidField { field: String, message: String },
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error(transparent)]

@@ -215,13 +215,15 @@ impl IntoResponse for ApiError {
             tracing::error!(%message, "internal error");
         }
         let status = self.status();
+        let detail = self.detail();
         let mut response = (
             status,
             Json(ErrorBody {
-                detail: self.detail(),
+                detail: detail.clone(),
             }),
         )
             .into_response();
+        response.extensions_mut().insert(ErrorMessage(detail));
         if let Self::TooManyRequests {
             retry_after: Some(retry_after),
             ..
@@ -239,6 +241,11 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// The client-facing message of an error response, kept beside its body so that the router's
+/// last layer can give it the shape of the path's family (OpenAI's under `/v1`).
+#[derive(Debug, Clone)]
+pub struct ErrorMessage(pub String);
 
 /// The `{"detail"}` body for a status that no handler produced (axum or tower-http did),
 /// using the standard reason phrase as FastAPI does (`"Not Found"`, `"Method Not Allowed"`).

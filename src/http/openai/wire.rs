@@ -55,16 +55,18 @@ impl ChatCompletionRequest {
         ];
         for (field, value, min, max) in decimals {
             if let Some(value) = value.filter(|v| !(min..=max).contains(v)) {
-                return Err(CompletionError::Invalid(format!(
-                    "{field} must be from {min} to {max}, got {value}"
-                )));
+                return Err(invalid(
+                    field,
+                    format!("{field} must be from {min} to {max}, got {value}"),
+                ));
             }
         }
         // One choice is all lit-mux produces: more asked for would be silently missing.
         if let Some(n) = self.n.filter(|n| *n != 1) {
-            return Err(CompletionError::Invalid(format!(
-                "n must be 1 (lit-mux answers with one choice), got {n}"
-            )));
+            return Err(invalid(
+                "n",
+                format!("n must be 1 (lit-mux answers with one choice), got {n}"),
+            ));
         }
         let counts = [
             ("max_tokens", self.max_tokens),
@@ -72,12 +74,21 @@ impl ChatCompletionRequest {
         ];
         for (field, value) in counts {
             if let Some(value) = value.filter(|v| !(1..=MAX_TOKENS).contains(v)) {
-                return Err(CompletionError::Invalid(format!(
-                    "{field} must be from 1 to {MAX_TOKENS}, got {value}"
-                )));
+                return Err(invalid(
+                    field,
+                    format!("{field} must be from 1 to {MAX_TOKENS}, got {value}"),
+                ));
             }
         }
         Ok(())
+    }
+}
+
+/// A value of the request's `field` that cannot work.
+fn invalid(field: &str, message: String) -> CompletionError {
+    CompletionError::InvalidField {
+        field: field.to_owned(),
+        message,
     }
 }
 
@@ -152,7 +163,8 @@ impl ChatCompletionRequest {
         self.check_ranges()?;
         let mcp_tool_rounds = if self.lit_mux.use_tools {
             if self.tools.as_ref().is_some_and(|tools| !tools.is_empty()) {
-                return Err(CompletionError::Invalid(
+                return Err(invalid(
+                    "tools",
                     "send either tools (the client runs them) or lit_mux.use_tools (lit-mux runs \
                      its MCP tools), not both"
                         .to_owned(),
@@ -160,7 +172,7 @@ impl ChatCompletionRequest {
             }
             Some(
                 crate::chat::tools::max_iterations(self.lit_mux.max_tool_iterations)
-                    .map_err(|err| CompletionError::Invalid(err.to_string()))?,
+                    .map_err(|err| invalid("lit_mux", err.to_string()))?,
             )
         } else {
             None
@@ -172,10 +184,13 @@ impl ChatCompletionRequest {
             .into_iter()
             .map(|tool| {
                 if tool.kind.as_deref().is_some_and(|kind| kind != "function") {
-                    return Err(CompletionError::Invalid(format!(
-                        "tool {} has type {:?}; only function tools are supported",
-                        tool.function.name, tool.kind
-                    )));
+                    return Err(invalid(
+                        "tools",
+                        format!(
+                            "tool {} has type {:?}; only function tools are supported",
+                            tool.function.name, tool.kind
+                        ),
+                    ));
                 }
                 Ok(ToolSpec {
                     name: tool.function.name,
@@ -216,10 +231,13 @@ pub(crate) fn conversation(
                             text.push_str(part.get("text").and_then(Value::as_str).unwrap_or(""))
                         }
                         other => {
-                            return Err(CompletionError::Invalid(format!(
-                                "messages[{index}]: content parts of type {other:?} are not \
-                                 supported; send text"
-                            )));
+                            return Err(invalid(
+                                "messages",
+                                format!(
+                                    "messages[{index}]: content parts of type {other:?} are not \
+                                     supported; send text"
+                                ),
+                            ));
                         }
                     }
                 }
@@ -236,10 +254,13 @@ pub(crate) fn conversation(
             "assistant" => Role::Assistant,
             "tool" => Role::Tool,
             other => {
-                return Err(CompletionError::Invalid(format!(
-                    "messages[{index}].role: {other:?} is not one of system, developer, user, \
-                     assistant, tool"
-                )));
+                return Err(invalid(
+                    "messages",
+                    format!(
+                        "messages[{index}].role: {other:?} is not one of system, developer, \
+                         user, assistant, tool"
+                    ),
+                ));
             }
         };
         let mut turn = ChatMessage::text(role, text);
@@ -258,9 +279,10 @@ pub(crate) fn conversation(
         }
         if role == Role::Tool {
             let Some(call_id) = message.tool_call_id else {
-                return Err(CompletionError::Invalid(format!(
-                    "messages[{index}]: a tool message needs tool_call_id"
-                )));
+                return Err(invalid(
+                    "messages",
+                    format!("messages[{index}]: a tool message needs tool_call_id"),
+                ));
             };
             let name = turns
                 .iter()
@@ -278,7 +300,8 @@ pub(crate) fn conversation(
         turns.push(turn);
     }
     if turns.is_empty() {
-        return Err(CompletionError::Invalid(
+        return Err(invalid(
+            "messages",
             "messages must hold at least one user message".to_owned(),
         ));
     }
@@ -580,15 +603,15 @@ mod tests {
         );
         assert!(matches!(
             conversation(vec![image]),
-            Err(CompletionError::Invalid(_))
+            Err(CompletionError::InvalidField { .. })
         ));
         assert!(matches!(
             conversation(vec![message("wizard", json!("hi"))]),
-            Err(CompletionError::Invalid(_))
+            Err(CompletionError::InvalidField { .. })
         ));
         assert!(matches!(
             conversation(vec![message("system", json!("only"))]),
-            Err(CompletionError::Invalid(_))
+            Err(CompletionError::InvalidField { .. })
         ));
     }
 
