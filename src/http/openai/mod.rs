@@ -100,10 +100,15 @@ fn parse_request(bytes: &[u8]) -> Result<ChatCompletionRequest, OpenAiError> {
     parse_json(bytes).map_err(|err| OpenAiError::from(err).with_param(offending_field(bytes)))
 }
 
-/// The top-level field a request body fails at, if the failure is in one.
+/// The top-level field a request body fails at, if the failure is in one (a wrong type or a
+/// missing field; not JSON that does not parse).
 fn offending_field(bytes: &[u8]) -> Option<String> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let err = serde_path_to_error::deserialize::<_, ChatCompletionRequest>(&mut deserializer).err()?;
+    // Text that is not JSON is no field's fault.
+    if err.inner().is_syntax() || err.inner().is_eof() {
+        return None;
+    }
     if let Some(serde_path_to_error::Segment::Map { key }) = err.path().iter().next() {
         return Some(key.clone());
     }
