@@ -104,7 +104,8 @@ fn parse_request(bytes: &[u8]) -> Result<ChatCompletionRequest, OpenAiError> {
 /// missing field; not JSON that does not parse).
 fn offending_field(bytes: &[u8]) -> Option<String> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let err = serde_path_to_error::deserialize::<_, ChatCompletionRequest>(&mut deserializer).err()?;
+    let err =
+        serde_path_to_error::deserialize::<_, ChatCompletionRequest>(&mut deserializer).err()?;
     // Text that is not JSON is no field's fault.
     if err.inner().is_syntax() || err.inner().is_eof() {
         return None;

@@ -112,10 +112,7 @@ const KEY: &str = "v1-errors-key";
 fn openai_error(status: u16, body: &Value) -> Value {
     let error = &body["error"];
     for key in ["message", "type", "param", "code"] {
-        assert!(
-            error.get(key).is_some(),
-            "{status}: no {key} in {body}"
-        );
+        assert!(error.get(key).is_some(), "{status}: no {key} in {body}");
     }
     assert!(error["message"].is_string(), "{status}: {body}");
     assert!(body.get("detail").is_none(), "{status}: {body}");
@@ -152,8 +149,15 @@ async fn errors_from_every_layer_are_in_openai_shape_under_v1_only() {
     }
 
     // 404 for a path no route has, as OpenAI words it.
-    let (status, body) =
-        status_and_json(server.get("/v1/nope").bearer_auth(KEY).send().await.unwrap()).await;
+    let (status, body) = status_and_json(
+        server
+            .get("/v1/nope")
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(
         openai_error(status, &body)["message"],
@@ -193,9 +197,8 @@ async fn errors_from_every_layer_are_in_openai_shape_under_v1_only() {
             .contains("4096"),
         "{body}"
     );
-    let chunked = reqwest::Body::wrap_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(
-        big,
-    )]));
+    let chunked =
+        reqwest::Body::wrap_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(big)]));
     let (status, body) = status_and_json(
         server
             .post("/v1/chat/completions")
@@ -229,7 +232,10 @@ async fn errors_from_every_layer_are_in_openai_shape_under_v1_only() {
     for (raw, param) in [
         ("{\"model\": ".to_owned(), Value::Null),
         ("[1, 2]".to_owned(), Value::Null),
-        (json!({"model": 3, "messages": user}).to_string(), json!("model")),
+        (
+            json!({"model": 3, "messages": user}).to_string(),
+            json!("model"),
+        ),
         (json!({"model": "echo"}).to_string(), json!("messages")),
         (
             json!({"model": "echo", "messages": user, "temperature": "hot"}).to_string(),
@@ -307,7 +313,10 @@ async fn errors_from_every_layer_are_in_openai_shape_under_v1_only() {
     let (status, body) =
         status_and_json(server.get("/sessions/no-such").send().await.unwrap()).await;
     assert_eq!(status, 401, "{body}");
-    assert!(body["detail"].is_string() && body.get("error").is_none(), "{body}");
+    assert!(
+        body["detail"].is_string() && body.get("error").is_none(),
+        "{body}"
+    );
     let (status, body) = status_and_json(
         server
             .get("/sessions/no-such")
@@ -379,7 +388,10 @@ async fn a_panic_and_a_503_under_v1_are_in_openai_shape() {
     };
     let (status, body) = call("/v1/panics").await;
     assert_eq!(status, 500, "{body}");
-    assert_eq!(openai_error(status, &body)["message"], "Internal server error");
+    assert_eq!(
+        openai_error(status, &body)["message"],
+        "Internal server error"
+    );
     let (status, body) = call("/v1/busy").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(openai_error(status, &body)["message"], "storage is busy");
