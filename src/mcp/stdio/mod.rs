@@ -74,7 +74,9 @@ impl StdioConnection {
             .map_err(|err| StartFailure {
                 stage: StartStage::Spawn,
                 reason: match err.kind() {
-                    std::io::ErrorKind::NotFound => format!("command not found: {}", transport.command),
+                    std::io::ErrorKind::NotFound => {
+                        format!("command not found: {}", transport.command)
+                    }
                     _ => format!("cannot run {}: {err}", transport.command),
                 },
                 exit: None,
@@ -94,7 +96,8 @@ impl StdioConnection {
             StartStage::ListTools,
             async {
                 match session.list_tools(spec.max_message_bytes).await {
-                    Ok(listed) => listed.map_err(HandshakeFailure::Unusable),
+                    Ok(listed) => listed
+                        .map_err(|why| HandshakeFailure::Unusable(format!("tools/list: {why}"))),
                     Err(err) => Err(HandshakeFailure::of_request("tools/list", err)),
                 }
             },
@@ -274,7 +277,9 @@ async fn within<T>(
 /// A process's exit during the handshake, in words.
 fn ended_before(exit: &ExitInfo, stage: StartStage) -> String {
     match (exit.code, exit.signal) {
-        (Some(code), _) => format!("its process exited with status {code} before answering {stage}"),
+        (Some(code), _) => {
+            format!("its process exited with status {code} before answering {stage}")
+        }
         (None, Some(_)) => format!(
             "its process was {} before answering {stage}",
             exit.description
