@@ -150,7 +150,7 @@ impl std::fmt::Display for StartFailure {
         // lit-mux stopped it (`exit`) would only blur that.
         write!(f, "did not start: {}", self.reason)?;
         if !self.stderr_tail.is_empty() {
-            write!(f, "; last stderr: {}", self.stderr_tail)?;
+            write!(f, "; last stderr lines: {}", self.stderr_tail)?;
         }
         Ok(())
     }

@@ -240,7 +240,7 @@ async fn a_failed_start_says_the_same_thing_every_time() {
         (
             "fixture-exits",
             json!({"command": fixture, "args": ["exit-at-once"], "timeout": 10}),
-            "its process exited with status 1 before answering initialize; last stderr: \
+            "its process exited with status 1 before answering initialize; last stderr lines: \
              fatal: missing configuration file /nonexistent.toml"
                 .to_owned(),
         ),
@@ -257,7 +257,7 @@ async fn a_failed_start_says_the_same_thing_every_time() {
         (
             "complains",
             json!({"command": "sh", "args": ["-c", "echo no config >&2; exit 2"], "timeout": 10}),
-            "its process exited with status 2 before answering initialize; last stderr: no config"
+            "its process exited with status 2 before answering initialize; last stderr lines: no config"
                 .to_owned(),
         ),
         (
