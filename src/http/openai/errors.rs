@@ -22,7 +22,7 @@ pub fn serves(path: &str) -> bool {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct OpenAiErrorBody {
-    /// `{"message", "type", "param", "code"}`
+    /// `{"message", "type", "code"}`
     #[schema(value_type = Object)]
     error: (),
 }
