@@ -576,10 +576,15 @@ fn any_json_body_to_mcp_is_answered_with_json_rpc_never_415() {
         1 => malformed(),
     ]
     .boxed();
-    // Each with a protocol version (none, the session's, the sessionless one, nonsense) and a
-    // spelling of the JSON content type, as `version\ncontent type\nbody`.
+    // Each with a protocol version (none, the session's, the sessionless one, nonsense), an
+    // `Accept` (mostly right) and a spelling of the JSON content type, as
+    // `version\naccept\ncontent type\nbody`.
     let strategy = (
         one_of(&["", "2025-11-25", "2026-07-28", "1999-01-01"]),
+        prop_oneof![
+            4 => one_of(&["application/json, text/event-stream"]),
+            1 => one_of(&["", "application/json", "text/event-stream", "*/*"]),
+        ],
         one_of(&[
             "application/json",
             "application/json; charset=utf-8",
@@ -587,24 +592,29 @@ fn any_json_body_to_mcp_is_answered_with_json_rpc_never_415() {
         ]),
         strategy,
     )
-        .prop_map(|(version, content_type, body)| format!("{version}\n{content_type}\n{body}"))
+        .prop_map(|(version, accept, content_type, body)| {
+            format!("{version}\n{accept}\n{content_type}\n{body}")
+        })
         .boxed();
     let session = open_mcp_session(&server);
     assert_answers(
         &server,
         strategy,
         |case| {
-            let mut parts = case.splitn(3, '\n');
-            let (version, content_type) = (parts.next().unwrap(), parts.next().unwrap());
-            let body = parts.next().unwrap_or_default().to_owned();
+            let mut parts = case.splitn(4, '\n');
+            let mut next = || parts.next().unwrap_or_default();
+            let (version, accept, content_type) = (next(), next(), next());
+            let body = next().to_owned();
             let mut request = server
                 .post("/mcp")
                 .header("content-type", content_type)
-                .header("accept", "application/json, text/event-stream")
                 .header("mcp-session-id", &session)
                 .body(body);
             if !version.is_empty() {
                 request = request.header("mcp-protocol-version", version);
+            }
+            if !accept.is_empty() {
+                request = request.header("accept", accept);
             }
             request
         },
