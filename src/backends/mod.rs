@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::config::backends::{BackendConfig, BackendKind};
 pub use metered::BackendMetrics;
 pub use options::{
-    GenerationOptions, JsonSchemaFormat, ResponseFormat, StopSequences, ToolChoice, Unsupported,
+    GenerationOptions, InvalidOption, JsonSchemaFormat, ResponseFormat, StopSequences, ToolChoice,
+    Unsupported,
 };
 pub use registry::{BackendEntry, BackendLookupError, BackendRegistry};
 

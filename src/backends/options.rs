@@ -10,6 +10,23 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// An option outside its range: which one (as the request names it), and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidOption {
+    pub option: &'static str,
+    pub message: String,
+}
+
+impl InvalidOption {
+    fn new(option: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            option,
+            message: message.into(),
+        }
+    }
+}
+
 /// Options for one model call; `None` leaves the backend's own default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -200,7 +217,7 @@ impl GenerationOptions {
     ];
 
     /// The first value outside OpenAI's range, as a message naming the option and the range.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), InvalidOption> {
         let decimals = [
             ("temperature", self.temperature, 0.0, 2.0),
             ("top_p", self.top_p, 0.0, 1.0),
@@ -209,27 +226,35 @@ impl GenerationOptions {
         ];
         for (name, value, min, max) in decimals {
             if let Some(value) = value.filter(|v| !(min..=max).contains(v)) {
-                return Err(format!("{name} must be from {min} to {max}, got {value}"));
+                return Err(InvalidOption::new(
+                    name,
+                    format!("{name} must be from {min} to {max}, got {value}"),
+                ));
             }
         }
         if let Some(value) = self.max_tokens.filter(|v| !(1..=MAX_TOKENS).contains(v)) {
-            return Err(format!(
-                "max_tokens must be from 1 to {MAX_TOKENS}, got {value}"
+            return Err(InvalidOption::new(
+                "max_tokens",
+                format!("max_tokens must be from 1 to {MAX_TOKENS}, got {value}"),
             ));
         }
         if let Some(StopSequences(stops)) = &self.stop {
             if stops.len() > MAX_STOP_SEQUENCES {
-                return Err(format!(
-                    "stop holds at most {MAX_STOP_SEQUENCES} sequences, got {}",
-                    stops.len()
+                return Err(InvalidOption::new(
+                    "stop",
+                    format!(
+                        "stop holds at most {MAX_STOP_SEQUENCES} sequences, got {}",
+                        stops.len()
+                    ),
                 ));
             }
             if stops
                 .iter()
                 .any(|s| s.is_empty() || s.chars().count() > MAX_STOP_CHARS)
             {
-                return Err(format!(
-                    "each stop sequence must be 1 to {MAX_STOP_CHARS} characters"
+                return Err(InvalidOption::new(
+                    "stop",
+                    format!("each stop sequence must be 1 to {MAX_STOP_CHARS} characters"),
                 ));
             }
         }
@@ -240,24 +265,29 @@ impl GenerationOptions {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !name_ok {
-                return Err(
+                return Err(InvalidOption::new(
+                    "response_format",
                     "response_format.json_schema.name must be 1 to 64 of a-z A-Z 0-9 _ -"
                         .to_owned(),
-                );
+                ));
             }
             if json_schema
                 .schema
                 .as_ref()
                 .is_some_and(|schema| !schema.is_object())
             {
-                return Err("response_format.json_schema.schema must be an object".to_owned());
+                return Err(InvalidOption::new(
+                    "response_format",
+                    "response_format.json_schema.schema must be an object".to_owned(),
+                ));
             }
         }
         if let Some(ToolChoice::Function(name)) = &self.tool_choice
             && (name.is_empty() || name.chars().count() > MAX_NAME_CHARS)
         {
-            return Err(format!(
-                "tool_choice.function.name must be 1 to {MAX_NAME_CHARS} characters"
+            return Err(InvalidOption::new(
+                "tool_choice",
+                format!("tool_choice.function.name must be 1 to {MAX_NAME_CHARS} characters"),
             ));
         }
         if let Some(user) = self
@@ -265,23 +295,33 @@ impl GenerationOptions {
             .as_ref()
             .filter(|u| u.chars().count() > MAX_USER_CHARS)
         {
-            return Err(format!(
-                "user must be at most {MAX_USER_CHARS} characters, got {}",
-                user.chars().count()
+            return Err(InvalidOption::new(
+                "user",
+                format!(
+                    "user must be at most {MAX_USER_CHARS} characters, got {}",
+                    user.chars().count()
+                ),
             ));
         }
         if let Some(value) = self.top_logprobs {
             if value > MAX_TOP_LOGPROBS {
-                return Err(format!(
-                    "top_logprobs must be from 0 to {MAX_TOP_LOGPROBS}, got {value}"
+                return Err(InvalidOption::new(
+                    "top_logprobs",
+                    format!("top_logprobs must be from 0 to {MAX_TOP_LOGPROBS}, got {value}"),
                 ));
             }
             if self.logprobs != Some(true) {
-                return Err("top_logprobs needs logprobs: true".to_owned());
+                return Err(InvalidOption::new(
+                    "top_logprobs",
+                    "top_logprobs needs logprobs: true".to_owned(),
+                ));
             }
         }
         if let Some(value) = self.n.filter(|n| !(1..=MAX_N).contains(n)) {
-            return Err(format!("n must be from 1 to {MAX_N}, got {value}"));
+            return Err(InvalidOption::new(
+                "n",
+                format!("n must be from 1 to {MAX_N}, got {value}"),
+            ));
         }
         Ok(())
     }

@@ -35,6 +35,9 @@ pub enum CompletionError {
     /// A request that cannot work.
     #[error("{0}")]
     Invalid(String),
+    /// A value of the request's `field` that cannot work.
+    #[error("{message}")]
+    InvalidField { field: String, message: String },
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error(transparent)]
@@ -64,6 +67,10 @@ impl From<ChatError> for CompletionError {
             ChatError::InvalidRequest(message) | ChatError::InvalidValue(message) => {
                 Self::Invalid(message)
             }
+            ChatError::InvalidOption(invalid) => Self::InvalidField {
+                field: invalid.option.to_owned(),
+                message: invalid.message,
+            },
             ChatError::Backend(err) => Self::Backend(err),
             ChatError::Store(err)
             | ChatError::AnswerNotStored(err)

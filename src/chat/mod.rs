@@ -35,6 +35,7 @@ use serde_json::{Map, Value};
 
 use crate::backends::{
     Backend, BackendError, BackendLookupError, BackendRegistry, ChatRequest, GenerationOptions,
+    InvalidOption,
 };
 use crate::mcp::hub::McpHub;
 use crate::store::{Message, Session, SharedStore, Store, StoreError};
@@ -117,6 +118,9 @@ pub enum ChatError {
     /// The request is well formed but a value is not acceptable.
     #[error("{0}")]
     InvalidValue(String),
+    /// A generation option that cannot work (out of its range, or more choices than one).
+    #[error(transparent)]
+    InvalidOption(#[from] InvalidOption),
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error(transparent)]
@@ -436,11 +440,13 @@ pub(crate) fn check_options(
     options: &GenerationOptions,
     backend: &dyn Backend,
 ) -> Result<(), ChatError> {
-    options.check().map_err(ChatError::InvalidRequest)?;
+    options.check()?;
     if let Some(n) = options.n.filter(|n| *n > 1) {
-        return Err(ChatError::InvalidRequest(format!(
-            "n must be 1, got {n}: lit-mux answers with one choice"
-        )));
+        return Err(InvalidOption {
+            option: "n",
+            message: format!("n must be 1, got {n}: lit-mux answers with one choice"),
+        }
+        .into());
     }
     Ok(backend.check_options(options)?)
 }

@@ -67,6 +67,8 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let under_way = self.connection.request_started();
+        let openai = crate::http::openai::errors::serves(request.uri().path())
+            .then(|| (request.method().clone(), request.uri().path().to_owned()));
         let timed_out = Arc::new(AtomicBool::new(false));
         let body_timeout = self.body_timeout;
         let request = request.map(|body| TimedBody {
@@ -82,6 +84,10 @@ where
             let mut response = inner.call(request).await?;
             if timed_out.load(Ordering::Relaxed) {
                 response = body_timed_out(body_timeout);
+                // Outside the router, whose last layer gives errors their path's shape.
+                if let Some((method, path)) = openai {
+                    response = crate::http::openai::errors::reshape(response, &method, &path);
+                }
             }
             Ok(response.map(|body| TrackedBody {
                 inner: body,

@@ -213,6 +213,7 @@ impl From<crate::chat::ChatError> for ApiError {
             E::SessionNotFound(_) => Self::NotFound(err.to_string()),
             E::InvalidRequest(message) => Self::BadRequest(message),
             E::InvalidValue(message) => Self::Unprocessable(message),
+            E::InvalidOption(invalid) => Self::BadRequest(invalid.message),
             E::Backend(err) => err.into(),
             E::Store(err) => err.into(),
             E::Interrupted(_) => Self::ServiceUnavailable(err.to_string()),
@@ -270,7 +271,13 @@ impl IntoResponse for ApiError {
         let retry_after = self
             .retry_after()
             .and_then(|retry_after| HeaderValue::from_str(retry_after).ok());
+        // The plain sentence, for the layer that answers `/v1` in OpenAI's shape.
+        let message = match &self {
+            Self::Internal(_) => "Internal server error".to_owned(),
+            other => other.to_string(),
+        };
         let mut response = (status, Json(json!({"detail": self.detail()}))).into_response();
+        response.extensions_mut().insert(ErrorMessage(message));
         if let Some(value) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
@@ -283,6 +290,11 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// The client-facing message of an error response, kept beside its body so that the router's
+/// last layer can give it the shape of the path's family (OpenAI's under `/v1`).
+#[derive(Debug, Clone)]
+pub struct ErrorMessage(pub String);
 
 /// The `{"detail"}` body for a status that no handler produced (axum or tower-http did),
 /// using the standard reason phrase as FastAPI does (`"Not Found"`, `"Method Not Allowed"`).

@@ -1,8 +1,9 @@
 //! The router: every route with its layers (access checks, body limits, CORS, tracing, metrics),
 //! and the API description.
 //!
-//! Invariants: every response to a failed request is JSON `{"detail"}` (the last layer rewrites
-//! any plain-text error that axum or tower-http produced); a panic in a handler is a 500, never a
+//! Invariants: every response to a failed request is JSON, `{"detail"}` or OpenAI's shape under
+//! `/v1` (the last layer gives each error its path's shape, also the plain-text ones of axum and
+//! tower-http and the refusals of the access checks); a panic in a handler is a 500, never a
 //! dropped connection.
 
 use std::time::Duration;
@@ -116,7 +117,6 @@ pub fn with_layers(routes: Router, server: &ServerConfig) -> Router {
         .fallback(|| async { detail_for_status(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Innermost first: each `.layer` wraps everything above it.
-        .layer(middleware::from_fn(errors_as_json))
         .layer(axum::Extension(BodyLimit(limit)))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(
@@ -131,6 +131,8 @@ pub fn with_layers(routes: Router, server: &ServerConfig) -> Router {
         .layer(CatchPanicLayer::custom(|_panic| {
             ApiError::Internal("a request handler panicked".to_owned()).into_response()
         }))
+        // Around every layer that can refuse a request, so that their answers get the shape too.
+        .layer(middleware::from_fn(errors_in_family_shape))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
@@ -199,12 +201,22 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// Rewrites an error response that is not JSON (axum's own rejections, tower-http's limits) into
-/// `{"detail": "<reason phrase>"}`, keeping its status and headers such as `Allow`.
-async fn errors_as_json(request: Request, next: Next) -> Response {
+/// Gives every error response the shape of its path's family: OpenAI's under `/v1`
+/// ([`openai::errors::reshape`](crate::http::openai::errors::reshape)), `{"detail"}` elsewhere,
+/// where an error that is not JSON (axum's own rejections, tower-http's limits) gets
+/// `{"detail": "<reason phrase>"}`. Status and headers such as `Allow` are kept.
+async fn errors_in_family_shape(request: Request, next: Next) -> Response {
+    let openai = crate::http::openai::errors::serves(request.uri().path())
+        .then(|| (request.method().clone(), request.uri().path().to_owned()));
     let response = next.run(request).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    if let Some((method, path)) = openai {
+        return crate::http::openai::errors::reshape(response, &method, &path);
+    }
+    if is_json(&response) {
         return response;
     }
     let (mut parts, _body) = response.into_parts();

@@ -146,10 +146,9 @@ pub struct StartFailure {
 
 impl std::fmt::Display for StartFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "failed at {}: {}", self.stage, self.reason)?;
-        if let Some(exit) = &self.exit {
-            write!(f, "; process {}", exit.description)?;
-        }
+        // The reason says what happened to the process, if anything did: its state after
+        // lit-mux stopped it (`exit`) would only blur that.
+        write!(f, "did not start: {}", self.reason)?;
         if !self.stderr_tail.is_empty() {
             write!(f, "; last stderr lines: {}", self.stderr_tail)?;
         }

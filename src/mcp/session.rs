@@ -18,6 +18,56 @@ pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion::V_2025_11_25;
 /// How long ending rmcp's client task may take once the server is gone.
 const PROTOCOL_SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
+/// Why a step of the handshake (`initialize`, `tools/list`) failed, in the API's words.
+#[derive(Debug)]
+pub enum HandshakeFailure {
+    /// The connection ended: the server went away or closed its output. What became of it is
+    /// the transport's to say.
+    Closed,
+    /// The server answered, but not in a way lit-mux can use: how, as the end of a sentence
+    /// ("it refused initialize with error -32603: ...").
+    Unusable(String),
+}
+
+impl HandshakeFailure {
+    /// rmcp's reasons, with no type path or Debug text in them.
+    fn of_initialize(err: rmcp::service::ClientInitializeError) -> Self {
+        use rmcp::service::ClientInitializeError as E;
+        match err {
+            E::ConnectionClosed(_) | E::TransportError { .. } | E::Cancelled => Self::Closed,
+            E::JsonRpcError(error) => Self::Unusable(format!(
+                "it refused initialize with error {}: {}",
+                error.code.0, error.message
+            )),
+            E::NoCompatibleProtocolVersion {
+                server_supported, ..
+            } => Self::Unusable(format!(
+                "it speaks none of the protocol versions lit-mux does (it offers {})",
+                server_supported
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            _ => Self::Unusable("its answer to initialize is not an initialize result".to_owned()),
+        }
+    }
+
+    /// A failed request of the handshake after `initialize` (`tools/list`).
+    pub fn of_request(what: &str, err: ServiceError) -> Self {
+        match err {
+            ServiceError::TransportClosed
+            | ServiceError::TransportSend(_)
+            | ServiceError::Cancelled { .. } => Self::Closed,
+            ServiceError::McpError(error) => Self::Unusable(format!(
+                "it refused {what} with error {}: {}",
+                error.code.0, error.message
+            )),
+            _ => Self::Unusable(format!("its answer to {what} is not a {what} result")),
+        }
+    }
+}
+
 /// An initialized MCP session: rmcp's running client and what the server said about itself.
 pub struct Session {
     name: String,
@@ -37,7 +87,7 @@ impl Session {
         name: &str,
         transport: T,
         tools_changed: mpsc::Sender<()>,
-    ) -> Result<Self, String>
+    ) -> Result<Self, HandshakeFailure>
     where
         T: IntoTransport<RoleClient, E, A>,
         E: std::error::Error + Send + Sync + 'static,
@@ -45,7 +95,7 @@ impl Session {
         let handler = LitMuxClient { tools_changed };
         let service = rmcp::serve_client(handler, transport)
             .await
-            .map_err(|err| err.to_string())?;
+            .map_err(HandshakeFailure::of_initialize)?;
         let peer = service.peer().clone();
         let (server_info, protocol_version) = match service.peer_info() {
             Some(info) => (

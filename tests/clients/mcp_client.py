@@ -4,11 +4,13 @@ Usage: mcp_client.py BASE_URL API_KEY MODE SERVER_TO_REMOVE
 MODE is the client's `mode`: "legacy" (initialize handshake, list_changed on the session's
 stream) or "auto" (server/discover, 2026-07-28, list_changed through subscriptions/listen).
 Lists the tools, calls some, removes SERVER_TO_REMOVE through the REST API, waits (bounded) for
-notifications/tools/list_changed and lists again. Prints one JSON object with what the client
-saw; the Rust test (tests/mcp_endpoint.rs) asserts on it.
+notifications/tools/list_changed and lists again, then closes (ending its session). Prints one
+JSON object with what the client saw, the SDK's logged warnings among it; the Rust test
+(tests/mcp_endpoint.rs) asserts on it.
 """
 
 import json
+import logging
 import sys
 
 import anyio
@@ -19,6 +21,21 @@ from mcp.shared.exceptions import MCPError
 
 base_url, api_key, mode, to_remove = sys.argv[1:5]
 NOTIFICATION_WAIT_S = 10
+
+
+class Warnings(logging.Handler):
+    """What the SDK logs at WARNING and above (such as a failed session termination)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+warnings = Warnings()
+logging.getLogger("mcp").addHandler(warnings)
 
 
 def tool_view(tool):
@@ -92,6 +109,8 @@ async def main():
                             break
 
             seen["tools_after"] = sorted(tool.name for tool in (await client.list_tools()).tools)
+    # Leaving the client ended the session (DELETE /mcp in the handshake-era mode).
+    seen["warnings"] = warnings.messages
     print(json.dumps(seen))
 
 

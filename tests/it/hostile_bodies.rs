@@ -532,3 +532,109 @@ async fn a_body_that_is_no_json_rpc_message_gets_a_json_rpc_error() {
         assert!(answer["error"]["message"].is_string(), "{answer}");
     }
 }
+
+/// A refusal of `/mcp` is a JSON-RPC error: `{"jsonrpc": "2.0", "id", "error": {"code", "message"}}`.
+fn json_rpc_refusal(status: u16, text: &str) -> Result<(), String> {
+    if status == 415 {
+        return Err(format!("415 for a body declared JSON: {text}"));
+    }
+    if status < 400 {
+        return Ok(());
+    }
+    let body: serde_json::Value =
+        serde_json::from_str(text).map_err(|_| format!("{status} that is not JSON: {text}"))?;
+    let well_formed = body["jsonrpc"] == "2.0"
+        && body.get("id").is_some()
+        && body["error"]["code"].is_i64()
+        && body["error"]["message"].is_string();
+    if !well_formed {
+        return Err(format!("{status} that is no JSON-RPC error: {text}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn any_json_body_to_mcp_is_answered_with_json_rpc_never_415() {
+    let home = TestHome::new();
+    let server = home.start(&[]);
+    // JSON-RPC's fields with values of any type, besides any JSON at all and bodies of no shape.
+    let message = body(vec![
+        ("jsonrpc", mostly("\"2.0\"")),
+        ("id", value()),
+        (
+            "method",
+            prop_oneof![one_of(&["\"ping\"", "\"initialize\""]), value()].boxed(),
+        ),
+        ("params", value()),
+        ("result", value()),
+        ("error", value()),
+    ]);
+    let strategy = prop_oneof![
+        2 => message.clone(),
+        1 => prop::collection::vec(message, 0..3).prop_map(|items| array(&items)),
+        2 => value(),
+        1 => malformed(),
+    ]
+    .boxed();
+    // Each with a protocol version (none, the session's, the sessionless one, nonsense), an
+    // `Accept` (mostly right) and a spelling of the JSON content type, as
+    // `version\naccept\ncontent type\nbody`.
+    let strategy = (
+        one_of(&["", "2025-11-25", "2026-07-28", "1999-01-01"]),
+        prop_oneof![
+            4 => one_of(&["application/json, text/event-stream"]),
+            1 => one_of(&["", "application/json", "text/event-stream", "*/*"]),
+        ],
+        one_of(&[
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+        ]),
+        strategy,
+    )
+        .prop_map(|(version, accept, content_type, body)| {
+            format!("{version}\n{accept}\n{content_type}\n{body}")
+        })
+        .boxed();
+    let session = open_mcp_session(&server);
+    assert_answers(
+        &server,
+        strategy,
+        |case| {
+            let mut parts = case.splitn(4, '\n');
+            let mut next = || parts.next().unwrap_or_default();
+            let (version, accept, content_type) = (next(), next(), next());
+            let body = next().to_owned();
+            let mut request = server
+                .post("/mcp")
+                .header("content-type", content_type)
+                .header("mcp-session-id", &session)
+                .body(body);
+            if !version.is_empty() {
+                request = request.header("mcp-protocol-version", version);
+            }
+            if !accept.is_empty() {
+                request = request.header("accept", accept);
+            }
+            request
+        },
+        json_rpc_refusal,
+    );
+    // Without a session too, where rmcp refuses other things first.
+    let scalar_or_container = prop_oneof![value(), malformed()].boxed();
+    assert_answers(
+        &server,
+        scalar_or_container,
+        |body| {
+            json_post(&server, "/mcp", body).header("accept", "application/json, text/event-stream")
+        },
+        |status, text| {
+            json_rpc_refusal(status, text)?;
+            // Nothing here is an `initialize` that could open a session.
+            if status != 400 {
+                return Err(format!("{status} rather than 400: {text}"));
+            }
+            Ok(())
+        },
+    );
+}

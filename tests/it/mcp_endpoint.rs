@@ -96,6 +96,8 @@ async fn assert_the_client_saw_the_catalog_and_its_change(
     let seen = official_client(server, mode).await;
 
     assert_eq!(seen["protocol_version"], protocol, "{seen}");
+    // Nothing went wrong in the client's eyes, its session's end included.
+    assert_eq!(seen["warnings"], json!([]), "{seen}");
     assert_eq!(seen["server_name"], "lit-mux");
     assert_eq!(seen["tools_list_changed"], true, "advertised: {seen}");
     let listed: BTreeSet<&String> = seen["tools"].as_object().unwrap().keys().collect();
@@ -480,7 +482,8 @@ async fn the_paths_beside_the_endpoint_are_unchanged() {
     assert_eq!(put.status(), 405);
     let allow = put.headers()["allow"].to_str().unwrap().to_owned();
     let (_, body) = status_and_json(put).await;
-    assert_eq!(body, json!({"detail": "Method Not Allowed"}));
+    // `/mcp` itself answers in JSON-RPC, its refusals too.
+    assert_eq!(body["error"]["message"], "Method Not Allowed", "{body}");
     assert!(allow.contains("POST"), "{allow}");
 }
 
@@ -607,4 +610,157 @@ async fn a_call_the_client_cancels_is_cancelled_on_the_child() {
         answer["result"]["content"][0]["text"], "Echo: still here",
         "{answer}"
     );
+}
+
+/// A refusal's status and its JSON-RPC error; fails unless the body is one.
+async fn json_rpc_refusal(response: reqwest::Response) -> (u16, Value) {
+    let (status, body) = status_and_json(response).await;
+    assert_eq!(body["jsonrpc"], "2.0", "{status}: {body}");
+    assert!(body.get("id").is_some(), "{status}: {body}");
+    assert!(body["error"]["code"].is_i64(), "{status}: {body}");
+    assert!(body["error"]["message"].is_string(), "{status}: {body}");
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ending_a_session_answers_204_then_404_and_every_refusal_is_json_rpc() {
+    let home = TestHome::new();
+    home.write_config(&format!("server:\n  api_key: {KEY}\n"));
+    let server = home.start(&[]);
+    let delete = |session: Option<&str>| {
+        let mut request = server
+            .delete("/mcp")
+            .bearer_auth(KEY)
+            .header("mcp-protocol-version", PROTOCOL);
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        request.send()
+    };
+    let stream = |session: Option<&str>| {
+        let mut request = server
+            .get("/mcp")
+            .bearer_auth(KEY)
+            .header("accept", "text/event-stream")
+            .header("mcp-protocol-version", PROTOCOL);
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        request.send()
+    };
+
+    let session = open_session(&server).await;
+    let ended = delete(Some(&session)).await.unwrap();
+    assert_eq!(ended.status(), 204);
+    assert_eq!(ended.text().await.unwrap(), "");
+    for unknown in [session.as_str(), "no-such-session"] {
+        let (status, body) = json_rpc_refusal(delete(Some(unknown)).await.unwrap()).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (404, &json!(-32001)),
+            "{body}"
+        );
+        let (status, body) = json_rpc_refusal(stream(Some(unknown)).await.unwrap()).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (404, &json!(-32001)),
+            "{body}"
+        );
+    }
+    let (status, body) = json_rpc_refusal(delete(None).await.unwrap()).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = json_rpc_refusal(stream(None).await.unwrap()).await;
+    assert_eq!(status, 400, "{body}");
+
+    // Headers the transport needs: the spec's status, with the request's id where readable.
+    let ping = json!({"jsonrpc": "2.0", "id": 9, "method": "ping"});
+    let (status, body) = json_rpc_refusal(
+        server
+            .post("/mcp")
+            .bearer_auth(KEY)
+            .json(&ping)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, &body["id"]), (406, &json!(9)), "{body}");
+    let (status, body) = json_rpc_refusal(
+        server
+            .post("/mcp")
+            .bearer_auth(KEY)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "text/plain")
+            .body(ping.to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 415, "{body}");
+    let response = server
+        .http
+        .put(server.url("/mcp"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().contains_key("allow"));
+    let (status, _) = json_rpc_refusal(response).await;
+    assert_eq!(status, 405);
+
+    // Bodies declared JSON that are no JSON-RPC message: 400, -32600 (-32700 for no JSON).
+    for (body, code, id) in [
+        ("{}", -32600, Value::Null),
+        ("[]", -32600, Value::Null),
+        ("123", -32600, Value::Null),
+        ("\"x\"", -32600, Value::Null),
+        ("{\"foo\": 1}", -32600, Value::Null),
+        (
+            "{\"jsonrpc\": \"2.0\", \"id\": 5, \"method\": 7}",
+            -32600,
+            json!(5),
+        ),
+        (
+            "{\"jsonrpc\": \"2.0\", \"id\": \"a\", \"method\": \"initialize\", \"params\": 5}",
+            -32600,
+            json!("a"),
+        ),
+        (
+            "[{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": \"ping\"}]",
+            -32600,
+            Value::Null,
+        ),
+        ("not json", -32700, Value::Null),
+    ] {
+        for session in [None, Some(open_session(&server).await)] {
+            let mut request = server
+                .post("/mcp")
+                .bearer_auth(KEY)
+                .header("accept", "application/json, text/event-stream")
+                .header("content-type", "application/json")
+                .header("mcp-protocol-version", PROTOCOL)
+                .body(body);
+            if let Some(session) = &session {
+                request = request.header("mcp-session-id", session);
+            }
+            let (status, answer) = json_rpc_refusal(request.send().await.unwrap()).await;
+            assert_eq!(status, 400, "{body}: {answer}");
+            assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+            assert_eq!(answer["id"], id, "{body}: {answer}");
+        }
+    }
+    // A message that needs a session, without one.
+    let (status, body) = json_rpc_refusal(
+        mcp_post(
+            &server,
+            None,
+            &json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!((status, &body["id"]), (400, &json!(3)), "{body}");
 }

@@ -218,7 +218,10 @@ async fn configured_servers_start_with_lit_mux_and_mcp_servers_env_adds_more() {
     assert!(ready, "states: {}", states().await);
     let broken = server.get_json("/mcp/servers/broken").await;
     assert!(
-        broken["last_error"].as_str().unwrap().contains("spawn"),
+        broken["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("command not found: /no/such/program"),
         "{broken}"
     );
     assert_eq!(server.get_json("/tools").await["total"], 26);

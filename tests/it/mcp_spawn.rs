@@ -197,7 +197,7 @@ async fn a_bare_command_is_looked_up_in_the_path_the_child_gets() {
     )
     .await;
     assert!(
-        detail.contains("spawn") && detail.contains("No such file or directory"),
+        detail.contains("did not start: command not found: probe-server"),
         "{detail}"
     );
 

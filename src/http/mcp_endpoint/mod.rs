@@ -6,7 +6,8 @@
 //! off rather than a second, differently configured one; its streams end when lit-mux shuts
 //! down, so they do not hold the graceful shutdown for its whole grace period; there are at
 //! most `mcp_endpoint.max_sessions` sessions ([`sessions`]), and an `initialize` that would pass
-//! the cap while every session is busy is answered 503 with a JSON-RPC error.
+//! the cap while every session is busy is answered 503 with a JSON-RPC error; `DELETE` answers
+//! 204 for a session it ended and 404 for one unknown or already ended.
 
 pub mod handler;
 pub mod malformed;
@@ -86,6 +87,9 @@ impl tower::Service<Request> for McpEndpointService {
 
 impl McpEndpointService {
     async fn answer(self, request: Request) -> Response {
+        if request.method() == Method::DELETE {
+            return self.end_session(request).await;
+        }
         let may_create_session =
             request.method() == Method::POST && !request.headers().contains_key("mcp-session-id");
         if !may_create_session {
@@ -123,6 +127,23 @@ impl McpEndpointService {
             return self.sessions_full(serde_json::Value::Null);
         }
         response.into_response()
+    }
+
+    /// `DELETE`: 204 once the session is ended, 404 for one unknown or already ended (rmcp
+    /// answers 202 to both, which clients take for a failure); rmcp's own refusals as they are.
+    async fn end_session(self, request: Request) -> Response {
+        let (response, closed) = CappedSessions::close_seen(self.rmcp.handle(request)).await;
+        let response = response.into_response();
+        match closed {
+            Some(true) if response.status().is_success() => StatusCode::NO_CONTENT.into_response(),
+            Some(false) => malformed::error(
+                StatusCode::NOT_FOUND,
+                serde_json::Value::Null,
+                malformed::SESSION_NOT_FOUND,
+                "Not Found: Session not found".to_owned(),
+            ),
+            _ => response,
+        }
     }
 
     fn sessions_full(&self, id: serde_json::Value) -> Response {

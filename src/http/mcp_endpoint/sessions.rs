@@ -29,6 +29,9 @@ tokio::task_local! {
     /// Set by a refused creation inside [`CappedSessions::refusals_seen`], so the endpoint can
     /// answer 503 where rmcp would answer a creation error with 500.
     static REFUSED: std::cell::Cell<bool>;
+    /// Set by a close inside [`CappedSessions::close_seen`]: whether the session existed, so the
+    /// endpoint can answer 404 for an unknown or ended one where rmcp answers 202 to any.
+    static CLOSED: std::cell::Cell<Option<bool>>;
 }
 
 /// Why a session could not be created or used.
@@ -123,6 +126,18 @@ impl CappedSessions {
             .scope(std::cell::Cell::new(false), async move {
                 let output = request.await;
                 (output, REFUSED.with(std::cell::Cell::get))
+            })
+            .await
+    }
+
+    /// Runs `request` (a `DELETE` of the endpoint) and tells whether it closed a session that
+    /// existed (`Some(true)`), found none (`Some(false)`), or closed nothing (`None`: refused
+    /// before).
+    pub async fn close_seen<T>(request: impl Future<Output = T>) -> (T, Option<bool>) {
+        CLOSED
+            .scope(std::cell::Cell::new(None), async move {
+                let output = request.await;
+                (output, CLOSED.with(std::cell::Cell::get))
             })
             .await
     }
@@ -245,7 +260,9 @@ impl SessionManager for CappedSessions {
     }
 
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
-        lock(&self.usage).sessions.remove(id);
+        // Every live session is counted here: an evicted one left the count when it was closed.
+        let existed = lock(&self.usage).sessions.remove(id).is_some();
+        let _ = CLOSED.try_with(|closed| closed.set(Some(existed)));
         Ok(self.inner.close_session(id).await?)
     }
 

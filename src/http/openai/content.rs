@@ -29,8 +29,9 @@ pub struct Parts {
 pub fn parts(index: usize, parts: Vec<Value>) -> Result<Parts, CompletionError> {
     let mut content = Parts::default();
     for (position, part) in parts.into_iter().enumerate() {
-        let at = |what: String| {
-            CompletionError::Invalid(format!("messages[{index}].content[{position}]: {what}"))
+        let at = |what: String| CompletionError::InvalidField {
+            field: "messages".to_owned(),
+            message: format!("messages[{index}].content[{position}]: {what}"),
         };
         match part.get("type").and_then(Value::as_str) {
             Some("text") => match part.get("text") {

@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::http::extract::ApiJson;
+use crate::http::extract::{JsonBytes, parse_json};
 use errors::{OpenAiError, OpenAiErrorBody};
 use wire::{ChatCompletionRequest, CompletionHead};
 
@@ -46,9 +46,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn chat_completions(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<ApiJson<ChatCompletionRequest>, ApiError>,
+    body: Result<JsonBytes, ApiError>,
 ) -> Result<Response, OpenAiError> {
-    let ApiJson(mut request) = body?;
+    let JsonBytes(bytes) = body?;
+    let mut request = parse_request(&bytes)?;
     if request.session_id.is_none()
         && let Some(id) = headers.get("x-session-id").and_then(|v| v.to_str().ok())
     {
@@ -84,6 +85,39 @@ async fn chat_completions(
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// The request in `bytes`; a body that is not one names the field at fault (`param`) when it
+/// can: the first field of the failing path, or the missing one.
+fn parse_request(bytes: &[u8]) -> Result<ChatCompletionRequest, OpenAiError> {
+    // Only an object is a request: serde would also fill it from an array of its fields.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(ApiError::Unprocessable(
+            "Invalid request body: expected a JSON object".to_owned(),
+        )
+        .into());
+    }
+    parse_json(bytes).map_err(|err| OpenAiError::from(err).with_param(offending_field(bytes)))
+}
+
+/// The top-level field a request body fails at, if the failure is in one (a wrong type or a
+/// missing field; not JSON that does not parse).
+fn offending_field(bytes: &[u8]) -> Option<String> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let err =
+        serde_path_to_error::deserialize::<_, ChatCompletionRequest>(&mut deserializer).err()?;
+    // Text that is not JSON is no field's fault.
+    if err.inner().is_syntax() || err.inner().is_eof() {
+        return None;
+    }
+    if let Some(serde_path_to_error::Segment::Map { key }) = err.path().iter().next() {
+        return Some(key.clone());
+    }
+    // serde names a missing field only in its message: "missing field `messages`".
+    let message = err.inner().to_string();
+    let missing = message.strip_prefix("missing field `")?;
+    missing.split('`').next().map(str::to_owned)
 }
 
 /// Every enabled backend's models as `backend/model`, listed concurrently; a backend that

@@ -66,9 +66,10 @@ impl ChatCompletionRequest {
         ];
         for (field, value) in bounds {
             if let Some(value) = value.filter(|v| !(1..=MAX_TOKENS).contains(v)) {
-                return Err(CompletionError::Invalid(format!(
-                    "{field} must be from 1 to {MAX_TOKENS}, got {value}"
-                )));
+                return Err(invalid(
+                    field,
+                    format!("{field} must be from 1 to {MAX_TOKENS}, got {value}"),
+                ));
             }
         }
         // The same bound under its old and new name: two different values are a client's
@@ -100,6 +101,14 @@ impl ChatCompletionRequest {
             top_logprobs: self.top_logprobs.map(count),
             n: self.n.map(count),
         })
+    }
+}
+
+/// A value of the request's `field` that cannot work.
+fn invalid(field: &str, message: String) -> CompletionError {
+    CompletionError::InvalidField {
+        field: field.to_owned(),
+        message,
     }
 }
 
@@ -171,7 +180,8 @@ impl ChatCompletionRequest {
         let options = self.take_options()?;
         let mcp_tool_rounds = if self.lit_mux.use_tools {
             if self.tools.as_ref().is_some_and(|tools| !tools.is_empty()) {
-                return Err(CompletionError::Invalid(
+                return Err(invalid(
+                    "tools",
                     "send either tools (the client runs them) or lit_mux.use_tools (lit-mux runs \
                      its MCP tools), not both"
                         .to_owned(),
@@ -179,7 +189,7 @@ impl ChatCompletionRequest {
             }
             Some(
                 crate::chat::tools::max_iterations(self.lit_mux.max_tool_iterations)
-                    .map_err(|err| CompletionError::Invalid(err.to_string()))?,
+                    .map_err(|err| invalid("lit_mux", err.to_string()))?,
             )
         } else {
             None
@@ -191,10 +201,13 @@ impl ChatCompletionRequest {
             .into_iter()
             .map(|tool| {
                 if let Some(kind) = tool.kind.as_deref().filter(|kind| *kind != "function") {
-                    return Err(CompletionError::Invalid(format!(
-                        "tool {} has type \"{kind}\"; only function tools are supported",
-                        tool.function.name
-                    )));
+                    return Err(invalid(
+                        "tools",
+                        format!(
+                            "tool {} has type \"{kind}\"; only function tools are supported",
+                            tool.function.name
+                        ),
+                    ));
                 }
                 Ok(ToolSpec {
                     name: tool.function.name,
@@ -248,10 +261,13 @@ pub(crate) fn conversation(
             "assistant" => Role::Assistant,
             "tool" => Role::Tool,
             other => {
-                return Err(CompletionError::Invalid(format!(
-                    "messages[{index}].role: \"{other}\" is not one of system, developer, user, \
-                     assistant, tool"
-                )));
+                return Err(invalid(
+                    "messages",
+                    format!(
+                        "messages[{index}].role: \"{other}\" is not one of system, developer, \
+                         user, assistant, tool"
+                    ),
+                ));
             }
         };
         let mut turn = ChatMessage::text(role, text);
@@ -271,9 +287,10 @@ pub(crate) fn conversation(
         }
         if role == Role::Tool {
             let Some(call_id) = message.tool_call_id else {
-                return Err(CompletionError::Invalid(format!(
-                    "messages[{index}]: a tool message needs tool_call_id"
-                )));
+                return Err(invalid(
+                    "messages",
+                    format!("messages[{index}]: a tool message needs tool_call_id"),
+                ));
             };
             let name = turns
                 .iter()
@@ -291,7 +308,8 @@ pub(crate) fn conversation(
         turns.push(turn);
     }
     if turns.is_empty() {
-        return Err(CompletionError::Invalid(
+        return Err(invalid(
+            "messages",
             "messages must hold at least one user message".to_owned(),
         ));
     }
@@ -598,15 +616,15 @@ mod tests {
         );
         assert!(matches!(
             conversation(vec![image]),
-            Err(CompletionError::Invalid(_))
+            Err(CompletionError::InvalidField { .. })
         ));
         assert!(matches!(
             conversation(vec![message("wizard", json!("hi"))]),
-            Err(CompletionError::Invalid(_))
+            Err(CompletionError::InvalidField { .. })
         ));
         assert!(matches!(
             conversation(vec![message("system", json!("only"))]),
-            Err(CompletionError::Invalid(_))
+            Err(CompletionError::InvalidField { .. })
         ));
     }
 

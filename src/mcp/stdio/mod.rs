@@ -41,11 +41,11 @@ use super::McpError;
 use super::connection::{
     ConnectSpec, Connected, ConnectionInfo, ExitInfo, McpConnection, StartFailure, StartStage,
 };
-use super::session::Session;
+use super::session::{HandshakeFailure, Session};
 use crate::config::StdioTransport;
 
-/// When a call fails because the transport closed, how long to wait for the exit status that
-/// explains it (the pipe closes a moment before the process is reaped).
+/// When a call or a handshake step fails because the transport closed, how long to wait for the
+/// exit status that explains it (the pipe closes a moment before the process is reaped).
 const EXIT_AFTER_CLOSE_WAIT: Duration = Duration::from_millis(500);
 
 /// A running, initialized MCP server child.
@@ -73,24 +73,35 @@ impl StdioConnection {
             .await
             .map_err(|err| StartFailure {
                 stage: StartStage::Spawn,
-                reason: format!("cannot run \"{}\": {err}", transport.command),
+                reason: match err.kind() {
+                    std::io::ErrorKind::NotFound => {
+                        format!("command not found: {}", transport.command)
+                    }
+                    _ => format!("cannot run \"{}\": {err}", transport.command),
+                },
                 exit: None,
                 stderr_tail: String::new(),
             })?;
         let (tools_changed_tx, tools_changed) = mpsc::channel(1);
         let session = within(
             &process,
-            deadline,
+            (deadline, spec.timeout),
             StartStage::Initialize,
             Session::open(spec.name, pipes, tools_changed_tx),
         )
         .await?;
-        let tools = match within(&process, deadline, StartStage::ListTools, async {
-            match session.list_tools(spec.max_message_bytes).await {
-                Ok(listed) => listed,
-                Err(err) => Err(err.to_string()),
-            }
-        })
+        let tools = match within(
+            &process,
+            (deadline, spec.timeout),
+            StartStage::ListTools,
+            async {
+                match session.list_tools(spec.max_message_bytes).await {
+                    Ok(listed) => listed
+                        .map_err(|why| HandshakeFailure::Unusable(format!("tools/list: {why}"))),
+                    Err(err) => Err(HandshakeFailure::of_request("tools/list", err)),
+                }
+            },
+        )
         .await
         {
             Ok(tools) => tools,
@@ -220,25 +231,38 @@ impl McpConnection for StdioConnection {
     }
 }
 
-/// Runs one handshake step before `deadline`; on failure (error, timeout, or the process
-/// exiting) stops the process and describes what happened.
+/// Runs one handshake step before `deadline` (`timeout` after the start); on failure stops the
+/// process and says why, one way per cause whichever sign of it came first: the process's exit
+/// and the connection's end arrive in either order, and both mean the process ended.
 async fn within<T>(
     process: &ChildProcess,
-    deadline: Option<Instant>,
+    (deadline, timeout): (Option<Instant>, Duration),
     stage: StartStage,
-    step: impl Future<Output = Result<T, String>>,
+    step: impl Future<Output = Result<T, HandshakeFailure>>,
 ) -> Result<T, StartFailure> {
     // tokio's timer saturates an endless duration to its far future.
     let remaining = deadline.map_or(Duration::MAX, |deadline| {
         deadline.saturating_duration_since(Instant::now())
     });
-    let reason = tokio::select! {
+    let ended = tokio::select! {
         result = tokio::time::timeout(remaining, step) => match result {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(reason)) => reason,
-            Err(_elapsed) => "timed out waiting for the server".to_owned(),
+            Ok(Err(HandshakeFailure::Unusable(how))) => Err(how),
+            Ok(Err(HandshakeFailure::Closed)) => {
+                // Its output closed: the process is ending, or it closed its output alone.
+                tokio::time::timeout(EXIT_AFTER_CLOSE_WAIT, process.exited()).await.ok().map(Ok)
+                    .unwrap_or_else(|| Err(format!("it closed its output before answering {stage}")))
+            }
+            Err(_elapsed) => Err(format!(
+                "no answer to {stage} within {} s",
+                timeout.as_secs_f64()
+            )),
         },
-        exit = process.exited() => format!("the process exited ({})", exit.description),
+        exit = process.exited() => Ok(exit),
+    };
+    let reason = match ended {
+        Ok(exit) => ended_before(&exit, stage),
+        Err(reason) => reason,
     };
     let exit = process.terminate().await;
     process.pipes_closed().await;
@@ -248,4 +272,18 @@ async fn within<T>(
         exit: Some(exit),
         stderr_tail: process.stderr().tail(5),
     })
+}
+
+/// A process's exit during the handshake, in words.
+fn ended_before(exit: &ExitInfo, stage: StartStage) -> String {
+    match (exit.code, exit.signal) {
+        (Some(code), _) => {
+            format!("its process exited with status {code} before answering {stage}")
+        }
+        (None, Some(_)) => format!(
+            "its process was {} before answering {stage}",
+            exit.description
+        ),
+        (None, None) => format!("its process exited before answering {stage}"),
+    }
 }

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::mcp::{Harness, fixture_server, pid_of};
-use serde_json::json;
+use serde_json::{Value, json};
 use testkit::processes::eventually;
 
 use super::detail;
@@ -27,7 +27,7 @@ async fn a_missing_command_fails_at_spawn() {
         .await;
     assert_eq!(status, 502, "{body}");
     assert!(
-        detail(&body).contains("spawn") && detail(&body).contains("/no/such/mcp-server"),
+        detail(&body) == "MCP server 'ghost' did not start: command not found: /no/such/mcp-server",
         "{body}"
     );
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -57,7 +57,7 @@ async fn a_child_that_exits_at_once_is_reported_with_its_status_and_stderr() {
     let text = detail(&body);
     assert!(text.contains("initialize"), "names the stage: {text}");
     assert!(
-        text.contains("exit code 1"),
+        text.contains("exited with status 1"),
         "names the exit status: {text}"
     );
     assert!(
@@ -82,7 +82,7 @@ async fn a_child_that_never_answers_fails_at_the_timeout() {
     let took = started.elapsed();
     assert_eq!(status, 502, "{body}");
     assert!(
-        detail(&body).contains("initialize") && detail(&body).contains("timed out"),
+        detail(&body) == "MCP server 'mute' did not start: no answer to initialize within 2 s",
         "{body}"
     );
     // The timeout, then the stop sequence (stdin closed: the fixture exits at EOF).
@@ -228,4 +228,78 @@ async fn a_server_still_starting_answers_503_and_shows_as_starting() {
     let pid = pid_of(&body);
     assert_eq!(h.server.delete_json("/mcp/servers/sluggish").await.0, 200);
     h.assert_clean(&[pid]);
+}
+
+/// Each way a start can fail, tried ten times at once: the answer names the cause in the same
+/// words every time, however the process's exit and its closed pipes interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_says_the_same_thing_every_time() {
+    let h = Harness::start();
+    let fixture = crate::support::mcp::fixture();
+    let cases: Vec<(&str, Value, String)> = vec![
+        (
+            "fixture-exits",
+            json!({"command": fixture, "args": ["exit-at-once"], "timeout": 10}),
+            "its process exited with status 1 before answering initialize; last stderr lines: \
+             fatal: missing configuration file /nonexistent.toml"
+                .to_owned(),
+        ),
+        (
+            "false",
+            json!({"command": "false", "timeout": 10}),
+            "its process exited with status 1 before answering initialize".to_owned(),
+        ),
+        (
+            "exit-3",
+            json!({"command": "sh", "args": ["-c", "exit 3"], "timeout": 10}),
+            "its process exited with status 3 before answering initialize".to_owned(),
+        ),
+        (
+            "complains",
+            json!({"command": "sh", "args": ["-c", "echo no config >&2; exit 2"], "timeout": 10}),
+            "its process exited with status 2 before answering initialize; last stderr lines: no config"
+                .to_owned(),
+        ),
+        (
+            "crashes",
+            json!({"command": "sh", "args": ["-c", "kill -SEGV $$"], "timeout": 10}),
+            "its process was killed by SIGSEGV before answering initialize".to_owned(),
+        ),
+        (
+            "missing",
+            json!({"command": "no-such-mcp-server-anywhere", "timeout": 10}),
+            "command not found: no-such-mcp-server-anywhere".to_owned(),
+        ),
+        (
+            "cat",
+            json!({"command": "cat", "timeout": 1}),
+            "no answer to initialize within 1 s".to_owned(),
+        ),
+        (
+            "fixture-mute",
+            json!({"command": fixture, "args": ["never-answer"], "timeout": 1}),
+            "no answer to initialize within 1 s".to_owned(),
+        ),
+    ];
+    for (case, request, cause) in cases {
+        let attempts = (0..10).map(|attempt| {
+            let name = format!("{case}-{attempt}");
+            let mut request = request.clone();
+            request["name"] = json!(name);
+            let server = &h.server;
+            async move {
+                let (status, body) = server.post_json("/mcp/servers", &request).await;
+                (name, status, body)
+            }
+        });
+        for (name, status, body) in futures_util::future::join_all(attempts).await {
+            assert_eq!(status, 502, "{name}: {body}");
+            assert_eq!(
+                detail(&body),
+                format!("MCP server '{name}' did not start: {cause}"),
+                "{name}"
+            );
+        }
+    }
+    h.assert_clean(&[]);
 }
