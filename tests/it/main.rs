@@ -30,6 +30,7 @@ mod native_tools;
 mod openai_api;
 mod openapi;
 mod request_layers;
+mod schemathesis;
 mod sessions;
 mod streaming;
 mod tool_loop;

@@ -38,8 +38,11 @@ pub struct ChatCompletionRequest {
     pub top_p: Option<f64>,
     pub presence_penalty: Option<f64>,
     pub frequency_penalty: Option<f64>,
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub n: Option<u64>,
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub max_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub max_completion_tokens: Option<u64>,
 }
 
@@ -88,6 +91,7 @@ const MAX_TOKENS: u64 = 100_000_000;
 pub struct LitMuxOptions {
     #[serde(default)]
     pub use_tools: bool,
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub max_tool_iterations: Option<u32>,
 }
 

@@ -11,9 +11,13 @@ use crate::store;
 
 /// `POST /sessions`. Unknown fields are ignored, as the predecessor did.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"backends": ["echo"], "name": "demo", "metadata": {"system_prompt": "Be brief."}}))]
 pub struct CreateSession {
+    /// Configured, enabled backends (`GET /backends`); repeated names count once.
+    #[schema(min_items = 1, example = json!(["echo"]))]
     pub backends: Vec<String>,
     pub name: Option<String>,
+    /// Free-form; `system_prompt`, `model` and `<backend>_model` are read by the chat.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
 }
@@ -30,15 +34,23 @@ impl From<CreateSession> for chat::CreateSession {
 
 /// `POST /sessions/{id}/message`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"content": "Hello", "backend": "echo"}))]
 pub struct SendMessage {
     /// Answer with Server-Sent Events as the reply is produced.
     #[serde(default)]
     pub stream: bool,
+    /// Not empty nor only white space.
+    #[schema(min_length = 1, pattern = r"\S", example = "Hello")]
     pub content: String,
+    /// One of the session's backends (default: its first).
+    #[schema(example = "echo")]
     pub backend: Option<String>,
     pub model: Option<String>,
     /// Whether the model may call MCP tools (default: yes, when there are any).
     pub use_tools: Option<bool>,
+    /// Tool rounds at most (default 20).
+    #[schema(minimum = 0, maximum = 100)]
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub max_tool_iterations: Option<u32>,
 }
 
@@ -56,14 +68,23 @@ impl From<SendMessage> for chat::SendMessage {
 
 /// `POST /sessions/{id}/broadcast`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"content": "Hello", "backends": ["echo"]}))]
 pub struct BroadcastMessage {
+    /// Answer with Server-Sent Events, every backend's interleaved.
     #[serde(default)]
     pub stream: bool,
+    /// Not empty nor only white space.
+    #[schema(min_length = 1, pattern = r"\S", example = "Hello")]
     pub content: String,
+    /// Some of the session's backends (default: all of them).
+    #[schema(min_items = 1, example = json!(["echo"]))]
     pub backends: Option<Vec<String>>,
     /// Whether the models may call MCP tools (default: yes, when there are any); each backend
     /// runs its own tool loop.
     pub use_tools: Option<bool>,
+    /// Tool rounds at most, per backend (default 20).
+    #[schema(minimum = 0, maximum = 100)]
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub max_tool_iterations: Option<u32>,
 }
 
