@@ -125,7 +125,9 @@ fn complete_operation(path: &str, method: &str, operation: &mut Value) -> Option
             error,
         );
     }
-    if takes_body || takes_query {
+    // `/mcp` answers a body it cannot use with a JSON-RPC error (its own description lists it).
+    let parses_body = takes_body && path != crate::http::mcp_endpoint::PATH;
+    if parses_body || takes_query {
         add(
             "422",
             "The body is not JSON, or a field (or query parameter) has the wrong type or is out \
@@ -138,7 +140,8 @@ fn complete_operation(path: &str, method: &str, operation: &mut Value) -> Option
     if let Some(unprocessable) = responses.get_mut("422")
         && family == Family::Rest
     {
-        unprocessable["content"] = json!({"application/json": {"schema": schema_ref(family.validation_schema())}});
+        unprocessable["content"] =
+            json!({"application/json": {"schema": schema_ref(family.validation_schema())}});
     }
     if let Some(links) = links(path, method)
         && let Some(ok) = responses.get_mut("200")
@@ -360,6 +363,7 @@ fn shared_schemas() -> Vec<(&'static str, Value)> {
                             "examples": [["body", "content"]],
                         },
                         "msg": {"type": "string"},
+                        "input": {"description": "The value found there"},
                     },
                 }}},
             }),

@@ -35,13 +35,19 @@ where
 
 /// The largest value of `T` that a `u64` converts to.
 fn largest<T: TryFrom<u64>>() -> u64 {
-    [u64::MAX, u64::from(u32::MAX), u64::from(u16::MAX), u64::from(u8::MAX)]
-        .into_iter()
-        .find(|n| T::try_from(*n).is_ok())
-        .unwrap_or(0)
+    [
+        u64::MAX,
+        u64::from(u32::MAX),
+        u64::from(u16::MAX),
+        u64::from(u8::MAX),
+    ]
+    .into_iter()
+    .find(|n| T::try_from(*n).is_ok())
+    .unwrap_or(0)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -178,7 +178,10 @@ async fn the_description_declares_both_key_headers_and_401_wherever_a_key_applie
         .collect();
     assert_eq!(
         kinds,
-        BTreeSet::from(["http bearer".to_owned(), "apiKey header X-API-Key".to_owned()])
+        BTreeSet::from([
+            "http bearer".to_owned(),
+            "apiKey header X-API-Key".to_owned()
+        ])
     );
     // Either one is enough.
     let required = spec["security"].as_array().unwrap();
@@ -210,8 +213,7 @@ async fn the_description_declares_both_key_headers_and_401_wherever_a_key_applie
         };
         if path != "/mcp" {
             assert_eq!(
-                responses["401"]["content"]["application/json"]["schema"]["$ref"],
-                expected_error,
+                responses["401"]["content"]["application/json"]["schema"]["$ref"], expected_error,
                 "{method} {path}"
             );
         }
@@ -226,7 +228,13 @@ async fn the_description_declares_both_key_headers_and_401_wherever_a_key_applie
 
     // What the description says is what the server does: 401 without the key, /health open.
     assert_eq!(
-        crate::support::TestHome::new().start(&[]).get("/health").send().await.unwrap().status(),
+        crate::support::TestHome::new()
+            .start(&[])
+            .get("/health")
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
 }
@@ -254,7 +262,10 @@ async fn the_description_declares_the_constraints_the_server_enforces() {
     for name in ["SendMessage", "BroadcastMessage"] {
         let body = component(&spec, name);
         assert_eq!(body["properties"]["content"]["minLength"], 1, "{name}");
-        assert_eq!(body["properties"]["max_tool_iterations"]["maximum"], 100, "{name}");
+        assert_eq!(
+            body["properties"]["max_tool_iterations"]["maximum"], 100,
+            "{name}"
+        );
         assert_eq!(body["example"]["content"], "Hello", "{name}");
     }
     assert_eq!(
@@ -279,7 +290,10 @@ async fn the_description_declares_the_constraints_the_server_enforces() {
     assert_eq!(request["top_p"]["maximum"], 1);
     assert_eq!(request["n"]["maximum"], 1);
     assert_eq!(request["messages"]["minItems"], 1);
-    assert_eq!(request["lit_mux"]["properties"]["max_tool_iterations"]["maximum"], 100);
+    assert_eq!(
+        request["lit_mux"]["properties"]["max_tool_iterations"]["maximum"],
+        100
+    );
     let completions = &spec["paths"]["/v1/chat/completions"]["post"];
     assert_eq!(
         completions["requestBody"]["content"]["application/json"]["schema"]["$ref"],
@@ -302,7 +316,12 @@ async fn the_description_declares_the_constraints_the_server_enforces() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|event| event["properties"]["event"]["const"].as_str().unwrap().to_owned())
+        .map(|event| {
+            event["properties"]["event"]["const"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(
         names,
@@ -313,7 +332,10 @@ async fn the_description_declares_the_constraints_the_server_enforces() {
 
     // Stateful clients can follow a created session or server to the operations on it.
     let links = &spec["paths"]["/sessions"]["post"]["responses"]["200"]["links"];
-    assert_eq!(links["GetSession"]["parameters"]["id"], "$response.body#/id");
+    assert_eq!(
+        links["GetSession"]["parameters"]["id"],
+        "$response.body#/id"
+    );
     let links = &spec["paths"]["/mcp/servers"]["post"]["responses"]["200"]["links"];
     assert_eq!(links["RemoveServer"]["operationId"], "remove_server");
 }

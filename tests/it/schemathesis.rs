@@ -4,7 +4,7 @@
 //! only listed statuses, bodies and headers as described, invalid input refused, valid input
 //! accepted, no answer without the key. lit-mux's `mcp.allowed_commands` allows only the MCP
 //! fixture in its `healthy` mode, so adding servers through the API is exercised and nothing else
-//! can start. Settings: tests/schemathesis/schemathesis.toml.
+//! can start. Settings and hooks: tests/schemathesis/.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -28,12 +28,10 @@ async fn schemathesis_finds_no_answer_that_breaks_the_description() {
         mcp::fixture()
     ));
     let server = home.start(&[]);
-    let settings = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis/schemathesis.toml"),
-    )
-    .unwrap()
-    .replace("@API_KEY@", "schemathesis-key")
-    .replace("@MCP_FIXTURE@", mcp::fixture());
+    let settings = std::fs::read_to_string(settings_dir().join("schemathesis.toml"))
+        .unwrap()
+        .replace("@API_KEY@", "schemathesis-key")
+        .replace("@MCP_FIXTURE@", mcp::fixture());
     let settings_path = home.write("schemathesis.toml", &settings);
 
     let schemathesis = client_python().with_file_name("schemathesis");
@@ -49,6 +47,8 @@ async fn schemathesis_finds_no_answer_that_breaks_the_description() {
         .args(["--workers", "1", "--no-color", "--max-failures", "100"])
         .current_dir(home.path())
         .env("HOME", home.path())
+        .env("SCHEMATHESIS_HOOKS", settings_dir().join("hooks.py"))
+        .env("LIT_MUX_MCP_FIXTURE", mcp::fixture())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -64,4 +64,9 @@ async fn schemathesis_finds_no_answer_that_breaks_the_description() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(output.status.success(), "schemathesis failed:\n{report}");
+}
+
+/// The settings and hooks.
+fn settings_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis")
 }

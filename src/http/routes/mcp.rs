@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -42,7 +42,12 @@ pub struct AddServer {
     pub name: String,
     /// A program name (looked up in lit-mux's `PATH` when `mcp.allowed_commands` is set) or a
     /// path; at most 4096 bytes, not blank, no NUL.
-    #[schema(min_length = 1, max_length = 4096, pattern = r"^[^\x00]*[^\x00\s][^\x00]*$", example = "npx")]
+    #[schema(
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"^[^\x00]*[^\x00\s][^\x00]*$",
+        example = "npx"
+    )]
     pub command: String,
     /// At most 256, each at most 16 KiB, no NUL.
     #[serde(default)]

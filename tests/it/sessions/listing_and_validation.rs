@@ -273,7 +273,11 @@ async fn a_repeated_query_parameter_is_a_422_naming_it() {
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
         assert_eq!(status, 422, "{path}: {text}");
-        let name = if path.contains("limit") { "limit" } else { "offset" };
+        let name = if path.contains("limit") {
+            "limit"
+        } else {
+            "offset"
+        };
         assert!(
             text.contains(name) && text.contains("more than once"),
             "{path}: {text}"
