@@ -119,14 +119,16 @@ fn complete_operation(path: &str, method: &str, operation: &mut Value) -> Option
             error,
         );
         add("413", "The body is over server.max_body_bytes", error);
+    }
+    // `/mcp` answers a body it cannot use with a JSON-RPC error: its own description lists those.
+    let parses_body = takes_body && path != crate::http::mcp_endpoint::PATH;
+    if parses_body {
         add(
             "415",
             "Content-Type is neither application/json nor a +json type",
             error,
         );
     }
-    // `/mcp` answers a body it cannot use with a JSON-RPC error (its own description lists it).
-    let parses_body = takes_body && path != crate::http::mcp_endpoint::PATH;
     if parses_body || takes_query {
         add(
             "422",
