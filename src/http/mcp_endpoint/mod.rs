@@ -209,6 +209,7 @@ pub fn describe(paths: &mut Paths) {
                 status("Accept does not allow JSON and event streams"),
             )
             .response("413", status("Body over server.max_body_bytes"))
+            .response("415", status("Content-Type is not application/json"))
             .response(
                 "503",
                 ResponseBuilder::new()
