@@ -20,7 +20,7 @@ use crate::http::error::ApiError;
 const OPEN_PATHS: &[&str] = &["/health", "/openapi.json", "/docs"];
 
 /// Whether anyone may call `path`: the open paths, and the docs page's assets.
-fn is_open_path(path: &str) -> bool {
+pub fn is_open_path(path: &str) -> bool {
     OPEN_PATHS.contains(&path) || path.starts_with("/docs/")
 }
 

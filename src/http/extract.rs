@@ -4,8 +4,9 @@
 //! with the place serde's path names and the value found there.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::header;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -76,6 +77,50 @@ where
         })?;
         Ok(Self(bytes))
     }
+}
+
+/// A query string, whose rejection is a 422 naming the parameter (a repeated one, one of the
+/// wrong type) rather than axum's plain-text 400.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|rejection| query_error(&rejection.body_text()))
+    }
+}
+
+/// axum says `Failed to deserialize query string: duplicate field `limit``; a repeated
+/// parameter is said as the client wrote it.
+fn query_error(rejection: &str) -> ApiError {
+    let reason = rejection
+        .split_once(": ")
+        .map_or(rejection, |(_, reason)| reason);
+    if let Some(name) = reason
+        .strip_prefix("duplicate field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        return ApiError::Invalid(vec![FieldError::new(
+            "duplicate_parameter",
+            vec![json!("query"), json!(name)],
+            format!("Invalid query: the parameter {name} is given more than once; give it once"),
+            Value::Null,
+        )]);
+    }
+    ApiError::Invalid(vec![FieldError::new(
+        "value_error",
+        vec![json!("query")],
+        format!("Invalid query: {reason}"),
+        Value::Null,
+    )])
 }
 
 /// Parses a JSON body, naming the failing field path (`backends[0]`) in the message and in the

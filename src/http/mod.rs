@@ -2,6 +2,7 @@
 //! types. It calls the domain services and maps their errors to one JSON shape
 //! ([`error::ApiError`]); no domain module imports anything from here.
 
+pub mod api_description;
 pub mod auth;
 pub mod connection_service;
 pub mod connections;
@@ -17,6 +18,7 @@ pub mod routes;
 pub mod self_wake;
 pub mod serve;
 pub mod state;
+pub mod whole_numbers;
 
 pub use router::{router, with_layers};
 pub use serve::{ServeLimits, ShutdownSignals, serve};

@@ -20,6 +20,7 @@ use tracing::Level;
 
 use crate::config::ServerConfig;
 use crate::http::AppState;
+use crate::http::api_description;
 use crate::http::auth::{self, AccessPolicy};
 use crate::http::error::{ApiError, detail_for_status};
 use crate::http::extract::BodyLimit;
@@ -35,7 +36,7 @@ pub fn router(state: AppState) -> Router {
         &state.config.mcp_endpoint,
         state.shutdown.clone(),
     );
-    let (routes, api) = utoipa_axum::router::OpenApiRouter::with_openapi(api_description())
+    let (routes, api) = utoipa_axum::router::OpenApiRouter::with_openapi(api_description::base())
         .merge(routes::health::router())
         .merge(routes::mcp::router())
         .merge(routes::tools::router())
@@ -44,7 +45,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::http::openai::router())
         .split_for_parts();
     // Serialised once: the description's structs are dropped, the page loads it by URL.
-    let api_json = axum::body::Bytes::from(api.to_json().unwrap_or_else(|_| "{}".to_owned()));
+    let api_json = axum::body::Bytes::from(api_description::render(&api).to_string());
     drop(api);
     let routes = routes
         .route(
@@ -77,35 +78,6 @@ pub fn router(state: AppState) -> Router {
         metrics,
         crate::http::metrics::record_http,
     ))
-}
-
-/// The API's description; the paths come from the handlers' annotations, merged with the routes
-/// themselves so that no route can be missing from `/openapi.json`.
-fn api_description() -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-    let mut api = utoipa::openapi::OpenApiBuilder::new()
-        .info(
-            utoipa::openapi::InfoBuilder::new()
-                .title("lit-mux")
-                .version(crate::VERSION)
-                .description(Some(
-                    "One HTTP endpoint in front of AI model backends and MCP tools. Errors are \
-                     {\"detail\": \"...\"} except under /v1, which uses OpenAI's shape.",
-                ))
-                .build(),
-        )
-        .build();
-    let components = api.components.get_or_insert_with(Default::default);
-    components.add_security_scheme(
-        "api_key",
-        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-    );
-    api.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
-        "api_key",
-        Vec::<String>::new(),
-    )]);
-    crate::http::mcp_endpoint::describe(&mut api.paths);
-    api
 }
 
 /// Wraps `routes` in everything every endpoint shares: JSON errors for unknown routes and

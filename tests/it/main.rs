@@ -32,6 +32,7 @@ mod openapi;
 mod predecessor_compat;
 mod request_layers;
 mod sampling_options;
+mod schemathesis;
 mod sessions;
 mod streaming;
 mod tool_loop;

@@ -230,6 +230,7 @@ pub fn describe(paths: &mut Paths) {
                 status("Accept does not allow JSON and event streams"),
             )
             .response("413", status("Body over server.max_body_bytes"))
+            .response("415", status("Content-Type is not application/json"))
             .response(
                 "503",
                 ResponseBuilder::new()
@@ -271,8 +272,9 @@ pub fn describe(paths: &mut Paths) {
             .tag("mcp")
             .summary(Some("End a session"))
             .parameter(session_header(Required::True))
-            .response("202", status("Ended"))
+            .response("204", status("Ended"))
             .response("400", status("No session id"))
-            .response("401", status("Missing or wrong API key")),
+            .response("401", status("Missing or wrong API key"))
+            .response("404", status("Unknown or ended session")),
     );
 }

@@ -22,7 +22,7 @@ pub fn serves(path: &str) -> bool {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct OpenAiErrorBody {
-    /// `{"message", "type", "code"}`
+    /// `{"message", "type", "param", "code"}`
     #[schema(value_type = Object)]
     error: (),
 }

@@ -36,13 +36,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// `lit_mux.use_tools` does.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
     params(("X-Session-Id" = Option<String>, Header, description = "Append the exchange to this session"),
-        ("X-Lit-Mux-Use-Tools" = Option<bool>, Header, description = "Run lit-mux's MCP tool loop")),
+        ("X-Lit-Mux-Use-Tools" = Option<String>, Header, pattern = "^\\s*([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0|[Yy][Ee][Ss]|[Nn][Oo])\\s*$",
+            description = "Run lit-mux's MCP tool loop: true, false, 1, 0, yes or no, any case")),
     request_body(content = Object, description = "OpenAI's chat completion request; model is backend/model"),
     responses((status = 200, description = "chat.completion, or chat.completion.chunk events then [DONE]", content((Object = "application/json"), (String = "text/event-stream"))),
         (status = 400, description = "A value that cannot work", body = OpenAiErrorBody), (status = 401, description = "Missing or wrong API key", body = OpenAiErrorBody),
         (status = 404, description = "Unknown model or session", body = OpenAiErrorBody),
         (status = 422, description = "Malformed JSON or a wrong field type", body = OpenAiErrorBody), (status = 429, description = "Rate limited upstream", body = OpenAiErrorBody),
-        (status = 502, description = "A peer failed", body = OpenAiErrorBody), (status = 504, description = "Timed out", body = OpenAiErrorBody)))]
+        (status = 502, description = "A peer failed", body = OpenAiErrorBody), (status = 504, description = "Timed out", body = OpenAiErrorBody),
+        (status = 503, description = "Storage unavailable (with a session)", body = OpenAiErrorBody),
+        (status = 507, description = "Storage full (with a session)", body = OpenAiErrorBody)))]
 async fn chat_completions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -55,11 +58,7 @@ async fn chat_completions(
     {
         request.session_id = Some(id.to_owned());
     }
-    if headers
-        .get("x-lit-mux-use-tools")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
-    {
+    if use_tools_header(&headers)? == Some(true) {
         request.lit_mux.use_tools = true;
     }
     let target = state.chat.completion_target(&request.model)?;
@@ -119,6 +118,23 @@ fn offending_field(bytes: &[u8]) -> Option<String> {
     let missing = message.strip_prefix("missing field `")?;
     missing.split('`').next().map(str::to_owned)
 }
+
+/// `X-Lit-Mux-Use-Tools` as a yes or no; a value that is neither is refused, not taken as no.
+fn use_tools_header(headers: &HeaderMap) -> Result<Option<bool>, ApiError> {
+    let Some(value) = headers.get(USE_TOOLS_HEADER) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(Some(true)),
+        "false" | "0" | "no" => Ok(Some(false)),
+        _ => Err(ApiError::BadRequest(format!(
+            "{USE_TOOLS_HEADER} must be one of true, false, 1, 0, yes, no (any case), got \"{text}\""
+        ))),
+    }
+}
+
+const USE_TOOLS_HEADER: &str = "X-Lit-Mux-Use-Tools";
 
 /// Every enabled backend's models as `backend/model`, listed concurrently; a backend that
 /// cannot list them still offers its default model.

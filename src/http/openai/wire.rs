@@ -41,7 +41,9 @@ pub struct ChatCompletionRequest {
     // The options are fields of their own: `flatten` would buffer the messages.
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub max_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub max_completion_tokens: Option<u64>,
     pub stop: Option<StopSequences>,
     pub seed: Option<i64>,
@@ -52,7 +54,9 @@ pub struct ChatCompletionRequest {
     pub parallel_tool_calls: Option<bool>,
     pub user: Option<String>,
     pub logprobs: Option<bool>,
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub top_logprobs: Option<u64>,
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub n: Option<u64>,
 }
 
@@ -116,6 +120,7 @@ fn invalid(field: &str, message: String) -> CompletionError {
 pub struct LitMuxOptions {
     #[serde(default)]
     pub use_tools: bool,
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub max_tool_iterations: Option<u32>,
 }
 

@@ -1,13 +1,17 @@
 //! `/mcp/…`: add, list, inspect, restart and remove MCP servers; their health.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::config::mcp::{MAX_ARG_BYTES, MAX_ENV_NAME_BYTES, MAX_ENV_VALUE_BYTES, MAX_ENV_VARS};
 use crate::config::{
     McpServerConfig, McpTransport, RestartPolicy, StdioTransport, default_mcp_timeout,
 };
@@ -27,26 +31,103 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(clean_up))
 }
 
-/// `POST /mcp/servers`. Unknown fields are ignored, as the predecessor did.
+/// `POST /mcp/servers`. Unknown fields are ignored, as the predecessor did. The sizes are in
+/// bytes (a schema's lengths count characters, which are one byte each in ASCII).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"name": "everything", "command": "npx",
+    "args": ["-y", "@modelcontextprotocol/server-everything"], "timeout": 30, "restart": "never"}))]
 pub struct AddServer {
+    /// 1 to 64 of A-Z a-z 0-9 _ -.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "everything")]
     pub name: String,
     /// A program name (looked up in lit-mux's `PATH` when `mcp.allowed_commands` is set) or a
-    /// path; at most 4096 bytes.
+    /// path; at most 4096 bytes, not blank, no NUL.
+    #[schema(
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"^[^\x00]*[^\x00\s][^\x00]*$",
+        example = "npx"
+    )]
     pub command: String,
-    /// At most 256, each at most 16 KiB.
+    /// At most 256, each at most 16 KiB, no NUL.
     #[serde(default)]
+    #[schema(max_items = 256, value_type = Vec<ArgSchema>)]
     pub args: Vec<String>,
     /// The server's own variables, beside the few it gets of lit-mux's environment; at most
-    /// 256, names at most 256 bytes, values at most 32 KiB. Only names `mcp.allowed_env` allows.
+    /// 256, names at most 256 bytes (not empty, no `=`), values at most 32 KiB, no NUL. Only
+    /// names `mcp.allowed_env` allows.
     #[serde(default)]
+    #[schema(value_type = EnvSchema)]
     pub env: BTreeMap<String, String>,
-    /// Seconds, 1 to 3600; default 30.
+    /// Seconds for the handshake and each call; default 30.
+    #[schema(minimum = 1, maximum = 3600, example = 30)]
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub timeout: Option<u64>,
-    /// `never` (default) or `on-failure`.
+    /// Default `never`.
     #[serde(default)]
-    #[schema(value_type = String)]
+    #[schema(value_type = RestartSchema)]
     pub restart: RestartPolicy,
+}
+
+/// One of `args`: at most 16 KiB, no NUL.
+struct ArgSchema;
+
+impl utoipa::PartialSchema for ArgSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(MAX_ARG_BYTES))
+            .pattern(Some(NO_NUL))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ArgSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ServerArgument")
+    }
+}
+
+/// `env`: at most 256 variables; a name is 1 to 256 bytes without `=` or NUL, a value at most
+/// 32 KiB without NUL.
+struct EnvSchema;
+
+impl utoipa::PartialSchema for EnvSchema {
+    fn schema() -> RefOr<Schema> {
+        let value = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(MAX_ENV_VALUE_BYTES))
+            .pattern(Some(NO_NUL));
+        let name = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_ENV_NAME_BYTES))
+            .pattern(Some("^[^=\\x00]*$"));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .additional_properties(Some(value))
+            .property_names(Some(name))
+            .max_properties(Some(MAX_ENV_VARS))
+            .examples([serde_json::json!({"GITHUB_TOKEN": "ghp_..."})])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EnvSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ServerEnvironment")
+    }
+}
+
+const NO_NUL: &str = "^[^\\x00]*$";
+
+/// What `POST /mcp/servers` accepts as `restart` (the config's `RestartPolicy`).
+#[derive(utoipa::ToSchema)]
+#[schema(as = RestartPolicy, rename_all = "kebab-case")]
+#[allow(dead_code)]
+enum RestartSchema {
+    Never,
+    OnFailure,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -82,7 +163,9 @@ pub struct ServerLogs {
         (status = 422, description = "Malformed JSON, a wrong field type, or a value out of its range", body = crate::http::error::ErrorBody),
         (status = 403, description = "Refused by mcp.allowed_commands or mcp.allowed_env", body = crate::http::error::ErrorBody),
         (status = 409, description = "The name exists", body = crate::http::error::ErrorBody),
-        (status = 502, description = "Start or handshake failed", body = crate::http::error::ErrorBody)))]
+        (status = 502, description = "Start or handshake failed", body = crate::http::error::ErrorBody),
+        (status = 503, description = "MCP is disabled (mcp.enabled: false)", body = crate::http::error::ErrorBody),
+        (status = 504, description = "The handshake timed out", body = crate::http::error::ErrorBody)))]
 async fn add_server(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<AddServer>,
@@ -140,7 +223,9 @@ async fn remove_server(
 /// Stops the server's process and starts a new one.
 #[utoipa::path(post, path = "/mcp/servers/{name}/restart", tag = "mcp", params(("name" = String, Path)),
     responses((status = 200, description = "Success", body = ServerChanged), (status = 404, description = "Not found", body = crate::http::error::ErrorBody),
-        (status = 502, description = "A peer failed", body = crate::http::error::ErrorBody)))]
+        (status = 502, description = "The new process failed to start or to shake hands", body = crate::http::error::ErrorBody),
+        (status = 503, description = "MCP is disabled", body = crate::http::error::ErrorBody),
+        (status = 504, description = "The handshake timed out", body = crate::http::error::ErrorBody)))]
 async fn restart_server(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -50,7 +50,9 @@ async fn list_tools(State(state): State<AppState>) -> Json<ToolList> {
     params(("server" = String, Path), ("tool" = String, Path)),
     request_body(content = Object, description = "The tool's arguments"),
     responses((status = 200, description = "Success", body = ToolResult),
+        (status = 400, description = "The server refused the call's arguments or method", body = crate::http::error::ErrorBody),
         (status = 404, description = "Unknown server or tool", body = crate::http::error::ErrorBody),
+        (status = 422, description = "The body is not a JSON object", body = crate::http::error::ErrorBody),
         (status = 502, description = "The server died", body = crate::http::error::ErrorBody),
         (status = 503, description = "The server is not ready", body = crate::http::error::ErrorBody),
         (status = 504, description = "The call timed out", body = crate::http::error::ErrorBody)))]

@@ -483,3 +483,34 @@ async fn the_official_openai_client_parses_every_error() {
         "{failed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_use_tools_header_that_is_neither_yes_nor_no_is_refused_naming_the_values() {
+    let home = TestHome::new();
+    let server = home.start(&[]);
+    let request = json!({"model": "echo/echo", "messages": [{"role": "user", "content": "hi"}]});
+    let ask = |value: &'static str| {
+        server
+            .post("/v1/chat/completions")
+            .header("X-Lit-Mux-Use-Tools", value)
+            .json(&request)
+            .send()
+    };
+
+    let (status, body) = status_and_json(ask("ture").await.unwrap()).await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("X-Lit-Mux-Use-Tools")
+            && message.contains("\"ture\"")
+            && ["true", "false", "1", "0", "yes", "no"]
+                .iter()
+                .all(|value| message.contains(value)),
+        "{message}"
+    );
+    // Any case, and no as well as yes.
+    for value in ["FALSE", "No", "0", "Yes", "TRUE"] {
+        let (status, body) = status_and_json(ask(value).await.unwrap()).await;
+        assert_eq!(status, 200, "{value}: {body}");
+    }
+}

@@ -258,3 +258,29 @@ fn the_cli_sends_lists_and_shows_sessions() {
     let listed_after = home.run(&["sessions", "--url", &url]);
     assert_eq!(listed_after.stdout, listed.stdout, "a session was made");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_query_parameter_is_a_422_naming_it() {
+    let home = TestHome::new();
+    let server = home.start(&[]);
+    let session = create_session(&server, json!({"backends": ["echo"]})).await;
+
+    for path in [
+        "/sessions?limit=1&limit=2".to_owned(),
+        format!("/sessions/{session}/messages?offset=0&offset=1"),
+    ] {
+        let response = server.get(&path).send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 422, "{path}: {text}");
+        let name = if path.contains("limit") {
+            "limit"
+        } else {
+            "offset"
+        };
+        assert!(
+            text.contains(name) && text.contains("more than once"),
+            "{path}: {text}"
+        );
+    }
+}

@@ -4,7 +4,7 @@
 pub mod wire;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use crate::chat::{MAX_PAGE, ReplyEvent};
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, ApiQuery};
 use crate::store::Page;
 use wire::{BroadcastMessage, BroadcastResponse, CreateSession, Message, SendMessage, Session};
 
@@ -33,10 +33,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// At most 1000.
-    #[param(value_type = Option<u32>)]
+    /// How many, at most 1000.
+    #[param(value_type = Option<u32>, minimum = 0, maximum = 1000, example = 100)]
     limit: Option<String>,
-    #[param(value_type = Option<u64>)]
+    /// How many to skip.
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 9223372036854775807_i64, example = 0)]
     offset: Option<String>,
 }
 
@@ -90,10 +91,12 @@ async fn create_session(
 
 /// Sessions, newest first.
 #[utoipa::path(get, path = "/sessions", tag = "sessions", params(PageQuery),
-    responses((status = 200, description = "Success", body = Vec<Session>), (status = 422, description = "Malformed JSON or a wrong field type", body = crate::http::error::ErrorBody)))]
+    responses((status = 200, description = "Success", body = Vec<Session>),
+        (status = 422, description = "limit or offset out of its range, or given twice", body = crate::http::error::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = crate::http::error::ErrorBody)))]
 async fn list_sessions(
     State(state): State<AppState>,
-    Query(page): Query<PageQuery>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Vec<Session>>, ApiError> {
     let page = page.parse(Some(100))?;
     let sessions = state.chat.store().list_sessions(page).await?;
@@ -101,7 +104,8 @@ async fn list_sessions(
 }
 
 #[utoipa::path(get, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
-    responses((status = 200, description = "Success", body = Session), (status = 404, description = "Not found", body = crate::http::error::ErrorBody)))]
+    responses((status = 200, description = "Success", body = Session), (status = 404, description = "Not found", body = crate::http::error::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = crate::http::error::ErrorBody)))]
 async fn get_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -110,7 +114,9 @@ async fn get_session(
 }
 
 #[utoipa::path(delete, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
-    responses((status = 200, description = "Success", body = Deleted), (status = 404, description = "Not found", body = crate::http::error::ErrorBody)))]
+    responses((status = 200, description = "Success", body = Deleted), (status = 404, description = "Not found", body = crate::http::error::ErrorBody),
+        (status = 503, description = "Storage unavailable (nothing was deleted)", body = crate::http::error::ErrorBody),
+        (status = 507, description = "Storage full (nothing was deleted)", body = crate::http::error::ErrorBody)))]
 async fn delete_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -124,11 +130,13 @@ async fn delete_session(
 /// The session's messages, oldest first: the whole conversation unless `limit` is given (the
 /// predecessor's clients read it whole; a default page would silently leave out the newest).
 #[utoipa::path(get, path = "/sessions/{id}/messages", tag = "sessions", params(("id" = String, Path), PageQuery),
-    responses((status = 200, description = "Success", body = Vec<Message>), (status = 404, description = "Not found", body = crate::http::error::ErrorBody)))]
+    responses((status = 200, description = "Success", body = Vec<Message>), (status = 404, description = "Not found", body = crate::http::error::ErrorBody),
+        (status = 422, description = "limit or offset out of its range, or given twice", body = crate::http::error::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = crate::http::error::ErrorBody)))]
 async fn list_messages(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(page): Query<PageQuery>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Vec<Message>>, ApiError> {
     let page = page.parse(None)?;
     let store = state.chat.store();
@@ -142,7 +150,7 @@ async fn list_messages(
 /// accepts only `text/event-stream`.
 #[utoipa::path(post, path = "/sessions/{id}/message", tag = "sessions", params(("id" = String, Path)),
     request_body = SendMessage,
-    responses((status = 200, description = "The stored answer; with stream, the events delta, tool_call, tool_result, done, error", content((Message = "application/json"), (String = "text/event-stream"))),
+    responses((status = 200, description = "The stored answer; with stream, the events delta, tool_call, tool_result, done, error", content((Message = "application/json"), (Object = "text/event-stream"))),
         (status = 400, description = "A value that cannot work", body = crate::http::error::ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = crate::http::error::ErrorBody),
         (status = 422, description = "Malformed JSON or a wrong field type", body = crate::http::error::ErrorBody),
@@ -201,7 +209,7 @@ fn event_stream(events: tokio::sync::mpsc::Receiver<ReplyEvent>) -> Response {
 /// Sends one message to several backends at once; every answer is stored.
 #[utoipa::path(post, path = "/sessions/{id}/broadcast", tag = "sessions", params(("id" = String, Path)),
     request_body = BroadcastMessage,
-    responses((status = 200, description = "Every backend's answer or error; with stream, their events interleaved", content((Object = "application/json"), (String = "text/event-stream"))),
+    responses((status = 200, description = "Every backend's answer or error; with stream, their events interleaved", content((Object = "application/json"), (Object = "text/event-stream"))),
         (status = 400, description = "A value that cannot work", body = crate::http::error::ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = crate::http::error::ErrorBody),
         (status = 422, description = "Malformed JSON or a wrong field type", body = crate::http::error::ErrorBody), (status = 404, description = "Not found", body = crate::http::error::ErrorBody),

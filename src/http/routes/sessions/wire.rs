@@ -20,6 +20,7 @@ pub struct GenerationOptions {
     /// 0 to 1.
     pub top_p: Option<f64>,
     /// The answer's length bound in tokens.
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub max_tokens: Option<u64>,
     /// One string or up to 4.
     #[schema(value_type = Option<Object>)]
@@ -41,8 +42,10 @@ pub struct GenerationOptions {
     pub user: Option<String>,
     pub logprobs: Option<bool>,
     /// 0 to 20, with logprobs.
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub top_logprobs: Option<u32>,
     /// 1: lit-mux answers with one choice.
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub n: Option<u32>,
     /// Names that are not options, refused all together.
     #[serde(flatten)]
@@ -89,9 +92,13 @@ fn options(given: Option<GenerationOptions>) -> Result<backends::GenerationOptio
 
 /// `POST /sessions`. Unknown fields are ignored, as the predecessor did.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"backends": ["echo"], "name": "demo", "metadata": {"system_prompt": "Be brief."}}))]
 pub struct CreateSession {
+    /// Configured, enabled backends (`GET /backends`); repeated names count once.
+    #[schema(min_items = 1, example = json!(["echo"]))]
     pub backends: Vec<String>,
     pub name: Option<String>,
+    /// Free-form; `system_prompt`, `model` and `<backend>_model` are read by the chat.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
     /// Default generation options of the session's messages.
@@ -113,15 +120,23 @@ impl TryFrom<CreateSession> for chat::CreateSession {
 
 /// `POST /sessions/{id}/message`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"content": "Hello", "backend": "echo"}))]
 pub struct SendMessage {
     /// Answer with Server-Sent Events as the reply is produced.
     #[serde(default)]
     pub stream: bool,
+    /// Not empty nor only white space.
+    #[schema(min_length = 1, pattern = r"\S", example = "Hello")]
     pub content: String,
+    /// One of the session's backends (default: its first).
+    #[schema(example = "echo")]
     pub backend: Option<String>,
     pub model: Option<String>,
     /// Whether the model may call MCP tools (default: yes, when there are any).
     pub use_tools: Option<bool>,
+    /// Tool rounds at most (default 20).
+    #[schema(minimum = 0, maximum = 100)]
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub max_tool_iterations: Option<u32>,
     /// Over the session's options, option by option.
     pub options: Option<GenerationOptions>,
@@ -144,14 +159,23 @@ impl TryFrom<SendMessage> for chat::SendMessage {
 
 /// `POST /sessions/{id}/broadcast`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"content": "Hello", "backends": ["echo"]}))]
 pub struct BroadcastMessage {
+    /// Answer with Server-Sent Events, every backend's interleaved.
     #[serde(default)]
     pub stream: bool,
+    /// Not empty nor only white space.
+    #[schema(min_length = 1, pattern = r"\S", example = "Hello")]
     pub content: String,
+    /// Some of the session's backends (default: all of them).
+    #[schema(min_items = 1, example = json!(["echo"]))]
     pub backends: Option<Vec<String>>,
     /// Whether the models may call MCP tools (default: yes, when there are any); each backend
     /// runs its own tool loop.
     pub use_tools: Option<bool>,
+    /// Tool rounds at most, per backend (default 20).
+    #[schema(minimum = 0, maximum = 100)]
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub max_tool_iterations: Option<u32>,
     /// Over the session's options, option by option; for every backend.
     pub options: Option<GenerationOptions>,
