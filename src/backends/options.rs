@@ -199,10 +199,11 @@ pub const MAX_NAME_CHARS: usize = 256;
 
 impl GenerationOptions {
     /// Every option's name, as clients write it.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "temperature",
         "top_p",
         "max_tokens",
+        "max_completion_tokens",
         "stop",
         "seed",
         "presence_penalty",

@@ -63,12 +63,110 @@ fn complete(document: &mut Value) -> Option<()> {
     for (name, schema) in shared_schemas() {
         schemas.insert(name.to_owned(), schema);
     }
+    // One description of the generation options: `/v1` takes them at the top level, sessions
+    // in an `options` object that refuses other names.
+    let request = object_at(object_at(schemas, "ChatCompletionRequest")?, "properties")?;
+    request.extend(generation_options());
+    schemas.insert(
+        "GenerationOptions".to_owned(),
+        json!({
+            "type": "object",
+            "description": "Sampling and generation options, in OpenAI's names and shapes. A \
+                session's are the defaults of its messages; a message's override them option \
+                by option. Unknown names are refused (422); values outside these ranges, or \
+                that the backend's API cannot honour, get 400.",
+            "additionalProperties": false,
+            "properties": generation_options(),
+        }),
+    );
     for (path, operations) in object_at(document.as_object_mut()?, "paths")? {
         for (method, operation) in operations.as_object_mut()? {
             complete_operation(path, method, operation)?;
         }
     }
     Some(())
+}
+
+/// The generation options' schemas, as `backends::options` reads and bounds them.
+fn generation_options() -> Map<String, Value> {
+    use crate::backends::options::{
+        MAX_NAME_CHARS, MAX_STOP_CHARS, MAX_STOP_SEQUENCES, MAX_TOKENS, MAX_TOP_LOGPROBS,
+        MAX_USER_CHARS,
+    };
+    let stop_sequence = json!({"type": "string", "minLength": 1, "maxLength": MAX_STOP_CHARS});
+    let tokens = json!({"type": ["integer", "null"], "minimum": 1, "maximum": MAX_TOKENS});
+    let options = json!({
+        "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2,
+            "description": "0 to 2 (0 to 1 on Anthropic)"},
+        "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "presence_penalty": {"type": ["number", "null"], "minimum": -2, "maximum": 2},
+        "frequency_penalty": {"type": ["number", "null"], "minimum": -2, "maximum": 2},
+        "max_tokens": tokens,
+        "max_completion_tokens": tokens,
+        "stop": {"anyOf": [
+            stop_sequence,
+            {"type": "array", "items": stop_sequence, "maxItems": MAX_STOP_SEQUENCES},
+            {"type": "null"},
+        ]},
+        "seed": {"type": ["integer", "null"]},
+        "response_format": {"anyOf": [
+            {
+                "type": "object",
+                "required": ["type"],
+                "additionalProperties": false,
+                "properties": {"type": {"enum": ["text", "json_object"]}},
+            },
+            {
+                "type": "object",
+                "required": ["type", "json_schema"],
+                "additionalProperties": false,
+                "properties": {
+                    "type": {"const": "json_schema"},
+                    "json_schema": {
+                        "type": "object",
+                        "required": ["name"],
+                        "additionalProperties": false,
+                        "properties": {
+                            "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                            "description": {"type": ["string", "null"]},
+                            "schema": {"type": ["object", "null"]},
+                            "strict": {"type": ["boolean", "null"]},
+                        },
+                    },
+                },
+            },
+            {"type": "null"},
+        ]},
+        "tool_choice": {"anyOf": [
+            {"enum": ["none", "auto", "required"]},
+            {
+                "type": "object",
+                "required": ["type", "function"],
+                "properties": {
+                    "type": {"const": "function"},
+                    "function": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {"name": {
+                            "type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS,
+                        }},
+                    },
+                },
+            },
+            {"type": "null"},
+        ]},
+        "parallel_tool_calls": {"type": ["boolean", "null"]},
+        "user": {"type": ["string", "null"], "maxLength": MAX_USER_CHARS},
+        "logprobs": {"type": ["boolean", "null"]},
+        "top_logprobs": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_TOP_LOGPROBS,
+            "description": "with logprobs: true"},
+        "n": {"type": ["integer", "null"], "minimum": 1, "maximum": 1,
+            "description": "lit-mux answers with one choice"},
+    });
+    match options {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
 }
 
 /// The security scheme names.
@@ -415,55 +513,6 @@ fn shared_schemas() -> Vec<(&'static str, Value)> {
                         "properties": {"include_usage": {"type": "boolean"}},
                     },
                     "tools": {"type": ["array", "null"], "items": schema_ref("ChatCompletionTool")},
-                    "tool_choice": {"anyOf": [
-                        {"enum": ["none", "auto", "required"]},
-                        {
-                            "type": "object",
-                            "required": ["type", "function"],
-                            "properties": {
-                                "type": {"const": "function"},
-                                "function": {
-                                    "type": "object",
-                                    "required": ["name"],
-                                    "properties": {"name": {"type": "string"}},
-                                },
-                            },
-                        },
-                        {"type": "null"},
-                    ]},
-                    "parallel_tool_calls": {"type": ["boolean", "null"]},
-                    "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
-                    "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
-                    "presence_penalty": {"type": ["number", "null"], "minimum": -2, "maximum": 2},
-                    "frequency_penalty": {"type": ["number", "null"], "minimum": -2, "maximum": 2},
-                    "n": {
-                        "type": ["integer", "null"],
-                        "minimum": 1,
-                        "maximum": 1,
-                        "description": "lit-mux answers with one choice",
-                    },
-                    "max_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": 100_000_000},
-                    "max_completion_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": 100_000_000},
-                    "stop": {"anyOf": [
-                        {"type": "string"},
-                        {"type": "array", "items": {"type": "string"}, "maxItems": 4},
-                        {"type": "null"},
-                    ]},
-                    "seed": {"type": ["integer", "null"]},
-                    "response_format": {"anyOf": [
-                        {
-                            "type": "object",
-                            "required": ["type"],
-                            "properties": {
-                                "type": {"enum": ["text", "json_object", "json_schema"]},
-                                "json_schema": {"type": "object"},
-                            },
-                        },
-                        {"type": "null"},
-                    ]},
-                    "user": nullable_string,
-                    "logprobs": {"type": ["boolean", "null"]},
-                    "top_logprobs": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
                     "session_id": {
                         "type": ["string", "null"],
                         "description": "lit-mux: append the exchange to this session \

@@ -53,7 +53,10 @@ async fn a_child_dying_after_tools_list_is_noticed_at_once() {
         h.assert_clean(&[pid]);
     } else {
         assert_eq!(status, 502, "{body}");
-        assert!(detail(&body).contains("exit code 4"), "{body}");
+        assert!(
+            detail(&body).contains("its process exited with status 4"),
+            "{body}"
+        );
         h.assert_clean(&[]);
     }
 }

@@ -112,7 +112,7 @@ async fn ollama_gets_base64_images_and_a_url_is_refused_naming_the_backend() {
     let (status, body) = ask(&server, "llm", mixed_content()).await;
     assert_eq!(status, 400, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.starts_with("backend llm "), "{message}");
+    assert!(message.starts_with("backend llm: "), "{message}");
     assert!(
         message.contains("send the image as a data URL"),
         "{message}"

@@ -22,6 +22,9 @@ pub struct GenerationOptions {
     /// The answer's length bound in tokens.
     #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
     pub max_tokens: Option<u64>,
+    /// The same bound under OpenAI's newer name; two different values are refused.
+    #[serde(default, deserialize_with = "crate::http::whole_numbers::optional")]
+    pub max_completion_tokens: Option<u64>,
     /// One string or up to 4.
     #[schema(value_type = Option<Object>)]
     pub stop: Option<StopSequences>,
@@ -66,10 +69,19 @@ impl TryFrom<GenerationOptions> for backends::GenerationOptions {
                 backends::GenerationOptions::NAMES.join(", ")
             )));
         }
+        let max_tokens = match (options.max_tokens, options.max_completion_tokens) {
+            (Some(old), Some(new)) if old != new => {
+                return Err(ApiError::BadRequest(format!(
+                    "options: max_tokens ({old}) and max_completion_tokens ({new}) are the same \
+                     bound; send one of them"
+                )));
+            }
+            (old, new) => new.or(old),
+        };
         Ok(Self {
             temperature: options.temperature,
             top_p: options.top_p,
-            max_tokens: options.max_tokens,
+            max_tokens,
             stop: options.stop,
             seed: options.seed,
             presence_penalty: options.presence_penalty,
